@@ -1,0 +1,52 @@
+"""Step 4: saliency maps → per-channel scores at image size → label map (METHOD §4.1–4.3).
+
+Pure tensor functions. Channel layout of the scores: with a background channel it is
+channel 0 and class k is channel k+1, so ``argmax`` is directly the label value; without it
+class k is channel k and labels are ``argmax + 1``. Either way label 0 means background.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def minmax(maps: torch.Tensor) -> torch.Tensor:
+    """Min-max normalise each channel of (C, ...) to [0, 1]; constant channels become 0."""
+    flat = maps.flatten(1)
+    low = flat.min(1, keepdim=True).values
+    span = (flat.max(1, keepdim=True).values - low).clamp_min(1e-12)
+    return ((flat - low) / span).view_as(maps)
+
+
+def scores_from_saliency(
+    saliency: torch.Tensor,
+    size: tuple[int, int],
+    threshold: float,
+    background: bool,
+    compat: str = "paper",
+) -> torch.Tensor:
+    """(K, gh, gw) saliency → (C, H, W) scores in [0, 1], C = K (+1 with background).
+
+    ``paper``: normalise, zero below ``threshold``, upsample bilinearly, re-normalise.
+    ``authors``: keep the raw values that pass the threshold, ``align_corners=True``, no
+    re-normalisation (the blur step normalises later), as the released code does.
+    """
+    normalised = minmax(saliency.float())
+    if compat == "authors":
+        kept = saliency.float() * (normalised >= threshold)
+        scores = F.interpolate(kept[None], size=size, mode="bilinear", align_corners=True)[0]
+    else:
+        kept = normalised * (normalised >= threshold)
+        scores = F.interpolate(kept[None], size=size, mode="bilinear", align_corners=False)[0]
+        scores = minmax(scores)
+    if background:
+        empty = (scores <= 0).all(0, keepdim=True).to(scores.dtype)
+        scores = torch.cat([empty, scores])
+    return scores
+
+
+def labels_from_scores(scores: torch.Tensor, background: bool) -> torch.Tensor:
+    """(C, H, W) → (H, W) int labels, 0 = background, k+1 = class k."""
+    index = scores.argmax(0)
+    return index if background else index + 1

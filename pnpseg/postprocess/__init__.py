@@ -1,0 +1,30 @@
+"""Built-in postprocessors, registered through the same hook as any plugin's."""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import numpy as np
+import torch
+
+from ..hookspecs import hookimpl
+from ..params import SegmentParams
+from .blur import GaussianBlur
+from .crf import DenseCRF
+
+
+class Postprocessor(Protocol):
+    def __call__(self, scores: torch.Tensor, image: np.ndarray, params: SegmentParams) -> torch.Tensor: ...
+
+
+@hookimpl
+def register_postprocessors(register) -> None:
+    register("blur", GaussianBlur)
+    register("crf", DenseCRF)
+
+
+def build_chain(names: Sequence[str]) -> list[Postprocessor]:
+    """Instantiate the named postprocessors in order (unknown names list what exists)."""
+    from ..plugins import lookup
+
+    return [lookup("postprocessors", name)() for name in names]
