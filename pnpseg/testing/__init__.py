@@ -1,0 +1,14 @@
+"""Test helpers shipped with pnpseg: a weight-free synthetic VLM and scenes with known labels.
+
+Plugin authors can test a postprocessor or the whole pipeline without downloading a model::
+
+    from pnpseg.testing import SyntheticAdapter, make_scene, miou
+    image, labels = make_scene(240, 320, ["red", "blue"], seed=0)
+    # segment ``image`` with classes ["red", "blue"] and adapter "synthetic", then
+    # miou(prediction, labels, num_classes=3)
+"""
+
+from .images import COLOURS, make_scene, miou
+from .synthetic import SyntheticAdapter
+
+__all__ = ["COLOURS", "SyntheticAdapter", "make_scene", "miou"]
