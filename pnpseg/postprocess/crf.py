@@ -26,7 +26,7 @@ class DenseCRF:
         crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(probs)))
         crf.addPairwiseGaussian(sxy=GAUSSIAN_SXY, compat=GAUSSIAN_COMPAT)
         crf.addPairwiseBilateral(
-            sxy=BILATERAL_SXY, srgb=BILATERAL_SRGB, rgbim=np.ascontiguousarray(image), compat=BILATERAL_COMPAT
+            sxy=BILATERAL_SXY, srgb=BILATERAL_SRGB, rgbim=np.array(image, dtype=np.uint8, order="C"), compat=BILATERAL_COMPAT
         )
         marginals = np.asarray(crf.inference(params.crf_iterations), dtype=np.float32)
         return torch.from_numpy(marginals.reshape(channels, height, width))

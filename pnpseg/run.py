@@ -1,0 +1,233 @@
+"""``pnpseg segment`` on folders: discovery, resume, per-image errors, outputs, progress."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .errors import ClassNameError, ImageError, PnpsegError
+from .images import InputItem, discover, load_image
+from .outputs import Manifest, class_fractions, save_label_png, save_overlay, write_json
+from .prompts import validate_names
+from .segmenter import Segmenter
+
+MAX_CLASSES = 255  # label PNGs are 8-bit; 0 is background
+
+
+def read_class_names(classes: str | None, classes_file: Path | None) -> list[str]:
+    """Names from ``--classes "a,b"`` and/or ``--classes-file`` (one per line, # comments)."""
+    names: list[str] = []
+    if classes is not None:
+        names += classes.split(",")
+    if classes_file is not None:
+        try:
+            text = classes_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise ClassNameError(f"cannot read classes file {classes_file}: {error}") from None
+        names += [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if classes is None and classes_file is None:
+        raise ClassNameError("no class names given: pass --classes 'a,b,c' or --classes-file FILE")
+    names = validate_names(names)
+    if len(names) > MAX_CLASSES:
+        raise ClassNameError(f"{len(names)} classes given; label PNGs hold at most {MAX_CLASSES}")
+    return names
+
+
+@dataclass
+class Summary:
+    done: int = 0
+    skipped_done: int = 0
+    failed: int = 0
+    not_images: int = 0
+    seconds: float = 0.0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+
+class SegmentJob:
+    """One ``segment`` run. Validates everything cheap before the model is loaded."""
+
+    def __init__(
+        self,
+        inputs: Sequence[Path],
+        classes: list[str],
+        out: Path,
+        *,
+        adapter: str = "blip",
+        model: str | None = None,
+        device: str = "auto",
+        params: dict[str, Any] | None = None,
+        batch_size: int = 1,
+        viz: bool = False,
+        overwrite: bool = False,
+        console: Console | None = None,
+    ):
+        self.classes, self.out, self.batch_size = classes, Path(out), batch_size
+        self.viz, self.overwrite = viz, overwrite
+        self.console = console or Console(stderr=True)
+        self.items, self.not_images = discover(inputs)
+        self._guard_inputs()
+        self.manifest = Manifest(self.out / "manifest.jsonl")
+        self._check_previous_classes()
+        self.segmenter = Segmenter.from_pretrained(adapter, model=model, device=device, **(params or {}))
+        self.segmenter.plan(classes)  # tokenizer-level checks, before any weights load
+        self.settings = {"adapter": adapter, "model": model, "params": self.segmenter.params.to_dict()}
+        self._check_previous_settings()
+
+    # -- checks ---------------------------------------------------------------------
+    def _guard_inputs(self) -> None:
+        inputs = {item.path.resolve() for item in self.items}
+        for item in self.items:
+            if self.output_path(item).resolve() in inputs:
+                raise PnpsegError(f"output {self.output_path(item)} would overwrite an input image; choose another --out")
+
+    def _check_previous_classes(self) -> None:
+        path = self.out / "classes.json"
+        if self.overwrite or not path.exists():
+            return
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            previous = None
+        if previous != self.class_table():
+            raise PnpsegError(
+                f"{self.out} holds results for other classes ({path}); use --overwrite or another --out"
+            )
+
+    def _check_previous_settings(self) -> None:
+        if self.overwrite:
+            return
+        wanted = json.loads(json.dumps(self.settings))
+        for record in self.manifest.records().values():
+            if record.get("status") == "ok" and record.get("settings") != wanted:
+                raise PnpsegError(
+                    f"{self.out} holds results made with other settings (see {self.manifest.path}); "
+                    "use --overwrite or another --out"
+                )
+
+    def class_table(self) -> dict[str, str]:
+        return {"0": "background", **{str(i + 1): name for i, name in enumerate(self.classes)}}
+
+    def output_path(self, item: InputItem) -> Path:
+        return self.out / item.output_relative(".png")
+
+    # -- running --------------------------------------------------------------------
+    def run(self) -> Summary:
+        summary = Summary(not_images=len(self.not_images))
+        for path in self.not_images:
+            self.console.print(f"[dim]skipping non-image file {path}[/]", highlight=False, soft_wrap=True)
+        self.out.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temp_files(self.out)
+        write_json(self.out / "classes.json", self.class_table())
+        todo = [i for i in self.items if self.overwrite or not self.manifest.is_done(str(i.path), self.output_path(i))]
+        summary.skipped_done = len(self.items) - len(todo)
+        p = self.segmenter.params
+        self.console.print(
+            f"Segmenting {len(todo)} image(s) into {len(self.classes)} classes with "
+            f"{self.settings['adapter']} (layer {p.layer}, head {p.head}) on {self.segmenter.adapter.device}"
+            + (f"; {summary.skipped_done} already done" if summary.skipped_done else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
+        start = time.perf_counter()
+        with self._progress() as progress:
+            task = progress.add_task("segment", total=len(todo), rate="")
+            for batch in _batches(todo, self.batch_size):
+                self._run_batch(batch, summary)
+                progress.advance(task, len(batch))
+                elapsed = time.perf_counter() - start
+                progress.update(task, rate=f"{progress.tasks[task].completed / max(elapsed, 1e-9):.2f} img/s")
+        summary.seconds = time.perf_counter() - start
+        self._report(summary)
+        return summary
+
+    def _progress(self) -> Progress:
+        return Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=self.console, transient=False,
+        )  # fmt: skip
+
+    def _run_batch(self, batch: list[InputItem], summary: Summary) -> None:
+        started = time.perf_counter()
+        loaded = []
+        for item in batch:
+            try:
+                loaded.append((item, load_image(item.path)))
+            except ImageError as error:
+                self._record(item, summary, error=str(error))
+        if not loaded:
+            return
+        try:
+            results = self.segmenter.segment_batch([image for _, image in loaded], self.classes)
+        except PnpsegError:
+            raise  # a setup problem (model, adapter, parameters): the same for every image
+        except Exception as error:  # one bad batch must not stop the run
+            if len(loaded) > 1:  # isolate the culprit
+                for item, _ in loaded:
+                    self._run_batch([item], summary)
+                return
+            self._record(loaded[0][0], summary, error=f"{type(error).__name__}: {error}")
+            return
+        seconds = (time.perf_counter() - started) / len(loaded)
+        for (item, image), result in zip(loaded, results):
+            try:
+                save_label_png(self.output_path(item), result.labels)
+                if self.viz:
+                    save_overlay(self.out / "overlays" / item.output_relative(".jpg"), image, result.labels, self.classes)
+            except OSError as error:
+                self._record(item, summary, error=f"cannot write output: {error}")
+                continue
+            self._record(item, summary, image=image, fractions=class_fractions(result.labels, self.classes), seconds=seconds)
+
+    def _record(self, item: InputItem, summary: Summary, *, error: str | None = None, image=None,
+                fractions: dict[str, float] | None = None, seconds: float | None = None) -> None:  # fmt: skip
+        ok = error is None
+        summary.done += ok
+        summary.failed += not ok
+        if not ok:
+            summary.errors.append((str(item.path), error))
+        self.manifest.append({
+            "input": str(item.path),
+            "output": str(self.output_path(item)) if ok else None,
+            "width": image.width if image is not None else None,
+            "height": image.height if image is not None else None,
+            "status": "ok" if ok else "error",
+            "error": error,
+            "classes": fractions or {},
+            "seconds": round(seconds, 4) if seconds is not None else None,
+            "settings": self.settings,
+        })  # fmt: skip
+
+    def _report(self, summary: Summary) -> None:
+        table = Table(title="pnpseg segment", show_header=False)
+        rate = summary.done / summary.seconds if summary.seconds else 0.0
+        for key, value in (
+            ("segmented", summary.done), ("already done", summary.skipped_done), ("failed", summary.failed),
+            ("non-image files skipped", summary.not_images), ("seconds", f"{summary.seconds:.1f}"),
+            ("images/s", f"{rate:.2f}"), ("output", str(self.out)),
+        ):  # fmt: skip
+            table.add_row(key, str(value))
+        self.console.print(table)
+        for path, error in summary.errors[:20]:
+            self.console.print(f"[red]failed[/] {path}: {error}", highlight=False, soft_wrap=True)
+        if len(summary.errors) > 20:
+            self.console.print(f"... and {len(summary.errors) - 20} more; see {self.manifest.path}")
+
+
+def _remove_stale_temp_files(out: Path) -> None:
+    """Temp files of an earlier run that was killed mid-write (see outputs.atomic_path)."""
+    for path in out.rglob(".*.tmp-*"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+
+
+def _batches(items: list[InputItem], size: int) -> Iterator[list[InputItem]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
