@@ -264,3 +264,14 @@ def test_killed_run_leaves_no_partial_png_and_resumes(tmp_path):
     assert not [p for p in out.iterdir() if ".tmp-" in p.name]
     records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines() if line.strip().endswith("}")]
     assert {r["input"] for r in records if r["status"] == "ok"} == {str(p) for p in folder.glob("*.png")}
+
+
+def test_batches_give_the_same_labels_as_single_images(scenes, segmented, tmp_path):
+    root, _ = scenes
+    out, _ = segmented
+    result = run(str(root), "--classes", ",".join(COLOURS), "--adapter", "synthetic", "--out", str(tmp_path),
+                 "--image-size", "160x224", "--batch-size", "2")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for rel in SCENES:
+        png = Path(rel).with_suffix(".png")
+        assert np.array_equal(np.array(Image.open(tmp_path / png)), np.array(Image.open(out / png)))
