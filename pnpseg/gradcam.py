@@ -13,6 +13,7 @@ import torch
 
 from .adapter import TokenizedText, VLMAdapter
 from .errors import PnpsegError
+from .profiling import stage
 
 
 def capture(
@@ -24,7 +25,8 @@ def capture(
     """
     with torch.enable_grad():
         out = adapter.forward(pixels, text, list(layers))
-        grads = torch.autograd.grad(out.match_logit.sum(), out.attentions, allow_unused=True)
+        with stage("gradient"):
+            grads = torch.autograd.grad(out.match_logit.sum(), out.attentions, allow_unused=True)
     if any(g is None for g in grads):
         raise PnpsegError(
             f"{type(adapter).__name__}.forward returned an attention tensor that the match "

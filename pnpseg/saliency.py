@@ -16,6 +16,7 @@ from .adapter import VLMAdapter
 from .dropout import drop_patches
 from .gradcam import capture, class_maps, gradcam
 from .params import SegmentParams
+from .profiling import stage
 from .prompts import Chunk, token_weights
 
 
@@ -46,19 +47,21 @@ def saliency_maps(
     dropped = None
     total = None
     for round_ in range(params.drop_rounds):
-        masked = pixels if dropped is None else adapter.mask_patches(pixels, dropped)
+        with stage("dropout bookkeeping"):
+            masked = pixels if dropped is None else adapter.mask_patches(pixels, dropped)
         attentions, gradients, grid = capture(adapter, masked[image], text, [params.layer - 1])
-        head = params.head - 1
-        cam = gradcam(attentions[0][:, head], gradients[0][:, head])  # (S, T, P)
-        per_sample = class_maps(cam, weights)  # (S, K, P)
-        maps = torch.zeros(num_images, k_max, cam.shape[-1], dtype=cam.dtype, device=cam.device)
-        maps.index_add_(0, image, per_sample)
-        if dropped is None:
-            dropped = torch.zeros(num_images, cam.shape[-1], dtype=torch.bool, device=cam.device)
-            total = maps.clone() if params.compat == "authors" else torch.zeros_like(maps)
-        maps.masked_fill_(dropped[:, None, :], 0.0)
-        total += maps
-        if round_ + 1 < params.drop_rounds:
-            dropped |= drop_patches(params.drop_rule, maps.sum(1), dropped)
+        with stage("dropout bookkeeping"):
+            head = params.head - 1
+            cam = gradcam(attentions[0][:, head], gradients[0][:, head]).float()  # (S, T, P)
+            per_sample = class_maps(cam, weights).float()  # (S, K, P); fp32 even under autocast
+            maps = torch.zeros(num_images, k_max, cam.shape[-1], dtype=cam.dtype, device=cam.device)
+            maps.index_add_(0, image, per_sample)
+            if dropped is None:
+                dropped = torch.zeros(num_images, cam.shape[-1], dtype=torch.bool, device=cam.device)
+                total = maps.clone() if params.compat == "authors" else torch.zeros_like(maps)
+            maps.masked_fill_(dropped[:, None, :], 0.0)
+            total += maps
+            if round_ + 1 < params.drop_rounds:
+                dropped |= drop_patches(params.drop_rule, maps.sum(1), dropped)
     gh, gw = grid
     return [total[i, : batch.num_classes[i]].reshape(-1, gh, gw).float().cpu() for i in range(num_images)]

@@ -16,6 +16,8 @@ from .images import load_image, to_rgb
 from .labels import labels_from_scores, scores_from_saliency
 from .params import SegmentParams
 from .postprocess import build_chain
+from .precision import autocast, check_precision
+from .profiling import stage
 from .prompts import Chunk, plan_prompts, validate_names
 from .saliency import Batch, saliency_maps
 
@@ -56,8 +58,10 @@ class Segmenter:
     >>> result = seg("cat.jpg", ["cat", "grass", "sky"])             # doctest: +SKIP
     """
 
-    def __init__(self, adapter: VLMAdapter, params: SegmentParams | None = None, **overrides: Any):
+    def __init__(self, adapter: VLMAdapter, params: SegmentParams | None = None, *, precision: str = "fp32",
+                 **overrides: Any):  # fmt: skip
         self.adapter = adapter
+        self.precision = check_precision(precision, adapter.device)
         base = params.to_dict() if params is not None else dict(getattr(adapter, "default_params", {}))
         self.params = SegmentParams.build(base, overrides)
         self._check_params()
@@ -113,24 +117,33 @@ class Segmenter:
         plans = [self.plan(names) for names in classes]
         batch = Batch.build(plans, [len(names) for names in classes])
         pixels = self.adapter.preprocess(list(images), self.input_size)
-        return saliency_maps(self.adapter, pixels, batch, self.params)
+        with autocast(self.adapter.device, self.precision):
+            return saliency_maps(self.adapter, pixels, batch, self.params)
 
     def finish(self, image: Image.Image, saliency: torch.Tensor, names: list[str]) -> SegmentationResult:
         """Step 4: thresholding, resize, background, postprocessors and argmax."""
-        p = self.params
-        width, height = image.size
-        scale = min(1.0, p.max_postprocess_side / max(width, height))
-        work = (max(1, round(height * scale)), max(1, round(width * scale)))
+        return finish(image, saliency, names, self.params, self._chain)
+
+
+def finish(
+    image: Image.Image, saliency: torch.Tensor, names: list[str], params: SegmentParams, chain: Sequence[Any]
+) -> SegmentationResult:
+    """:meth:`Segmenter.finish` as a plain function, so worker processes can run it too."""
+    p = params
+    width, height = image.size
+    scale = min(1.0, p.max_postprocess_side / max(width, height))
+    work = (max(1, round(height * scale)), max(1, round(width * scale)))
+    with stage("resize"):
         small = image if scale == 1.0 else image.resize((work[1], work[0]), Image.BILINEAR)
         rgb = np.asarray(small, dtype=np.uint8)
         scores = scores_from_saliency(saliency, work, p.threshold, p.background, p.compat)
-        for step in self._chain:
+    for name, step in zip(p.postprocess, chain):
+        with stage(name):
             scores = step(scores, rgb, p)
-        labels = labels_from_scores(scores, p.background).numpy().astype(np.uint8 if len(names) < 256 else np.int32)
-        if scale != 1.0:
-            labels = np.asarray(Image.fromarray(labels).resize((width, height), Image.NEAREST))
-        return SegmentationResult(labels, scores, saliency, list(names), p.background)
-
+    labels = labels_from_scores(scores, p.background).numpy().astype(np.uint8 if len(names) < 256 else np.int32)
+    if scale != 1.0:
+        labels = np.asarray(Image.fromarray(labels).resize((width, height), Image.NEAREST))
+    return SegmentationResult(labels, scores, saliency, list(names), p.background)
 
 def _as_image(image: ImageLike) -> Image.Image:
     if isinstance(image, (str, Path)):
