@@ -1,13 +1,18 @@
 """Tiny randomly initialised Hugging Face models, saved to a folder, for adapter tests.
 
 Real weights cannot be downloaded here, so the adapters are exercised on the real model
-classes with small configs: shapes, hooks, gradients and loading paths are all genuine.
+classes (BLIP, BridgeTower, ViLT) with small configs and real processors, saved with
+``save_pretrained`` so the adapters load them by path exactly as they would load a
+downloaded checkpoint: shapes, hooks, gradients and loading paths are all genuine. Each
+builder takes well under a second.
 """
 
 from __future__ import annotations
 
+import json
 import string
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
@@ -15,6 +20,10 @@ import torch
 #: ``text_config.bos_token_id``) and [ENC] (put at position 0 for image-text matching).
 BLIP_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "[ENC]"]
 WORDS = ["a", "picture", "of", "cat", "dog", "grass", "sky", "red", "blue"]
+
+#: The tiny BridgeTower's text limit: RoBERTa positions start at ``pad_token_id + 1`` = 2,
+#: so ``max_position_embeddings`` = 26 leaves room for 24 tokens (the real model: 514 → 512).
+TINY_BRIDGETOWER_TEXT_LIMIT = 24
 
 
 def tiny_wordpiece_vocab(specials: list[str]) -> dict[str, int]:
@@ -30,26 +39,37 @@ def tiny_wordpiece_vocab(specials: list[str]) -> dict[str, int]:
     return {tok: i for i, tok in enumerate(tokens)}
 
 
+def _save_tiny(
+    folder: Path,
+    make_model: Callable[[], Any],
+    processor: Any,
+    edit_weights: Callable[[Any], None] | None = None,
+) -> Path:
+    """Seed 0, build the model (eval), optionally edit its weights, save it and ``processor``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    model = make_model().eval()
+    if edit_weights is not None:
+        with torch.no_grad():
+            edit_weights(model)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
 def build_tiny_blip(folder: Path) -> Path:
     """Save a tiny ``BlipForImageTextRetrieval`` + ``BlipProcessor`` to ``folder``.
 
     Vision: 64 px, patch 16, hidden 32, 2 layers × 2 heads. Text: hidden 32, 3 layers × 2
     heads (cross-attention in every layer), 64 positions.
     """
-    from transformers import (
-        BertTokenizer,
-        BlipConfig,
-        BlipForImageTextRetrieval,
-        BlipImageProcessor,
-        BlipProcessor,
-    )
+    import transformers as hf
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     vocab = tiny_wordpiece_vocab(BLIP_SPECIALS)
-    tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True, model_max_length=64)
+    tokenizer = hf.BertTokenizer(vocab=vocab, do_lower_case=True, model_max_length=64)
     tokenizer.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
-    config = BlipConfig(
+    config = hf.BlipConfig(
         vision_config=dict(
             hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
             image_size=64, patch_size=16, initializer_range=0.02,
@@ -63,16 +83,113 @@ def build_tiny_blip(folder: Path) -> Path:
         projection_dim=16,
     )
     config.architectures = ["BlipForImageTextRetrieval"]
-    torch.manual_seed(0)
-    model = BlipForImageTextRetrieval(config).eval()
-    with torch.no_grad():
+
+    def sharpen(model: Any) -> None:
         # Random init gives near-uniform attention and position-blind features; sharpen
         # both so that wrong patch order or sliced position embeddings show in the maps.
         model.vision_model.embeddings.position_embedding.mul_(50.0)
         for layer in model.text_encoder.encoder.layer:
             layer.crossattention.self.query.weight.mul_(4.0)
             layer.crossattention.self.key.weight.mul_(4.0)
-    model.save_pretrained(folder)
-    image_processor = BlipImageProcessor(size={"height": 64, "width": 64})
-    BlipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+
+    image_processor = hf.BlipImageProcessor(size={"height": 64, "width": 64})
+    processor = hf.BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    return _save_tiny(folder, lambda: hf.BlipForImageTextRetrieval(config), processor, sharpen)
+
+
+def _byte_level_vocab(words: list[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """RoBERTa specials, the 256 byte-level symbols, and merges spelling ``Ġword`` for a few words.
+
+    Every string is representable (byte-level BPE has no unknown tokens); the listed words
+    become one token each when preceded by a space, anything else falls apart into bytes.
+    """
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    vocab = {tok: i for i, tok in enumerate(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])}
+    for symbol in sorted(ByteLevel.alphabet()):
+        vocab.setdefault(symbol, len(vocab))
+    merges: list[tuple[str, str]] = []
+    for word in words:
+        pieces = ["Ġ"] + list(word)
+        current = pieces[0]
+        for piece in pieces[1:]:
+            merge = (current, piece)
+            current += piece
+            if merge not in merges:
+                merges.append(merge)
+            vocab.setdefault(current, len(vocab))
+    return vocab, merges
+
+
+def build_tiny_bridgetower(folder: Path) -> Path:
+    """Save a tiny ``BridgeTowerForImageAndTextRetrieval`` + ``BridgeTowerProcessor``.
+
+    Vision: CLIP-style tower, hidden 64 (= 1 head: the tower uses ``hidden // 64`` heads),
+    3 layers, 32 px, patch 16. Text: RoBERTa, hidden 32, 3 layers, 26 positions (24 tokens).
+    Cross-modal: 3 layers whose attention has the text config's 8 heads, so the adapter's
+    default layer 2, head 8 exist and are not the last layer (whose class-token rows get no
+    gradient: only the [CLS] row reaches the pooler); the top-level ``num_attention_heads``
+    (unused by the modules) is deliberately different.
+    """
+    import transformers as hf
+
+    vocab, merges = _byte_level_vocab(WORDS)
+    max_positions = TINY_BRIDGETOWER_TEXT_LIMIT + 2
+    tokenizer = hf.RobertaTokenizer(vocab=vocab, merges=merges, model_max_length=TINY_BRIDGETOWER_TEXT_LIMIT)
+    config = hf.BridgeTowerConfig(
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        text_config=dict(
+            vocab_size=len(vocab), hidden_size=32, num_hidden_layers=3, num_attention_heads=8,
+            intermediate_size=64, max_position_embeddings=max_positions, pad_token_id=1,
+            bos_token_id=0, eos_token_id=2,
+        ),
+        vision_config=dict(hidden_size=64, num_hidden_layers=3, image_size=32, patch_size=16),
+    )
+    image_processor = hf.BridgeTowerImageProcessor(size={"shortest_edge": 32}, crop_size={"shortest_edge": 32})
+    processor = hf.BridgeTowerProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    folder = _save_tiny(folder, lambda: hf.BridgeTowerForImageAndTextRetrieval(config), processor)
+    # The real checkpoint's config names another head class (its weights hold every head);
+    # save_pretrained writes our class, so put the real name back.
+    config_path = folder / "config.json"
+    saved = json.loads(config_path.read_text())
+    saved["architectures"] = ["BridgeTowerForContrastiveLearning"]
+    config_path.write_text(json.dumps(saved, indent=2))
     return folder
+
+
+def _vilt_wordpiece_vocab() -> dict[str, int]:
+    """BERT specials, every lowercase letter and digit (plain and ``##``), a few whole words.
+
+    (Ordered differently from :func:`tiny_wordpiece_vocab`: the tiny ViLT's random weights,
+    which the tests' thresholds were checked against, depend on it.)
+    """
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokens += list(string.ascii_lowercase) + [f"##{c}" for c in string.ascii_lowercase]
+    tokens += list(string.digits) + [f"##{c}" for c in string.digits] + list(".,!?'-")
+    tokens += [w for w in WORDS if w not in tokens]
+    return {tok: i for i, tok in enumerate(tokens)}
+
+
+def build_tiny_vilt(folder: Path) -> Path:
+    """Save a tiny ``ViltForImageAndTextRetrieval`` + ``ViltProcessor``.
+
+    Hidden 40, 9 layers × 10 heads (head size 4): the adapter's default layer 8, head 10
+    exist and layer 8 is not the last (whose text rows other than [CLS] get no gradient:
+    only [CLS] reaches the pooler). Patch 32 as in the real ``vilt-b32`` models, position table for 64 px
+    (interpolated to any grid), 40 text positions as in the real model.
+    """
+    import transformers as hf
+
+    vocab = _vilt_wordpiece_vocab()
+    tokenizer = hf.BertTokenizer(vocab=vocab, do_lower_case=True, model_max_length=40)
+    config = hf.ViltConfig(
+        vocab_size=len(vocab), hidden_size=40, num_hidden_layers=9, num_attention_heads=10,
+        intermediate_size=80, max_position_embeddings=40, image_size=64, patch_size=32,
+        pad_token_id=vocab["[PAD]"],
+    )
+    config.architectures = ["ViltForImageAndTextRetrieval"]
+    image_processor = hf.ViltImageProcessor(size={"shortest_edge": 64})
+    processor = hf.ViltProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    return _save_tiny(folder, lambda: hf.ViltForImageAndTextRetrieval(config), processor)

@@ -1,0 +1,12 @@
+"""pnpseg plugin entry point (group ``pnpseg``, name ``bridgetower``)."""
+
+from __future__ import annotations
+
+import pnpseg
+
+from .adapter import BridgeTowerAdapter
+
+
+@pnpseg.hookimpl
+def register_adapters(register: pnpseg.hookspecs.Register) -> None:
+    register("bridgetower", BridgeTowerAdapter)

@@ -1,0 +1,43 @@
+"""Building blocks for pnpseg adapters around Hugging Face ``transformers`` models.
+
+This package registers no adapter (it has no ``pnpseg`` entry point): it is a toolkit for
+adapter authors, first-party (``pnpseg-blip``, ``pnpseg-bridgetower``, ``pnpseg-vilt``) or not.
+
+* :mod:`pnpseg_hf.loading` — hub id / local folder resolution, ``from_pretrained`` calls
+  whose failures become one-line :class:`pnpseg.ModelLoadError`, a quiet progress bar.
+* :mod:`pnpseg_hf.capture` — forward hooks that record a module output during a forward,
+  and a pre-hook that starts the autograd graph at a module.
+* :mod:`pnpseg_hf.base` — :class:`HFAdapter`, the common adapter skeleton (lazy weights,
+  resize + normalise, batch broadcasting, layer / prompt-length checks).
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .base import HFAdapter, broadcast_batch, capped_by_tokenizer, drop_image_cls, pil_resample, side
+from .capture import capture_outputs, grad_leaf, start_graph_at
+from .loading import first_line, load_pretrained, looks_like_path, quiet_progress, resolve_source
+
+try:
+    __version__ = version("pnpseg-hf")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0"
+
+__all__ = [
+    "HFAdapter",
+    "__version__",
+    "broadcast_batch",
+    "capped_by_tokenizer",
+    "capture_outputs",
+    "drop_image_cls",
+    "first_line",
+    "grad_leaf",
+    "load_pretrained",
+    "looks_like_path",
+    "pil_resample",
+    "quiet_progress",
+    "resolve_source",
+    "side",
+    "start_graph_at",
+]
