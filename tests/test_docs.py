@@ -3,7 +3,6 @@
 import re
 from pathlib import Path
 
-import pytest
 
 from pnpseg import hookspecs
 
@@ -20,13 +19,23 @@ def test_every_hook_is_documented():
     assert hooks and hooks == documented
 
 
+EXAMPLE = DOCS.parent / "examples" / "pnpseg-example-adapter"
+
+
+def test_adapter_tutorial_shows_the_example_package_code():
+    blocks = python_blocks("adapters.md")
+    for name in ("adapter.py", "plugin.py"):
+        assert (EXAMPLE / "pnpseg_example_adapter" / name).read_text() in blocks
+    assert (EXAMPLE / "pyproject.toml").read_text() in (DOCS / "adapters.md").read_text()
+
+
 def test_adapter_tutorial_runs(monkeypatch):
     from pnpseg.plugins import pm
 
-    namespace: dict = {}
-    exec(python_blocks("adapters.md")[0], namespace)
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    usage = next(block for block in python_blocks("adapters.md") if "pm.register(" in block)
     try:
-        exec(python_blocks("adapters.md")[1], namespace)
+        exec(usage, {})
     finally:
         plugin = pm.get_plugin("toy")
         if plugin is not None:
