@@ -11,7 +11,7 @@ text→image attention:
   position, *the same for every token*, with a fixed random positive value field, so its
   maps (and GradCAM) say nothing about which class is where.
 
-The match logit is ``s = Σ_{l,h,t,p} A[l,h,t,p] · V[l,h,t,p]``, computed from the very
+The match logit is ``s = LOGIT_BIAS + Σ_{l,h,t,p} A[l,h,t,p] · V[l,h,t,p]``, computed from the very
 attention tensors that :meth:`SyntheticAdapter.forward` returns, so ``∂s/∂A`` exists and
 GradCAM ``relu(∂s/∂A) ⊙ A`` is informative exactly in the planted head. Pixels are
 normalised with mean 0.5 and std 0.5, so a dropped (zeroed) patch is mid grey, which is
@@ -42,6 +42,10 @@ TRUE_LAYER, TRUE_HEAD = 2, 1
 #: Scale of the noise heads' value field: small, so the logit is dominated by the classes.
 NOISE_VALUE = 0.005
 SEED = 20240611
+#: Constant added to the match logit (no effect on GradCAM): it puts an absent class's
+#: ``sigmoid(logit)`` below 0.5 (≈ 0.41) and a present one's above (≳ 0.55), as a real ITM
+#: head's match probability would be, so the ``itm`` class source works at its defaults.
+LOGIT_BIAS = -0.8
 
 MEAN = STD = 0.5
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
@@ -134,6 +138,9 @@ class SyntheticAdapter(BaseAdapter):
         b, _, h, w = pixels.shape
         self._check_size((h, w))
         ids = text.input_ids.to(self.device)
+        if b == 1 and ids.shape[0] > 1:  # one image against K prompts, as real adapters allow
+            b = ids.shape[0]
+            pixels = pixels.expand(b, -1, -1, -1)
         if ids.shape[0] != b:
             raise ValueError(f"{b} images but {ids.shape[0]} prompts")
         if ids.shape[1] > self.max_text_length:
@@ -167,7 +174,7 @@ class SyntheticAdapter(BaseAdapter):
         noise_attn = torch.softmax(noise_logits, dim=-1)  # (B, L, H, P)
         noise_value = NOISE_VALUE * (1.0 + 0.9 * torch.tanh(value_field))  # positive, (L, H, P)
 
-        attentions, logit = [], pixels.new_zeros(b)
+        attentions, logit = [], pixels.new_full((b,), LOGIT_BIAS)
         for layer in range(self.num_layers):
             heads, values = [], []
             for head in range(self.num_heads):
