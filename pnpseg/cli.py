@@ -80,7 +80,7 @@ def segment(
     inputs: list[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
     classes: Optional[str] = typer.Option(None, "--classes", "-c", help='Comma-separated class names, e.g. "cat,dog,grass".'),
     classes_file: Optional[Path] = typer.Option(None, "--classes-file", help="A file with one class name per line."),
-    adapter: str = typer.Option("blip", "--adapter", "-a", help="VLM adapter (see `pnpseg plugins`)."),
+    adapter: Optional[str] = typer.Option(None, "--adapter", "-a", help="VLM adapter (see `pnpseg plugins`); default: the preset's, else blip."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint name or local folder; default: the adapter's."),
     out: Path = typer.Option(Path("pnpseg-output"), "--out", "-o", help="Output folder."),
     image_size: Optional[str] = typer.Option(None, "--image-size", help="Model input size: N or HxW (rounded down to the patch size)."),
@@ -94,23 +94,41 @@ def segment(
     background: Optional[bool] = typer.Option(None, "--background/--no-background", help="Label pixels no class claims as background (0)."),
     compat: Optional[str] = typer.Option(None, "--compat", help="paper (default) or authors (the released code's arithmetic)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per forward pass."),
+    batch_size: str = typer.Option("1", "--batch-size", help="Images per forward pass, or auto (largest that fits on the GPU; 1 on CPU)."),
+    workers: int = typer.Option(0, "--workers", min=0, help="Processes for blur/CRF, overlapped with the model (0 = serial, in-process)."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 (CPU or CUDA) or fp16 (CUDA only): autocast for the model passes."),
     viz: bool = typer.Option(False, "--viz", help="Also write an overlay with a legend to OUT/overlays/."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo images already done; allow a different class list."),
+    preset: Optional[Path] = typer.Option(None, "--preset", help="Parameters (and adapter/model) from `pnpseg tune`; explicit flags win."),
+    class_source: str = typer.Option("all", "--class-source", help="Which of --classes to segment per image: all, file:PATH, itm[:threshold=T|top=N], clip[:...], llm[:...] (docs/class-sources.md)."),
 ) -> None:
     """Segment images into the given classes; write label PNGs, classes.json and manifest.jsonl."""
+    from .preset import apply_preset, load_preset
     from .run import SegmentJob, read_class_names
+
+    from .parallel import parse_batch_size
 
     names = read_class_names(classes, classes_file)
     params = dict(
         layer=layer, head=head, threshold=threshold, blur_sigma=blur_sigma, drop_rounds=drop_rounds,
         drop_rule=drop_rule, image_size=image_size, postprocess=postprocess, background=background, compat=compat,
     )  # fmt: skip
+    adapter, model, params = apply_preset(load_preset(preset) if preset else None, adapter, model, params)
     job = SegmentJob(inputs, names, out, adapter=adapter, model=model, device=device, params=params,
-                     batch_size=batch_size, viz=viz, overwrite=overwrite, console=console)  # fmt: skip
+                     batch_size=parse_batch_size(batch_size), viz=viz, overwrite=overwrite, console=console,
+                     workers=workers, precision=precision, class_source=class_source)  # fmt: skip
     summary = job.run()
     if summary.failed:
         raise typer.Exit(EXIT_INPUT_FAILED)
+
+
+from .cli_tune import tune  # noqa: E402
+
+app.command()(friendly(tune))
+
+from .cli_eval import eval_command  # noqa: E402
+
+app.command("eval")(friendly(eval_command))
 
 
 def main() -> None:

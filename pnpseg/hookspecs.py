@@ -33,3 +33,35 @@ def register_postprocessors(register: Register) -> None:
     ``(scores: Tensor[C, H, W], image: ndarray[H, W, 3] uint8, params: SegmentParams)
     -> Tensor[C, H, W]`` mapping per-channel scores to refined scores.
     """
+
+
+@hookspec
+def register_scorers(register: Register) -> None:
+    """Register image-text scorers for the tuning reward (``pnpseg tune --scorer``).
+
+    ``factory(model: str | None = None, device: str | torch.device = "cpu") -> Scorer``,
+    where a scorer is a callable ``(images: Sequence[PIL.Image | ndarray | Tensor],
+    class_names: Sequence[str]) -> Tensor[N_images, N_classes]`` of similarity logits.
+    """
+
+
+@hookspec
+def register_datasets(register: Register) -> None:
+    """Register evaluation datasets for ``pnpseg eval --dataset``.
+
+    ``factory(root: Path) -> pnpseg.datasets.Dataset``; ``pnpseg.datasets.folder_dataset(...)``
+    builds one for an image folder + label PNG folder + class list file.
+    """
+
+
+@hookspec
+def register_class_sources(register: Register) -> None:
+    """Register per-image class sources for ``--class-source NAME[:options]``.
+
+    ``factory(options: str, vocabulary: list[str]) -> ClassSource``: ``options`` is the text
+    after ``NAME:`` (empty if none); the factory checks what it can before any model loads.
+    A source is a callable ``(image: PIL.Image, path: Path | None, vocabulary: list[str],
+    segmenter: Segmenter) -> pnpseg.class_sources.Proposal`` returning the subset of the
+    vocabulary to segment (vocabulary order, optional scores); it raises
+    ``pnpseg.class_sources.ClassSourceImageError`` for a problem with one image.
+    """

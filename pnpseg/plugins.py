@@ -22,12 +22,13 @@ from . import hookspecs
 from .errors import PnpsegError, UnknownNameError
 
 ENTRY_POINT_GROUP = "pnpseg"
-KINDS = ("adapters", "postprocessors")
+KINDS = ("adapters", "postprocessors", "scorers", "datasets", "class_sources")
 
 pm = pluggy.PluginManager("pnpseg")
 pm.add_hookspecs(hookspecs)
 
-_BUILTINS = ("pnpseg.postprocess", "pnpseg.testing.plugin")
+_BUILTINS = ("pnpseg.postprocess", "pnpseg.scorers", "pnpseg.testing.plugin", "pnpseg.datasets",
+             "pnpseg.class_sources")
 _loaded = False
 
 
@@ -99,6 +100,10 @@ def adapters() -> dict[str, Callable[..., Any]]:
 
 def postprocessors() -> dict[str, Callable[..., Any]]:
     return _collect("postprocessors")
+
+
+def scorers() -> dict[str, Callable[..., Any]]:
+    return _collect("scorers")
 
 
 def lookup(kind: str, name: str) -> Callable[..., Any]:

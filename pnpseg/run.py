@@ -8,13 +8,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from .class_sources import ClassSourceImageError, Proposal, build_class_source, propose
 from .errors import ClassNameError, ImageError, PnpsegError
 from .images import InputItem, discover, load_image
 from .outputs import Manifest, class_fractions, save_label_png, save_overlay, write_json
+from .parallel import Finisher, auto_batch_size, prefetch
+from .profiling import stage
 from .prompts import validate_names
 from .segmenter import Segmenter
 
@@ -63,21 +67,34 @@ class SegmentJob:
         model: str | None = None,
         device: str = "auto",
         params: dict[str, Any] | None = None,
-        batch_size: int = 1,
+        batch_size: int | str = 1,
         viz: bool = False,
         overwrite: bool = False,
         console: Console | None = None,
+        workers: int = 0,
+        precision: str = "fp32",
+        class_source: Any = "all",
     ):
         self.classes, self.out, self.batch_size = classes, Path(out), batch_size
+        self.workers = workers
         self.viz, self.overwrite = viz, overwrite
         self.console = console or Console(stderr=True)
         self.items, self.not_images = discover(inputs)
         self._guard_inputs()
         self.manifest = Manifest(self.out / "manifest.jsonl")
         self._check_previous_classes()
-        self.segmenter = Segmenter.from_pretrained(adapter, model=model, device=device, **(params or {}))
+        # --class-source NAME[:options]: built (and checked) before the model loads.
+        spec = class_source if isinstance(class_source, str) else None  # else a ready ClassSource
+        self.class_source = class_source if spec is None and class_source is not None else build_class_source(spec, classes)
+        self._proposals: dict[str, Proposal] = {}
+        self.segmenter = Segmenter.from_pretrained(adapter, model=model, device=device, precision=precision,
+                                                   **(params or {}))  # fmt: skip
         self.segmenter.plan(classes)  # tokenizer-level checks, before any weights load
         self.settings = {"adapter": adapter, "model": model, "params": self.segmenter.params.to_dict()}
+        if precision != "fp32":  # fp32 runs keep the settings (and resume) of earlier versions
+            self.settings["precision"] = precision
+        if self.class_source.name != "all":  # likewise for the default class source
+            self.settings["class_source"] = spec or self.class_source.name
         self._check_previous_settings()
 
     # -- checks ---------------------------------------------------------------------
@@ -136,13 +153,20 @@ class SegmentJob:
             soft_wrap=True,
         )
         start = time.perf_counter()
-        with self._progress() as progress:
+        batch_size = self._resolve_batch_size(todo)
+        seg = self.segmenter
+        with self._progress() as progress, Finisher(seg.params, seg._chain, self.workers) as finisher:
             task = progress.add_task("segment", total=len(todo), rate="")
-            for batch in _batches(todo, self.batch_size):
-                self._run_batch(batch, summary)
-                progress.advance(task, len(batch))
+
+            def advance(count: int) -> None:
+                progress.advance(task, count)
                 elapsed = time.perf_counter() - start
                 progress.update(task, rate=f"{progress.tasks[task].completed / max(elapsed, 1e-9):.2f} img/s")
+
+            for batch, loaded in prefetch(_batches(todo, batch_size), self._load):
+                advance(self._run_batch(batch, summary, finisher, loaded))
+                advance(self._write_results(finisher, summary, wait=False))
+            advance(self._write_results(finisher, summary, wait=True))
         summary.seconds = time.perf_counter() - start
         self._report(summary)
         return summary
@@ -154,37 +178,121 @@ class SegmentJob:
             console=self.console, transient=False,
         )  # fmt: skip
 
-    def _run_batch(self, batch: list[InputItem], summary: Summary) -> None:
-        started = time.perf_counter()
-        loaded = []
-        for item in batch:
+    def _resolve_batch_size(self, todo: list[InputItem]) -> int:
+        if self.batch_size != "auto":
+            return int(self.batch_size)
+        for item in todo[:1]:
             try:
-                loaded.append((item, load_image(item.path)))
-            except ImageError as error:
-                self._record(item, summary, error=str(error))
-        if not loaded:
-            return
+                image = load_image(item.path)
+            except ImageError:
+                break
+            size = auto_batch_size(self.segmenter, image, self.classes)
+            self.console.print(f"--batch-size auto: {size}", highlight=False)
+            return size
+        return 1
+
+    def _load(self, batch: list[InputItem]) -> list[tuple[InputItem, Any]]:
+        """Read and decode a batch (in the prefetch thread): an image or an ImageError each."""
+        loaded: list[tuple[InputItem, Any]] = []
+        with stage("I/O"):
+            for item in batch:
+                try:
+                    loaded.append((item, load_image(item.path)))
+                except ImageError as error:
+                    loaded.append((item, error))
+        return loaded
+
+    def _run_batch(self, batch: list[InputItem], summary: Summary, finisher: Finisher,
+                   loaded: list[tuple[InputItem, Any]] | None = None) -> int:  # fmt: skip
+        """Model passes for one batch; step 4 goes to ``finisher``. Returns images settled here."""
+        started = time.perf_counter()
+        settled = 0
+        images = []
+        for item, image in loaded if loaded is not None else self._load(batch):
+            if isinstance(image, ImageError):
+                self._record(item, summary, error=str(image))
+                settled += 1
+            else:
+                images.append((item, image))
+        images, failed = self._propose(images, summary)
+        settled += failed
+        if not images:
+            return settled
         try:
-            results = self.segmenter.segment_batch([image for _, image in loaded], self.classes)
+            saliency = self.segmenter.saliency(
+                [image for _, image in images], [self._proposals[str(item.path)].classes for item, _ in images]
+            )
         except PnpsegError:
             raise  # a setup problem (model, adapter, parameters): the same for every image
         except Exception as error:  # one bad batch must not stop the run
-            if len(loaded) > 1:  # isolate the culprit
-                for item, _ in loaded:
-                    self._run_batch([item], summary)
-                return
-            self._record(loaded[0][0], summary, error=f"{type(error).__name__}: {error}")
-            return
-        seconds = (time.perf_counter() - started) / len(loaded)
-        for (item, image), result in zip(loaded, results):
+            if len(images) > 1:  # isolate the culprit
+                for item, image in images:
+                    settled += self._run_batch([item], summary, finisher, [(item, image)])
+                return settled
+            self._record(images[0][0], summary, error=f"{type(error).__name__}: {error}")
+            return settled + 1
+        seconds = (time.perf_counter() - started) / len(images)
+        for (item, image), maps in zip(images, saliency):
+            names = validate_names(self._proposals[str(item.path)].classes)
+            finisher.submit(image, maps, names, (item, image, seconds))
+        return settled
+
+    def _propose(self, images: list[tuple[InputItem, Any]], summary: Summary) -> tuple[list[tuple[InputItem, Any]], int]:
+        """Ask the class source which classes to segment in each image (once per image)."""
+        kept, failed = [], 0
+        for item, image in images:
+            if str(item.path) not in self._proposals:
+                try:
+                    with stage("class source"):
+                        self._proposals[str(item.path)] = propose(
+                            self.class_source, image, item, self.classes, self.segmenter
+                        )
+                except ClassSourceImageError as error:
+                    self._record(item, summary, error=f"class source {self.class_source.name}: {error}")
+                    failed += 1
+                    continue
+                except PnpsegError:
+                    raise  # a setup problem, the same for every image
+                except Exception as error:  # one bad image must not stop the run
+                    self._record(item, summary, error=f"class source {self.class_source.name}: "
+                                                      f"{type(error).__name__}: {error}")  # fmt: skip
+                    failed += 1
+                    continue
+            kept.append((item, image))
+        return kept, failed
+
+    def _to_vocabulary(self, item: InputItem, labels: Any) -> Any:
+        """Per-image label values (index of the image's own class list) → ``--classes`` indices."""
+        proposal = self._proposals.get(str(item.path))
+        if proposal is None or proposal.classes == self.classes:
+            return labels
+        index = {name: i + 1 for i, name in enumerate(self.classes)}
+        lut = np.zeros(max(len(proposal.classes) + 1, int(labels.max()) + 1), dtype=labels.dtype)
+        lut[1 : len(proposal.classes) + 1] = [index[name] for name in proposal.classes]
+        return lut[labels]
+
+    def _write_results(self, finisher: Finisher, summary: Summary, wait: bool) -> int:
+        """Save the label maps step 4 has finished (in input order). Returns how many."""
+        count = 0
+        for (item, image, seconds), labels, finish_seconds, error in finisher.results(wait):
+            count += 1
+            if error is not None:
+                if isinstance(error, PnpsegError):
+                    raise error
+                self._record(item, summary, error=f"{type(error).__name__}: {error}")
+                continue
+            labels = self._to_vocabulary(item, labels)
             try:
-                save_label_png(self.output_path(item), result.labels)
-                if self.viz:
-                    save_overlay(self.out / "overlays" / item.output_relative(".jpg"), image, result.labels, self.classes)
+                with stage("I/O"):
+                    save_label_png(self.output_path(item), labels)
+                    if self.viz:
+                        save_overlay(self.out / "overlays" / item.output_relative(".jpg"), image, labels, self.classes)
             except OSError as error:
                 self._record(item, summary, error=f"cannot write output: {error}")
                 continue
-            self._record(item, summary, image=image, fractions=class_fractions(result.labels, self.classes), seconds=seconds)
+            self._record(item, summary, image=image, fractions=class_fractions(labels, self.classes),
+                         seconds=seconds + finish_seconds)  # fmt: skip
+        return count
 
     def _record(self, item: InputItem, summary: Summary, *, error: str | None = None, image=None,
                 fractions: dict[str, float] | None = None, seconds: float | None = None) -> None:  # fmt: skip
@@ -193,6 +301,7 @@ class SegmentJob:
         summary.failed += not ok
         if not ok:
             summary.errors.append((str(item.path), error))
+        proposal = self._proposals.pop(str(item.path), None)
         self.manifest.append({
             "input": str(item.path),
             "output": str(self.output_path(item)) if ok else None,
@@ -203,6 +312,7 @@ class SegmentJob:
             "classes": fractions or {},
             "seconds": round(seconds, 4) if seconds is not None else None,
             "settings": self.settings,
+            "class_source": proposal.record() if proposal is not None else {"name": self.class_source.name},
         })  # fmt: skip
 
     def _report(self, summary: Summary) -> None:

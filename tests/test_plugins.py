@@ -33,7 +33,8 @@ def test_builtins_registered_through_hooks():
 def test_in_process_plugin(in_test_plugin):
     assert "identity" in plugins.postprocessors()
     info = {i.name: i for i in plugins.plugin_info()}["in-test"]
-    assert info.provides == {"adapters": [], "postprocessors": ["identity"]}
+    assert info.provides["postprocessors"] == ["identity"]
+    assert set(info.provides) == set(plugins.KINDS) and not any(v for k, v in info.provides.items() if k != "postprocessors")
 
 
 def test_unknown_names_list_available():

@@ -1,4 +1,4 @@
-"""Registers the synthetic adapter under the name ``synthetic`` (a built-in plugin)."""
+"""Registers the synthetic adapter and scorer under the name ``synthetic`` (a built-in plugin)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,15 @@ from typing import Any, Callable
 
 import pnpseg
 
+from .scorer import SyntheticScorer
 from .synthetic import SyntheticAdapter
 
 
 @pnpseg.hookimpl
 def register_adapters(register: Callable[[str, Callable[..., Any]], None]) -> None:
     register("synthetic", SyntheticAdapter)
+
+
+@pnpseg.hookimpl
+def register_scorers(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    register("synthetic", SyntheticScorer)
