@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -70,10 +72,8 @@ class ClassMap:
         else:
             self.lut = np.concatenate([[n], np.arange(k)]).astype(np.int64)
 
-    def fold(self, channels):
+    def fold(self, channels: torch.Tensor) -> torch.Tensor:
         """(len(flat), H, W) scores → (K, H, W): each class's map is the max over its synonyms."""
-        import torch
-
         return torch.stack([channels[group].amax(0) for group in self.groups])
 
 
@@ -248,9 +248,6 @@ class ModelPredictor:
 
     def _window_labels(self, image: Image.Image, background: bool) -> np.ndarray:
         """Per-pixel probabilities (scores normalised over channels), averaged over the windows."""
-        import torch
-        import torch.nn.functional as F
-
         flat = self.cmap.flat
         segmenter = self.with_bg if background else self.plain
         channels = len(self.cmap.groups) + background
@@ -277,24 +274,11 @@ class ModelPredictor:
     def _pnp_labels(self, result, background: bool, image: Image.Image) -> np.ndarray:
         scores = result.scores.float().cpu()
         folded = self.cmap.fold(scores[1:] if background else scores)
-        if background:
-            labels = torch_argmax(torch_cat(scores[:1], folded))
-        else:
-            labels = torch_argmax(folded) + 1
+        labels = torch.cat([scores[:1], folded]).argmax(0).numpy() if background else folded.argmax(0).numpy() + 1
         labels = labels.astype(np.uint8 if labels.max() < 256 else np.int32)
         if labels.shape != (image.height, image.width):
             labels = np.asarray(Image.fromarray(labels).resize(image.size, Image.NEAREST))
         return labels
-
-
-def torch_cat(a, b):
-    import torch
-
-    return torch.cat([a, b])
-
-
-def torch_argmax(scores) -> np.ndarray:
-    return scores.argmax(0).numpy()
 
 
 # -- the loop -------------------------------------------------------------------------------
