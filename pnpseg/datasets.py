@@ -119,7 +119,7 @@ class Dataset:
         """The classes a model is asked about: all but the background class."""
         return self.classes[1:] if self.has_background else list(self.classes)
 
-    def _path(self, relative: str) -> Path:
+    def resolve(self, relative: str) -> Path:
         path = Path(relative)
         return path if path.is_absolute() else Path(self.root) / path
 
@@ -133,12 +133,12 @@ class Dataset:
         root = Path(self.root)
         if not root.is_dir():
             raise DatasetError(f"dataset root {root} is not a folder")
-        img_dir, ann_dir = self._path(self.img_dir), self._path(self.ann_dir)
+        img_dir, ann_dir = self.resolve(self.img_dir), self.resolve(self.ann_dir)
         for what, folder in (("image", img_dir), ("label", ann_dir)):
             if not folder.is_dir():
                 raise DatasetError(f"{self.name}: {what} folder {folder} not found")
         if self.split:
-            split = self._path(self.split)
+            split = self.resolve(self.split)
             try:
                 ids = [line.strip() for line in split.read_text(encoding="utf-8").splitlines() if line.strip()]
             except OSError as error:

@@ -134,7 +134,7 @@ class PredictionFolder:
         path = self.folder / f"{sample.id}.png"
         if not path.is_file():  # `pnpseg segment IMG_DIR` keeps the image's full name
             try:
-                relative = sample.image.relative_to(self.dataset._path(self.dataset.img_dir))
+                relative = sample.image.relative_to(self.dataset.resolve(self.dataset.img_dir))
             except ValueError:
                 relative = None
             if relative is not None and (self.folder / relative.with_suffix(".png")).is_file():
