@@ -59,7 +59,7 @@ def main_options(
 @app.command()
 @friendly
 def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
-    """List installed plugins and the adapters and postprocessors each registers."""
+    """List installed plugins and what each registers (adapters, postprocessors, scorers, ...)."""
     from .plugins import KINDS, plugin_info
 
     infos = plugin_info()

@@ -12,17 +12,24 @@ import torch.nn.functional as F
 
 
 def minmax(maps: torch.Tensor) -> torch.Tensor:
-    """Min-max normalise each channel of (C, ...) to [0, 1]; constant channels become 0."""
-    flat = maps.flatten(1)
-    low = flat.min(1, keepdim=True).values
-    span = (flat.max(1, keepdim=True).values - low).clamp_min(1e-12)
+    """Min-max normalise each (H, W) map of (..., H, W) to [0, 1]; constant maps become 0."""
+    flat = maps.flatten(-2)
+    low = flat.amin(-1, keepdim=True)
+    span = (flat.amax(-1, keepdim=True) - low).clamp_min(1e-12)
     return ((flat - low) / span).view_as(maps)
+
+
+def resize(maps: torch.Tensor, size: tuple[int, int], align_corners: bool = False) -> torch.Tensor:
+    """Bilinear resize of every (h, w) map of (..., h, w) to ``size``."""
+    lead = maps.shape[:-2]
+    out = F.interpolate(maps.reshape(1, -1, *maps.shape[-2:]), size=size, mode="bilinear", align_corners=align_corners)
+    return out.reshape(*lead, *size)
 
 
 def scores_from_saliency(
     saliency: torch.Tensor,
     size: tuple[int, int],
-    threshold: float,
+    threshold: float | torch.Tensor,
     background: bool,
     compat: str = "paper",
 ) -> torch.Tensor:
@@ -31,18 +38,19 @@ def scores_from_saliency(
     ``paper``: normalise, zero below ``threshold``, upsample bilinearly, re-normalise.
     ``authors``: keep the raw values that pass the threshold, ``align_corners=True``, no
     re-normalisation (the blur step normalises later), as the released code does.
+    Leading batch dimensions (..., K, gh, gw) are allowed, with ``threshold`` a tensor
+    broadcasting against them (``pnpseg tune`` scores many thresholds at once).
     """
     normalised = minmax(saliency.float())
     if compat == "authors":
         kept = saliency.float() * (normalised >= threshold)
-        scores = F.interpolate(kept[None], size=size, mode="bilinear", align_corners=True)[0]
+        scores = resize(kept, size, align_corners=True)
     else:
         kept = normalised * (normalised >= threshold)
-        scores = F.interpolate(kept[None], size=size, mode="bilinear", align_corners=False)[0]
-        scores = minmax(scores)
+        scores = minmax(resize(kept, size))
     if background:
-        empty = (scores <= 0).all(0, keepdim=True).to(scores.dtype)
-        scores = torch.cat([empty, scores])
+        empty = (scores <= 0).all(-3, keepdim=True).to(scores.dtype)
+        scores = torch.cat([empty, scores], dim=-3)
     return scores
 
 

@@ -195,23 +195,12 @@ TRIAL_CHUNK = 16
 
 
 def gradcam_masks(image: Captured, trials: Sequence[Trial]) -> np.ndarray:
-    """Stage 1: (N, K, h, w) bool, ``upsample(thresholded normalised map) > 0``.
-
-    Exactly ``scores_from_saliency(...) > 0`` (paper arithmetic: the re-normalisation after
-    upsampling maps the minimum to 0), batched over trials.
-    """
+    """Stage 1: (N, K, h, w) bool, ``upsample(thresholded normalised map) > 0``, batched over trials."""
     layers = torch.tensor([t.layer - 1 for t in trials])
     heads = torch.tensor([t.head - 1 for t in trials])
-    saliency = image.maps[layers, heads].float()  # (N, K, gh, gw)
-    flat = saliency.flatten(2)
-    low, high = flat.amin(-1, keepdim=True), flat.amax(-1, keepdim=True)
-    normalised = ((flat - low) / (high - low).clamp_min(1e-12)).view_as(saliency)
-    thresholds = torch.tensor([t.threshold for t in trials], dtype=normalised.dtype)[:, None, None, None]
-    kept = normalised * (normalised >= thresholds)
-    up = torch.nn.functional.interpolate(kept, size=image.rgb.shape[:2], mode="bilinear", align_corners=False)
-    up_flat = up.flatten(2)
-    low, high = up_flat.amin(-1, keepdim=True), up_flat.amax(-1, keepdim=True)
-    return ((up_flat > low) & (high - low > 1e-12)).view_as(up).numpy()
+    thresholds = torch.tensor([t.threshold for t in trials])[:, None, None, None]
+    scores = scores_from_saliency(image.maps[layers, heads], image.rgb.shape[:2], thresholds, background=False)
+    return (scores > 0).numpy()
 
 
 def make_blur_masks(background: bool, compat: str) -> MaskFn:
