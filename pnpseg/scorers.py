@@ -10,15 +10,14 @@ weight-free ``synthetic`` scorer.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 from pathlib import Path
-from typing import Any, Iterator, Protocol, Sequence, Union
+from typing import Any, Protocol, Sequence, Union
 
 import numpy as np
 import torch
 from PIL import Image
 
+from . import hub
 from .errors import ModelLoadError, PnpsegError
 from .hookspecs import hookimpl
 
@@ -68,20 +67,6 @@ def to_tensor(image: ImageInput) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float() / 255.0
 
 
-@contextlib.contextmanager
-def _quiet_hub() -> Iterator[None]:
-    """Silence open_clip's and huggingface_hub's retry chatter: we report one line instead."""
-    loggers = [logging.getLogger(), logging.getLogger("huggingface_hub"), logging.getLogger("open_clip")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.CRITICAL + 1)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-
-
 def parse_clip_spec(spec: str | None) -> tuple[str, str | None]:
     """``--scorer-model`` → (open_clip architecture, pretrained tag or checkpoint path).
 
@@ -122,7 +107,8 @@ class ClipScorer:
         self.name = f"{arch}:{pretrained}" if pretrained else arch
         self.device = torch.device(device)
         try:
-            with _quiet_hub():
+            downloadable = not pretrained or Path(pretrained).exists() or hub.reachable()
+            with hub.quiet(), hub.cache_only(not downloadable):
                 clip, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained, device=self.device)
         except Exception as error:  # download failures come as RuntimeError, OSError, hub errors...
             where = "file" if pretrained and Path(pretrained).exists() else "weights"

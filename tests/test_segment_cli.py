@@ -226,10 +226,17 @@ def test_output_may_not_overwrite_inputs(tmp_path):
     assert result.exit_code == 2 and "would overwrite an input image" in result.output
 
 
-def test_missing_model_is_one_line(tmp_path):
+@pytest.mark.parametrize("offline", ["HF_HUB_OFFLINE=1", "hub unreachable"])
+def test_missing_model_is_one_line(tmp_path, offline):
     image, _ = make_scene(64, 64, ["red"], seed=0)
     image.save(tmp_path / "x.png")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env["HF_HOME"] = str(tmp_path / "hf")
+    if offline == "HF_HUB_OFFLINE=1":
+        env["HF_HUB_OFFLINE"] = "1"
+    else:  # nothing listens there: what a machine without network sees, minus the DNS wait
+        env["HF_ENDPOINT"] = "http://127.0.0.1:9"
+    started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "pnpseg.cli", "segment", str(tmp_path / "x.png"), "--classes", "cat", "--out", str(tmp_path / "o")],
         capture_output=True, text=True, env=env, timeout=120,
@@ -237,6 +244,7 @@ def test_missing_model_is_one_line(tmp_path):
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "--model" in lines[0] and "Salesforce/blip-itm-large-flickr" in lines[0], proc.stderr
+    assert time.perf_counter() - started < 30  # no minute of retries
 
 
 def test_killed_run_leaves_no_partial_png_and_resumes(tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pnpseg
+from pnpseg import hub
 
 
 def looks_like_path(name: str) -> bool:
@@ -47,9 +48,9 @@ def load_pretrained(
     ``source`` is :func:`resolve_source`'s answer for ``name``. A folder that ``loader``
     rejects gives ``folder NAME is not a <model_description> (<first line of the error>)``;
     with ``require_config`` a folder without ``config.json`` is refused before the call.
-    Hub ids try the local cache first: offline without ``HF_HUB_OFFLINE=1``,
-    huggingface_hub retries every file for tens of seconds, and a cached model needs no
-    network at all; a hub id that is neither cached nor downloadable gives
+    Hub ids try the local cache first (a cached model needs no network at all), then the
+    hub only if its host answers (:mod:`pnpseg.hub`: no 30 s of retries on an offline
+    machine), quietly; a hub id that is neither cached nor downloadable gives
     :func:`pnpseg.model_unavailable` for ``adapter_name``. ``kwargs`` go to ``loader``.
     """
     if source is not None:
@@ -69,8 +70,11 @@ def load_pretrained(
         return loader(name, local_files_only=True, **kwargs)
     except OSError:  # not (completely) in the cache
         pass
+    if not hub.reachable():
+        raise pnpseg.model_unavailable(name, adapter_name) from None
     try:
-        return loader(name, **kwargs)
+        with hub.quiet():
+            return loader(name, **kwargs)
     except (OSError, HfHubHTTPError):
         raise pnpseg.model_unavailable(name, adapter_name) from None
 
