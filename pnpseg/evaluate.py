@@ -483,7 +483,10 @@ def render_confusion(cm: np.ndarray, names: Sequence[str], pairs: int = 10) -> I
     rows = [k for k in involved if k < n]
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     text_w = max(probe.textbbox((0, 0), labels[k][:30], font=font)[2] for k in involved) + 2 * pad
-    width = text_w + cell * len(involved) + pad
+    legend = ["top confusions (ground truth -> predicted, % of its pixels):"]
+    legend += [f"{labels[g]} -> {labels[p]}: {100 * rate:.1f}%" for g, p, rate in top]
+    legend_w = max(probe.textbbox((0, 0), line, font=font)[2] for line in legend) + 2 * pad
+    width = max(text_w + cell * len(involved) + pad, legend_w)
     height = text_w + cell * len(rows) + pad + 16 * (len(top) + 2)
     im = Image.new("RGB", (width, max(height, 100)), "white")
     draw = ImageDraw.Draw(im)
@@ -504,7 +507,6 @@ def render_confusion(cm: np.ndarray, names: Sequence[str], pairs: int = 10) -> I
             if rate >= 0.005:
                 draw.text((x + 3, y + 8), f"{100 * rate:.0f}", fill="black", font=font)
     y = text_w + len(rows) * cell + 8
-    draw.text((pad, y), "top confusions (ground truth -> predicted, % of its pixels):", fill="black", font=font)
-    for i, (g, p, rate) in enumerate(top):
-        draw.text((pad, y + 16 * (i + 1)), f"{labels[g]} -> {labels[p]}: {100 * rate:.1f}%", fill="black", font=font)
+    for i, line in enumerate(legend):
+        draw.text((pad, y + 16 * i), line, fill="black", font=font)
     return im

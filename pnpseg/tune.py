@@ -314,7 +314,7 @@ def save_heatmap(path: Path, grid: np.ndarray, best: tuple[int, int], title: str
             x0, y0 = left + h * cell, top + l * cell
             value = grid[l, h]
             if np.isnan(value):
-                fill, text, ink = (225, 225, 225), "–", (120, 120, 120)
+                fill, text, ink = (225, 225, 225), "-", (120, 120, 120)
             else:
                 t = (value - low) / (high - low) if high > low else 1.0
                 fill = _colour(t)
