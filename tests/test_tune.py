@@ -266,3 +266,25 @@ def test_clip_weights_unavailable_offline_is_one_line(scenes, tmp_path):
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("Tuning")]
     assert len(lines) == 1 and "--scorer-model" in lines[0] and "ViT-B-32:openai" in lines[0], proc.stderr
+
+
+def test_tune_a_tiny_blip_with_the_tiny_clip_scorer_and_segment_with_the_preset(scenes, tmp_path, tiny_clip):
+    from tiny_models import build_tiny_blip
+
+    blip = build_tiny_blip(tmp_path / "blip")  # 3 layers × 2 heads
+    root, labels, _ = scenes
+    out = tmp_path / "blip-preset.json"
+    result = invoke("tune", root, "--labels", labels, "--out", out, "--adapter", "blip", "--model", blip,
+                    "--scorer", "clip", "--scorer-model", tiny_clip, "--trials", 6, "--blur-scales", "0.03,0.05",
+                    "--image-size", 64, "--device", "cpu")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "VLM passes: 4 for 4 image(s)" in result.output
+    preset = load_preset(out)
+    assert preset["adapter"] == "blip" and preset["model"] == str(blip)
+    assert 1 <= preset["params"]["layer"] <= 3 and 1 <= preset["params"]["head"] <= 2
+    assert preset["params"]["blur_sigma"] in (0.03, 0.05)
+    segmented = invoke("segment", root / "s0.png", "--classes", "red,green", "--preset", out, "--out", tmp_path / "seg",
+                       "--device", "cpu")  # fmt: skip
+    assert segmented.exit_code == 0, segmented.output
+    record = json.loads((tmp_path / "seg" / "manifest.jsonl").read_text().splitlines()[0])
+    assert record["settings"]["adapter"] == "blip" and record["settings"]["params"]["layer"] == preset["params"]["layer"]
