@@ -10,6 +10,7 @@ from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import PnpsegError
@@ -32,8 +33,8 @@ def friendly(command: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except PnpsegError as error:
-            console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        except PnpsegError as error:  # escaped: "pip install 'pnpseg[ray]'" is not markup
+            console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_USAGE) from None
 
     return wrapper
@@ -77,12 +78,12 @@ def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON inste
 @app.command()
 @friendly
 def segment(
-    inputs: list[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
+    inputs: list[str] = typer.Argument(..., help="Image files and/or folders (searched recursively); with --engine ray also scheme://... URIs (s3://, gs://, file://, any pyarrow/fsspec file system)."),
     classes: Optional[str] = typer.Option(None, "--classes", "-c", help='Comma-separated class names, e.g. "cat,dog,grass".'),
     classes_file: Optional[Path] = typer.Option(None, "--classes-file", help="A file with one class name per line."),
     adapter: Optional[str] = typer.Option(None, "--adapter", "-a", help="VLM adapter (see `pnpseg plugins`); default: the preset's, else blip."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint name or local folder; default: the adapter's."),
-    out: Path = typer.Option(Path("pnpseg-output"), "--out", "-o", help="Output folder."),
+    out: str = typer.Option("pnpseg-output", "--out", "-o", help="Output folder (with --engine ray also a URI)."),
     image_size: Optional[str] = typer.Option(None, "--image-size", help="Model input size: N or HxW (rounded down to the patch size)."),
     layer: Optional[int] = typer.Option(None, "--layer", help="Text→image attention layer (1-based)."),
     head: Optional[int] = typer.Option(None, "--head", help="Attention head (1-based)."),
@@ -95,12 +96,16 @@ def segment(
     compat: Optional[str] = typer.Option(None, "--compat", help="paper (default) or authors (the released code's arithmetic)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     batch_size: str = typer.Option("1", "--batch-size", help="Images per forward pass, or auto (largest that fits on the GPU; 1 on CPU)."),
-    workers: int = typer.Option(0, "--workers", min=0, help="Processes for blur/CRF, overlapped with the model (0 = serial, in-process)."),
+    workers: int = typer.Option(0, "--workers", min=0, help="Processes for blur/CRF, overlapped with the model (0 = serial, in-process); with --engine ray: model workers (actors), default 1."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 (CPU or CUDA) or fp16 (CUDA only): autocast for the model passes."),
     viz: bool = typer.Option(False, "--viz", help="Also write an overlay with a legend to OUT/overlays/."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo images already done; allow a different class list."),
     preset: Optional[Path] = typer.Option(None, "--preset", help="Parameters (and adapter/model) from `pnpseg tune`; explicit flags win."),
     class_source: str = typer.Option("all", "--class-source", help="Which of --classes to segment per image: all, file:PATH, itm[:threshold=T|top=N], clip[:...], llm[:...] (docs/class-sources.md)."),
+    engine: str = typer.Option("local", "--engine", help="local (this machine) or ray (a Ray cluster; needs pnpseg[ray], docs/scale-out.md)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="--engine ray: auto, HOST:PORT or ray://HOST:PORT (default: $RAY_ADDRESS, else a local Ray instance)."),
+    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0.0, help="--engine ray: GPUs per model worker (fractions share a GPU)."),
+    cpus_per_worker: Optional[float] = typer.Option(None, "--cpus-per-worker", min=0.0, help="--engine ray: CPUs per model worker (default 1, less on clusters with no CPU to spare for blur/CRF)."),
 ) -> None:
     """Segment images into the given classes; write label PNGs, classes.json and manifest.jsonl."""
     from .preset import apply_preset, load_preset
@@ -114,7 +119,19 @@ def segment(
         drop_rule=drop_rule, image_size=image_size, postprocess=postprocess, background=background, compat=compat,
     )  # fmt: skip
     adapter, model, params = apply_preset(load_preset(preset) if preset else None, adapter, model, params)
-    job = SegmentJob(inputs, names, out, adapter=adapter, model=model, device=device, params=params,
+    if engine not in ("local", "ray"):
+        raise PnpsegError(f"--engine must be local or ray, got {engine!r}")
+    if engine == "ray":
+        from .ray_engine import RaySegmentJob
+
+        job = RaySegmentJob(inputs, names, out, adapter=adapter or "blip", model=model, device=device, params=params,
+                            batch_size=parse_batch_size(batch_size), viz=viz, overwrite=overwrite, console=console,
+                            workers=workers or 1, precision=precision, class_source=class_source,
+                            address=ray_address, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker)  # fmt: skip
+        if job.run().failed:
+            raise typer.Exit(EXIT_INPUT_FAILED)
+        return
+    job = SegmentJob([Path(p) for p in inputs], names, Path(out), adapter=adapter, model=model, device=device, params=params,
                      batch_size=parse_batch_size(batch_size), viz=viz, overwrite=overwrite, console=console,
                      workers=workers, precision=precision, class_source=class_source)  # fmt: skip
     summary = job.run()

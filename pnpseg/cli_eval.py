@@ -51,6 +51,10 @@ def eval_command(
     checkpoint_every: int = typer.Option(20, "--checkpoint-every", min=1, help="Save the resumable state every N images."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over instead of resuming the evaluation in --out."),
     export_classes: Optional[Path] = typer.Option(None, "--export-classes", help="Write the dataset's prompted class names (one per line, for `pnpseg segment --classes-file`) and exit."),
+    engine: str = typer.Option("local", "--engine", help="local or ray (predict on Ray workers, confusion matrices summed; needs pnpseg[ray], docs/scale-out.md)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="--engine ray: auto, HOST:PORT or ray://HOST:PORT (default: $RAY_ADDRESS, else a local Ray instance)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="--engine ray: model workers (actors)."),
+    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0.0, help="--engine ray: GPUs per worker."),
 ) -> None:
     """Evaluate on a dataset: mIoU, per-class IoU and pixel accuracy; resumable."""
     from .cli import console
@@ -68,6 +72,10 @@ def eval_command(
         return
     slide_window = _parse_slide(slide)
     out = out or Path("pnpseg-eval") / f"{dataset}-{protocol}"
+    if engine not in ("local", "ray"):
+        raise PnpsegError(f"--engine must be local or ray, got {engine!r}")
+    if engine == "ray":
+        return _eval_on_ray(**locals())
     if predictions is not None:
         predictor = PredictionFolder(predictions, data)
         settings = predictor.settings()
@@ -98,3 +106,32 @@ def eval_command(
                      save_predictions=save_predictions, checkpoint_every=checkpoint_every,
                      overwrite=overwrite, console=console)  # fmt: skip
     job.run()
+
+
+def _eval_on_ray(**o) -> None:
+    """``eval --engine ray``: the same predictor, rebuilt on each Ray worker from its options."""
+    from .cli import console
+    from .ray_engine import EvalConfig, ray_evaluate
+
+    params = dict(
+        layer=o["layer"], head=o["head"], threshold=o["threshold"], blur_sigma=o["blur_sigma"],
+        drop_rounds=o["drop_rounds"], drop_rule=o["drop_rule"], image_size=o["image_size"],
+        postprocess=o["postprocess"], compat=o["compat"],
+    )  # fmt: skip
+    adapter, model, preset = o["adapter"], o["model"], o["preset"]
+    if o["predictions"] is None:
+        if preset is not None:
+            from .preset import apply_preset, load_preset
+
+            adapter, model, params = apply_preset(load_preset(preset), adapter, model, params)
+        o["data"].samples()  # dataset problems before any model loads
+    config = EvalConfig(
+        o["data"], str(o["out"]), o["protocol"],
+        predictions=str(o["predictions"]) if o["predictions"] is not None else None,
+        adapter=adapter or "blip", model=model, preset=str(preset) if preset else None, device=o["device"],
+        params=params, save_predictions=o["save_predictions"],
+        predictor_options=dict(synonyms=o["synonyms"], pnp_background=o["pnp_background"],
+                               bg_threshold=o["bg_threshold"], slide=o["slide_window"], short_side=o["short_side"]),
+    )  # fmt: skip
+    ray_evaluate(config, address=o["ray_address"], workers=o["workers"], gpus_per_worker=o["gpus_per_worker"],
+                 limit=o["limit"], checkpoint_every=o["checkpoint_every"], overwrite=o["overwrite"], console=console)

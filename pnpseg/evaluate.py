@@ -17,7 +17,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -370,13 +370,9 @@ class Evaluation:
         try:
             with self._progress() as progress:
                 task = progress.add_task("eval", total=len(todo), miou=_fmt(scores(cm, self.rule).miou))
-                for sample in todo:
-                    label = self.dataset.load_label(sample)
-                    pred = self.predictor(sample, label)
-                    cm += confusion_matrix(label, pred, self.dataset.num_classes)
-                    if self.save_predictions:
-                        self._save_prediction(sample, pred)
-                    done.append(sample.id)
+                for sample_id, sample_cm in self.confusions(todo):
+                    cm += sample_cm
+                    done.append(sample_id)
                     since_save += 1
                     if since_save >= self.checkpoint_every:
                         self._save_state(cm, done)
@@ -388,6 +384,16 @@ class Evaluation:
         if not (self.out / STATE).exists():
             self._save_state(cm, done)
         return self._finish(cm, len(done), time.perf_counter() - start)
+
+    def confusions(self, todo: list[Sample]) -> Iterator[tuple[str, np.ndarray]]:
+        """(sample id, its confusion matrix) for each sample, in order (predicted here; the Ray
+        engine overrides this to predict on its workers)."""
+        for sample in todo:
+            label = self.dataset.load_label(sample)
+            pred = self.predictor(sample, label)
+            if self.save_predictions:
+                self._save_prediction(sample, pred)
+            yield sample.id, confusion_matrix(label, pred, self.dataset.num_classes)
 
     def _progress(self) -> Progress:
         return Progress(

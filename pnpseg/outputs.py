@@ -7,6 +7,7 @@ append-only JSON-lines manifest so a rerun can skip finished images.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import secrets
@@ -124,10 +125,16 @@ def save_label_png(path: Path, labels: np.ndarray) -> None:
 
     Tools read the ids back with ``np.array(Image.open(p))``; viewers show colours.
     """
+    atomic_write_bytes(path, encode_label_png(labels))
+
+
+def encode_label_png(labels: np.ndarray) -> bytes:
+    """The bytes :func:`save_label_png` writes (for writers to other file systems)."""
     im = Image.fromarray(_check_labels(labels))
     im.putpalette(_PALETTE.ravel().tolist())
-    with atomic_path(path) as tmp:
-        im.save(tmp, format="PNG")
+    buffer = io.BytesIO()
+    im.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _label_name(label: int, class_names: Sequence[str]) -> str:
@@ -215,6 +222,25 @@ def class_fractions(labels: np.ndarray, class_names: Sequence[str]) -> dict[str,
     return {name: round(float(frac), 4) for name, frac in out.items()}
 
 
+def parse_manifest(data: bytes) -> dict[str, dict]:
+    """``manifest.jsonl`` bytes → ``{input: latest record}``; malformed or partial lines are ignored."""
+    result: dict[str, dict] = {}
+    for line in data.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:  # includes UnicodeDecodeError and a line cut by a crash
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("input"), str):
+            result[rec["input"]] = rec
+    return result
+
+
+def manifest_line(record: Mapping[str, Any]) -> bytes:
+    """One record as the manifest stores it (UTF-8 JSON, newline-terminated)."""
+    line = json.dumps(dict(record), ensure_ascii=False, allow_nan=False, default=_json_default)
+    return line.encode("utf-8") + b"\n"
+
+
 class Manifest:
     """Append-only ``manifest.jsonl``: one JSON record per processed input, latest wins.
 
@@ -230,18 +256,11 @@ class Manifest:
 
     def records(self) -> dict[str, dict]:
         """Re-read the file: ``{input: latest record}``. Malformed or partial lines are ignored."""
-        result: dict[str, dict] = {}
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
             data = b""
-        for line in data.splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:  # includes UnicodeDecodeError and a line cut by a crash
-                continue
-            if isinstance(rec, dict) and isinstance(rec.get("input"), str):
-                result[rec["input"]] = rec
+        result = parse_manifest(data)
         self._cache = dict(result)
         return result
 
@@ -249,8 +268,7 @@ class Manifest:
         """Durably append one record (one line)."""
         if not isinstance(record.get("input"), str):
             raise ValueError("manifest record needs a string 'input' key")
-        line = json.dumps(dict(record), ensure_ascii=False, allow_nan=False, default=_json_default)
-        data = line.encode("utf-8") + b"\n"
+        data = manifest_line(record)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
         try:
@@ -266,7 +284,7 @@ class Manifest:
         finally:
             os.close(fd)
         if self._cache is not None:
-            self._cache[record["input"]] = json.loads(line)
+            self._cache[record["input"]] = json.loads(data)
 
     def is_done(
         self, input_path: str, output_path: Path, require: Mapping[str, Any] | None = None

@@ -129,7 +129,7 @@ class SegmentJob:
                 )
 
     def class_table(self) -> dict[str, str]:
-        return {"0": "background", **{str(i + 1): name for i, name in enumerate(self.classes)}}
+        return class_table(self.classes)
 
     def output_path(self, item: InputItem) -> Path:
         return self.out / item.output_relative(".png")
@@ -264,12 +264,7 @@ class SegmentJob:
     def _to_vocabulary(self, item: InputItem, labels: Any) -> Any:
         """Per-image label values (index of the image's own class list) → ``--classes`` indices."""
         proposal = self._proposals.get(str(item.path))
-        if proposal is None or proposal.classes == self.classes:
-            return labels
-        index = {name: i + 1 for i, name in enumerate(self.classes)}
-        lut = np.zeros(max(len(proposal.classes) + 1, int(labels.max()) + 1), dtype=labels.dtype)
-        lut[1 : len(proposal.classes) + 1] = [index[name] for name in proposal.classes]
-        return lut[labels]
+        return to_vocabulary(labels, proposal.classes if proposal is not None else None, self.classes)
 
     def _write_results(self, finisher: Finisher, summary: Summary, wait: bool) -> int:
         """Save the label maps step 4 has finished (in input order). Returns how many."""
@@ -302,33 +297,65 @@ class SegmentJob:
         if not ok:
             summary.errors.append((str(item.path), error))
         proposal = self._proposals.pop(str(item.path), None)
-        self.manifest.append({
-            "input": str(item.path),
-            "output": str(self.output_path(item)) if ok else None,
-            "width": image.width if image is not None else None,
-            "height": image.height if image is not None else None,
-            "status": "ok" if ok else "error",
-            "error": error,
-            "classes": fractions or {},
-            "seconds": round(seconds, 4) if seconds is not None else None,
-            "settings": self.settings,
-            "class_source": proposal.record() if proposal is not None else {"name": self.class_source.name},
-        })  # fmt: skip
+        self.manifest.append(manifest_record(
+            str(item.path), str(self.output_path(item)) if ok else None, self.settings,
+            proposal.record() if proposal is not None else {"name": self.class_source.name},
+            error=error, image=image, fractions=fractions, seconds=seconds,
+        ))  # fmt: skip
 
     def _report(self, summary: Summary) -> None:
-        table = Table(title="pnpseg segment", show_header=False)
-        rate = summary.done / summary.seconds if summary.seconds else 0.0
-        for key, value in (
-            ("segmented", summary.done), ("already done", summary.skipped_done), ("failed", summary.failed),
-            ("non-image files skipped", summary.not_images), ("seconds", f"{summary.seconds:.1f}"),
-            ("images/s", f"{rate:.2f}"), ("output", str(self.out)),
-        ):  # fmt: skip
-            table.add_row(key, str(value))
-        self.console.print(table)
-        for path, error in summary.errors[:20]:
-            self.console.print(f"[red]failed[/] {path}: {error}", highlight=False, soft_wrap=True)
-        if len(summary.errors) > 20:
-            self.console.print(f"... and {len(summary.errors) - 20} more; see {self.manifest.path}")
+        report(self.console, summary, "pnpseg segment", str(self.out), str(self.manifest.path))
+
+
+def class_table(classes: Sequence[str]) -> dict[str, str]:
+    """``classes.json``: label value → name, 0 being background."""
+    return {"0": "background", **{str(i + 1): name for i, name in enumerate(classes)}}
+
+
+def to_vocabulary(labels: Any, proposed: Sequence[str] | None, classes: Sequence[str]) -> Any:
+    """Per-image label values (index of the image's own class list ``proposed``) → ``classes`` indices."""
+    if proposed is None or list(proposed) == list(classes):
+        return labels
+    index = {name: i + 1 for i, name in enumerate(classes)}
+    lut = np.zeros(max(len(proposed) + 1, int(labels.max()) + 1), dtype=labels.dtype)
+    lut[1 : len(proposed) + 1] = [index[name] for name in proposed]
+    return lut[labels]
+
+
+def manifest_record(input: str, output: str | None, settings: dict[str, Any], class_source: dict[str, Any], *,
+                    error: str | None = None, image: Any = None, fractions: dict[str, float] | None = None,
+                    seconds: float | None = None) -> dict[str, Any]:  # fmt: skip
+    """One ``manifest.jsonl`` line (shared by the local and the Ray engine)."""
+    ok = error is None
+    return {
+        "input": input,
+        "output": output if ok else None,
+        "width": image.width if image is not None else None,
+        "height": image.height if image is not None else None,
+        "status": "ok" if ok else "error",
+        "error": error,
+        "classes": fractions or {},
+        "seconds": round(seconds, 4) if seconds is not None else None,
+        "settings": settings,
+        "class_source": class_source,
+    }
+
+
+def report(console: Console, summary: Summary, title: str, output: str, manifest: str) -> None:
+    """The end-of-run table and the first failures (both engines)."""
+    table = Table(title=title, show_header=False)
+    rate = summary.done / summary.seconds if summary.seconds else 0.0
+    for key, value in (
+        ("segmented", summary.done), ("already done", summary.skipped_done), ("failed", summary.failed),
+        ("non-image files skipped", summary.not_images), ("seconds", f"{summary.seconds:.1f}"),
+        ("images/s", f"{rate:.2f}"), ("output", output),
+    ):  # fmt: skip
+        table.add_row(key, str(value))
+    console.print(table)
+    for path, error in summary.errors[:20]:
+        console.print(f"[red]failed[/] {path}: {error}", highlight=False, soft_wrap=True)
+    if len(summary.errors) > 20:
+        console.print(f"... and {len(summary.errors) - 20} more; see {manifest}")
 
 
 def _remove_stale_temp_files(out: Path) -> None:

@@ -103,6 +103,27 @@ def test_core_never_imports_transformers():
     assert out.strip() == "False"
 
 
+def test_core_and_cli_never_import_ray():
+    """Ray (the optional ``ray`` extra) is imported only when ``--engine ray`` runs."""
+    code = (
+        "import sys, pnpseg, pnpseg.cli, pnpseg.run, pnpseg.evaluate, pnpseg.ray_engine\n"
+        "from typer.testing import CliRunner\n"
+        "CliRunner().invoke(pnpseg.cli.app, ['segment', '--help'])\n"
+        "print('ray' in sys.modules)"
+    )
+    env = {**__import__("os").environ, "PNPSEG_LOAD_PLUGINS": ""}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_engine_ray_without_ray_says_which_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
+    (tmp_path / "x.png").write_bytes(b"")
+    result = CliRunner().invoke(app, ["segment", str(tmp_path), "--classes", "red", "--adapter", "synthetic",
+                                      "--engine", "ray", "--out", str(tmp_path / "out")])  # fmt: skip
+    assert result.exit_code == 2 and "pip install 'pnpseg[ray]'" in result.output, result.output
+
+
 def test_core_source_has_no_transformers_import():
     from pathlib import Path
     import re
