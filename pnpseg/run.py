@@ -155,7 +155,7 @@ class SegmentJob:
         start = time.perf_counter()
         batch_size = self._resolve_batch_size(todo)
         seg = self.segmenter
-        with self._progress() as progress, Finisher(seg.params, seg._chain, self.workers) as finisher:
+        with self._progress() as progress, Finisher(seg.params, seg.chain, self.workers) as finisher:
             task = progress.add_task("segment", total=len(todo), rate="")
 
             def advance(count: int) -> None:

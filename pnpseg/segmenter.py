@@ -65,7 +65,7 @@ class Segmenter:
         base = params.to_dict() if params is not None else dict(getattr(adapter, "default_params", {}))
         self.params = SegmentParams.build(base, overrides)
         self._check_params()
-        self._chain = build_chain(self.params.postprocess)
+        self.chain = build_chain(self.params.postprocess)
         self._plans: dict[tuple[str, ...], list[Chunk]] = {}
 
     @classmethod
@@ -122,7 +122,7 @@ class Segmenter:
 
     def finish(self, image: Image.Image, saliency: torch.Tensor, names: list[str]) -> SegmentationResult:
         """Step 4: thresholding, resize, background, postprocessors and argmax."""
-        return finish(image, saliency, names, self.params, self._chain)
+        return finish(image, saliency, names, self.params, self.chain)
 
 
 def finish(
