@@ -106,16 +106,8 @@ class SegmentJob:
 
     def _check_previous_classes(self) -> None:
         path = self.out / "classes.json"
-        if self.overwrite or not path.exists():
-            return
-        try:
-            previous = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            previous = None
-        if previous != self.class_table():
-            raise PnpsegError(
-                f"{self.out} holds results for other classes ({path}); use --overwrite or another --out"
-            )
+        if not self.overwrite:
+            check_previous_classes(path.read_bytes() if path.exists() else None, self.classes, str(self.out), str(path))
 
     def _check_previous_settings(self) -> None:
         if self.overwrite:
@@ -310,6 +302,18 @@ class SegmentJob:
 def class_table(classes: Sequence[str]) -> dict[str, str]:
     """``classes.json``: label value → name, 0 being background."""
     return {"0": "background", **{str(i + 1): name for i, name in enumerate(classes)}}
+
+
+def check_previous_classes(previous: bytes | None, classes: Sequence[str], out: str, where: str) -> None:
+    """Refuse an output folder whose ``classes.json`` (``previous``, if any) names other classes."""
+    if previous is None:
+        return
+    try:
+        same = json.loads(previous) == class_table(classes)
+    except ValueError:
+        same = False
+    if not same:
+        raise PnpsegError(f"{out} holds results for other classes ({where}); use --overwrite or another --out")
 
 
 def to_vocabulary(labels: Any, proposed: Sequence[str] | None, classes: Sequence[str]) -> Any:

@@ -226,7 +226,7 @@ class RaySegmentJob:
         from rich.console import Console
 
         from ..class_sources import build_class_source
-        from ..run import class_table
+        from ..run import check_previous_classes, class_table
 
         self.console = console or Console(stderr=True)
         self.classes, self.overwrite, self.fault = classes, overwrite, fault
@@ -242,14 +242,7 @@ class RaySegmentJob:
         self._guard_inputs()
         self.table = class_table(classes)
         if not overwrite:
-            previous = self.out.read_bytes("classes.json")
-            try:
-                same = previous is None or json.loads(previous) == self.table
-            except ValueError:
-                same = False
-            if not same:
-                raise PnpsegError(f"{out} holds results for other classes ({self.out.uri('classes.json')}); "
-                                  "use --overwrite or another --out")  # fmt: skip
+            check_previous_classes(self.out.read_bytes("classes.json"), classes, str(out), self.out.uri("classes.json"))
         build_class_source(class_source, classes)  # a bad spec fails here, before Ray starts
         self.config = SegmentConfig(list(classes), self.out.location, adapter, model, device, dict(params or {}),
                                     precision, class_source, viz)  # fmt: skip
