@@ -21,7 +21,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from pnpseg.run import SegmentJob
+from pnpseg.engines.local import SegmentJob
 from pnpseg.testing import make_scene
 
 COLOURS = ["red", "green", "blue", "yellow"]
@@ -38,7 +38,7 @@ def main() -> None:
 
     import ray
 
-    from pnpseg.ray_engine import RaySegmentJob
+    from pnpseg.engines.ray import RaySegmentJob
 
     quiet = Console(file=io.StringIO())
     params = {"image_size": str(args.size), "drop_rounds": args.drop_rounds}
@@ -56,8 +56,9 @@ def main() -> None:
                     continue
 
         start = time.perf_counter()
-        SegmentJob([root], COLOURS, Path(tmp) / "local", adapter="synthetic", device="cpu", params=params,
-                   console=quiet).run()  # fmt: skip
+        SegmentJob(
+            [root], COLOURS, Path(tmp) / "local", adapter="synthetic", device="cpu", params=params, console=quiet
+        ).run()
         rows = [("local engine (reference)", "-", args.images / (time.perf_counter() - start))]
         reference = {p.name: p.read_bytes() for p in (Path(tmp) / "local").glob("*.png")}
 
@@ -66,8 +67,16 @@ def main() -> None:
             for workers in [int(w) for w in args.workers.split(",")]:
                 out = Path(tmp) / f"ray-{workers}"
                 start = time.perf_counter()
-                job = RaySegmentJob([root], COLOURS, out, adapter="synthetic", device="cpu", params=params,
-                                    workers=workers, console=quiet)  # fmt: skip
+                job = RaySegmentJob(
+                    [root],
+                    COLOURS,
+                    out,
+                    adapter="synthetic",
+                    device="cpu",
+                    params=params,
+                    workers=workers,
+                    console=quiet,
+                )
                 summary = job.run()
                 seconds = time.perf_counter() - start
                 assert summary.done == args.images, summary
@@ -76,8 +85,10 @@ def main() -> None:
         finally:
             ray.shutdown()
 
-    print(f"\n{args.images} images of {args.size}x{args.size}, synthetic adapter, {len(COLOURS)} classes, "
-          f"blur+CRF, {os.cpu_count()} CPU cores, Ray CPUs {args.cpus}\n")  # fmt: skip
+    print(
+        f"\n{args.images} images of {args.size}x{args.size}, synthetic adapter, {len(COLOURS)} classes, "
+        f"blur+CRF, {os.cpu_count()} CPU cores, Ray CPUs {args.cpus}\n"
+    )
     print("| engine | CPUs per model worker | images/s | vs 1 worker |")
     print("|---|---|---|---|")
     base = rows[1][2] if len(rows) > 1 else rows[0][2]

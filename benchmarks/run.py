@@ -38,25 +38,52 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pnpseg import profiling
-from pnpseg.gradcam import capture
-from pnpseg.labels import labels_from_scores, scores_from_saliency
-from pnpseg.outputs import save_label_png
-from pnpseg.params import SegmentParams
+from pnpseg.engines.local import SegmentJob
+from pnpseg.io.outputs import save_label_png
+from pnpseg.method import profiling
+from pnpseg.method.gradcam import capture
+from pnpseg.method.labels import labels_from_scores, scores_from_saliency
+from pnpseg.method.params import SegmentParams
+from pnpseg.method.postprocess.blur import GaussianBlur
+from pnpseg.method.postprocess.crf import DenseCRF
+from pnpseg.method.prompts import plan_prompts, token_weights
 from pnpseg.plugins import lookup
-from pnpseg.postprocess.blur import GaussianBlur
-from pnpseg.postprocess.crf import DenseCRF
-from pnpseg.prompts import plan_prompts, token_weights
-from pnpseg.run import SegmentJob
 from pnpseg.testing import make_scene
 
 VOC = [
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "dining table", "dog", "horse", "motorbike", "person", "potted plant", "sheep", "sofa",
-    "train", "tv monitor",
-]  # fmt: skip
-STAGES = ["vision forward", "text forward", "multimodal forward", "gradient", "backward", "dropout bookkeeping",
-          "resize", "blur", "crf", "I/O"]  # fmt: skip
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "dining table",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "potted plant",
+    "sheep",
+    "sofa",
+    "train",
+    "tv monitor",
+]
+STAGES = [
+    "vision forward",
+    "text forward",
+    "multimodal forward",
+    "gradient",
+    "backward",
+    "dropout bookkeeping",
+    "resize",
+    "blur",
+    "crf",
+    "I/O",
+]
 
 
 # -- memory ---------------------------------------------------------------------------------
@@ -123,19 +150,45 @@ def build_blip(folder: Path, tiny: bool) -> Path:
     tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True, model_max_length=512)
     tokenizer.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
     if tiny:
-        vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                      image_size=64, patch_size=16)  # fmt: skip
-        text = dict(hidden_size=48, intermediate_size=64, num_hidden_layers=12, num_attention_heads=12,
-                    encoder_hidden_size=32)  # fmt: skip
+        vision = dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=64,
+            patch_size=16,
+        )
+        text = dict(
+            hidden_size=48, intermediate_size=64, num_hidden_layers=12, num_attention_heads=12, encoder_hidden_size=32
+        )
     else:  # Salesforce/blip-itm-large-flickr config.json
-        vision = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                      image_size=384, patch_size=16, layer_norm_eps=1e-5)  # fmt: skip
-        text = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                    encoder_hidden_size=1024)  # fmt: skip
+        vision = dict(
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            image_size=384,
+            patch_size=16,
+            layer_norm_eps=1e-5,
+        )
+        text = dict(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            encoder_hidden_size=1024,
+        )
     config = BlipConfig(
         vision_config=vision,
-        text_config=dict(text, vocab_size=30524, max_position_embeddings=512, pad_token_id=0,
-                         bos_token_id=30522, sep_token_id=102, is_decoder=True),  # fmt: skip
+        text_config=dict(
+            text,
+            vocab_size=30524,
+            max_position_embeddings=512,
+            pad_token_id=0,
+            bos_token_id=30522,
+            sep_token_id=102,
+            is_decoder=True,
+        ),
         image_text_hidden_size=256,
         projection_dim=256,
     )
@@ -144,7 +197,9 @@ def build_blip(folder: Path, tiny: bool) -> Path:
     model = BlipForImageTextRetrieval(config).eval()
     model.save_pretrained(folder)
     size = vision["image_size"]
-    BlipProcessor(image_processor=BlipImageProcessor(size={"height": size, "width": size}), tokenizer=tokenizer).save_pretrained(folder)
+    BlipProcessor(
+        image_processor=BlipImageProcessor(size={"height": size, "width": size}), tokenizer=tokenizer
+    ).save_pretrained(folder)
     del model
     return folder
 
@@ -184,12 +239,30 @@ def measured() -> Iterator[dict[str, Any]]:
 # -- ours -----------------------------------------------------------------------------------
 
 
-def run_ours(adapter: Any, adapter_name: str, model_dir: Path, images: list[Path], out: Path, params: dict,
-             workers: int, precision: str = "fp32") -> dict[str, Any]:  # fmt: skip
+def run_ours(
+    adapter: Any,
+    adapter_name: str,
+    model_dir: Path,
+    images: list[Path],
+    out: Path,
+    params: dict,
+    workers: int,
+    precision: str = "fp32",
+) -> dict[str, Any]:
     """The ``pnpseg segment`` loop (SegmentJob) on ``images``' folder, on the shared ``adapter``."""
-    job = SegmentJob([images[0].parent], VOC, out, adapter=adapter_name, model=str(model_dir), device="cpu",
-                     params=params, workers=workers, precision=precision, overwrite=True,
-                     console=_quiet_console())  # fmt: skip
+    job = SegmentJob(
+        [images[0].parent],
+        VOC,
+        out,
+        adapter=adapter_name,
+        model=str(model_dir),
+        device="cpu",
+        params=params,
+        workers=workers,
+        precision=precision,
+        overwrite=True,
+        console=_quiet_console(),
+    )
     job.segmenter.adapter = adapter  # the very model object the baseline and floor use (weights loaded)
     with measured() as result:
         summary = job.run()
@@ -209,7 +282,7 @@ def _quiet_console():
 
 def run_floor(adapter: Any, images: list[Path], params: SegmentParams) -> dict[str, Any]:
     """R × (one forward + the gradient w.r.t. the chosen layer's attention), nothing else."""
-    from pnpseg.images import load_image
+    from pnpseg.io.images import load_image
 
     size = tuple(s // adapter.patch_size * adapter.patch_size for s in params.image_size)
     chunks = plan_prompts(VOC, adapter.tokenize, adapter.max_text_length)
@@ -233,9 +306,8 @@ def run_baseline(adapter: Any, images: list[Path], out: Path, params: SegmentPar
     included) with ``retain_grad`` on the cross-attention maps of all layers; GradCAM of all
     layers × heads kept for every round; then thresholding, blur and the CRF serially.
     """
+    from pnpseg.io.images import load_image
     from pnpseg_blip.adapter import capture_cross_attentions
-
-    from pnpseg.images import load_image
 
     model = adapter._ensure_model()
     model.requires_grad_(True)
@@ -264,25 +336,29 @@ def run_baseline(adapter: Any, images: list[Path], out: Path, params: SegmentPar
                         masked = pixels.clone()
                         for p in dropped:  # the reference zeroes patch by patch
                             r, c = p // gw, p % gw
-                            masked[:, :, r * ps:(r + 1) * ps, c * ps:(c + 1) * ps] = 0
+                            masked[:, :, r * ps : (r + 1) * ps, c * ps : (c + 1) * ps] = 0
                     model.zero_grad(set_to_none=False)
                     with torch.enable_grad(), capture_cross_attentions(model, all_layers) as captured:
                         with profiling.stage("vision forward"):
-                            embeds = model.vision_model(pixel_values=masked, interpolate_pos_encoding=True).last_hidden_state
+                            embeds = model.vision_model(
+                                pixel_values=masked, interpolate_pos_encoding=True
+                            ).last_hidden_state
                         with profiling.stage("text forward"):
                             hidden = model.text_encoder(
-                                input_ids=text.input_ids, attention_mask=text.attention_mask,
-                                encoder_hidden_states=embeds, return_dict=True,
-                            ).last_hidden_state  # fmt: skip
+                                input_ids=text.input_ids,
+                                attention_mask=text.attention_mask,
+                                encoder_hidden_states=embeds,
+                                return_dict=True,
+                            ).last_hidden_state
                             logit = model.itm_head(hidden[:, 0, :])[:, 1]
                             for probs in captured.values():
                                 probs.retain_grad()
                         with profiling.stage("backward"):
                             logit.sum().backward()
                     with profiling.stage("dropout bookkeeping"):
-                        cams = torch.stack([
-                            (captured[i].grad.clamp(min=0) * captured[i].detach())[0, :, :, 1:] for i in all_layers
-                        ])  # fmt: skip
+                        cams = torch.stack(
+                            [(captured[i].grad.clamp(min=0) * captured[i].detach())[0, :, :, 1:] for i in all_layers]
+                        )
                         kept_maps.append(cams)
                         cam = cams[params.layer - 1, params.head - 1]  # (T, P)
                         maps = weights @ cam
@@ -299,8 +375,9 @@ def run_baseline(adapter: Any, images: list[Path], out: Path, params: SegmentPar
                 width, height = image.size
                 rgb = np.asarray(image, dtype=np.uint8)
                 with profiling.stage("resize"):
-                    scores = scores_from_saliency(total.view(-1, gh, gw), (height, width), params.threshold,
-                                                  params.background, params.compat)  # fmt: skip
+                    scores = scores_from_saliency(
+                        total.view(-1, gh, gw), (height, width), params.threshold, params.background, params.compat
+                    )
                 with profiling.stage("blur"):
                     scores = blur(scores, rgb, params)
                 with profiling.stage("crf"):
@@ -334,14 +411,25 @@ def stage_table(rows: dict[str, dict[str, Any]], n: int) -> str:
     return "\n".join(lines)
 
 
-def bench_size(name: str, model_dir: Path, adapter_name: str, images: list[Path], work: Path, size: int,
-               args: argparse.Namespace, baseline: bool) -> dict[str, Any]:  # fmt: skip
+def bench_size(
+    name: str,
+    model_dir: Path,
+    adapter_name: str,
+    images: list[Path],
+    work: Path,
+    size: int,
+    args: argparse.Namespace,
+    baseline: bool,
+) -> dict[str, Any]:
     """All methods on the same adapter object, interleaved image by image (the order rotates),
     so that load from other processes on a shared machine hits every column alike."""
     params = dict(image_size=size, drop_rounds=args.rounds, postprocess=args.postprocess)  # layer/head: the adapter's
     n = len(images)
-    print(f"\n## {name} at {size} px: {n} image(s), K = {len(VOC)}, R = {args.rounds}, {args.postprocess}, "
-          f"workers {args.workers}", flush=True)  # fmt: skip
+    print(
+        f"\n## {name} at {size} px: {n} image(s), K = {len(VOC)}, R = {args.rounds}, {args.postprocess}, "
+        f"workers {args.workers}",
+        flush=True,
+    )
     adapter = lookup("adapters", adapter_name)(model=str(model_dir), device="cpu")
     adapter._ensure_model()  # weight loading is not part of the per-image cost
     seg_params = SegmentParams.build(adapter.default_params, params)
@@ -352,15 +440,16 @@ def bench_size(name: str, model_dir: Path, adapter_name: str, images: list[Path]
     if baseline:
         methods["baseline"] = lambda imgs, out: run_baseline(adapter, imgs, out, seg_params)
     if args.bf16:
-        methods["ours bf16"] = lambda imgs, out: run_ours(adapter, adapter_name, model_dir, imgs, out, params,
-                                                          args.workers, "bf16")  # fmt: skip
+        methods["ours bf16"] = lambda imgs, out: run_ours(
+            adapter, adapter_name, model_dir, imgs, out, params, args.workers, "bf16"
+        )
     rows: dict[str, dict[str, Any]] = {
         key: {"seconds": 0.0, "stages": {}, "peak_mb": 0.0, "labels": {}, "per_image": []} for key in methods
     }
     order = list(methods)
     for i, path in enumerate(images):
         single = _own_folder([path], work / f"{adapter_name}-{size}-{i}")
-        for key in order[i % len(order):] + order[: i % len(order)]:
+        for key in order[i % len(order) :] + order[: i % len(order)]:
             result = methods[key](single, work / f"out-{adapter_name}-{size}-{key.replace(' ', '-')}")
             row = rows[key]
             row["seconds"] += result["seconds"]
@@ -378,15 +467,21 @@ def bench_size(name: str, model_dir: Path, adapter_name: str, images: list[Path]
     if args.bf16:
         report["bf16_agreement"] = agreement(ours["labels"], rows["ours bf16"]["labels"])
     for key, row in rows.items():
-        report[key] = {"s_per_image": row["seconds"] / n, "images_per_s": n / row["seconds"],
-                       "fastest_image_s": min(row["per_image"]), "peak_mb": row["peak_mb"],
-                       "stages": {k: v / n for k, v in row["stages"].items()}}  # fmt: skip
+        report[key] = {
+            "s_per_image": row["seconds"] / n,
+            "images_per_s": n / row["seconds"],
+            "fastest_image_s": min(row["per_image"]),
+            "peak_mb": row["peak_mb"],
+            "stages": {k: v / n for k, v in row["stages"].items()},
+        }
     model_stages = ("vision forward", "text forward", "multimodal forward", "gradient", "dropout bookkeeping")
     ours_model = sum(ours["stages"].get(s, 0.0) for s in model_stages)
     print("\n| | s/image (mean) | images/s | fastest image s | peak RSS MB |\n|---|---|---|---|---|")
     for key, row in rows.items():
-        print(f"| {key} | {row['seconds'] / n:.3f} | {n / row['seconds']:.3f} | {min(row['per_image']):.3f} "
-              f"| {row['peak_mb']:.0f} |")  # fmt: skip
+        print(
+            f"| {key} | {row['seconds'] / n:.3f} | {n / row['seconds']:.3f} | {min(row['per_image']):.3f} "
+            f"| {row['peak_mb']:.0f} |"
+        )
     print()
     print(stage_table(rows, n))
     print()
@@ -399,7 +494,9 @@ def bench_size(name: str, model_dir: Path, adapter_name: str, images: list[Path]
         report["speedup_vs_baseline_fastest"] = fastest
         print(f"RATIO {name} {size}px baseline/ours (fastest image of each, less load noise): {fastest:.2f}x")
         print(f"RATIO {name} {size}px peak memory ours/baseline: {ours['peak_mb'] / base['peak_mb']:.2f}")
-        print(f"CHECK {name} {size}px label maps ours vs baseline agree on {100 * report['labels_agree_baseline']:.2f}% of pixels")
+        print(
+            f"CHECK {name} {size}px label maps ours vs baseline agree on {100 * report['labels_agree_baseline']:.2f}% of pixels"
+        )
     report["ours_over_floor"] = ours["seconds"] / floor["seconds"]
     report["ours_model_over_floor"] = ours_model / floor["seconds"]
     print(f"RATIO {name} {size}px ours/floor (whole pipeline): {report['ours_over_floor']:.2f}")
@@ -418,13 +515,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="336", help="comma-separated input sizes, e.g. 336,768")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--postprocess", default="blur,crf")
-    parser.add_argument("--workers", type=int, default=0,
-                        help="CRF worker processes for ours (default 0: on 2 cores the model already uses both)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="CRF worker processes for ours (default 0: on 2 cores the model already uses both)",
+    )
     parser.add_argument("--no-baseline-large", action="store_true", help="skip the baseline at sizes after the first")
-    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
-                        help="also run ours in bf16 at the first size and report label agreement")  # fmt: skip
-    parser.add_argument("--bridgetower", action=argparse.BooleanOptionalAction, default=None,
-                        help="also benchmark BridgeTower (default: if its adapter is installed)")  # fmt: skip
+    parser.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run ours in bf16 at the first size and report label agreement",
+    )
+    parser.add_argument(
+        "--bridgetower",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also benchmark BridgeTower (default: if its adapter is installed)",
+    )
     parser.add_argument("--tiny", action="store_true", help="tiny random model: checks the harness in seconds")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -435,22 +544,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiny:
         sizes = [64 if s == sizes[0] else 128 for s in sizes]
     cpu = _cpu_name()
-    print(f"# pnpseg benchmark — {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device cpu")  # fmt: skip
+    print(
+        f"# pnpseg benchmark — {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, device cpu"
+    )
     print(f"load average at start: {_loadavg()}")
     reports = []
     with tempfile.TemporaryDirectory(prefix="pnpseg-bench-") as tmp:
         work = Path(tmp)
         t0 = time.perf_counter()
         model_dir = build_blip(work / "blip", args.tiny)
-        print(f"built {'tiny' if args.tiny else 'BLIP ITM large'} (random weights) in {time.perf_counter() - t0:.0f} s",
-              flush=True)  # fmt: skip
+        print(
+            f"built {'tiny' if args.tiny else 'BLIP ITM large'} (random weights) in {time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
         images = make_images(work / "images", max(args.images, args.large_images))
         for i, size in enumerate(sizes):
             few = images[: args.images] if i == 0 else images[: args.large_images]
             with _args_override(args, bf16=args.bf16 and i == 0):
-                reports.append(bench_size("BLIP-L" if not args.tiny else "tiny-BLIP", model_dir, "blip", few, work, size,
-                                          args, baseline=not (i and args.no_baseline_large)))  # fmt: skip
+                reports.append(
+                    bench_size(
+                        "BLIP-L" if not args.tiny else "tiny-BLIP",
+                        model_dir,
+                        "blip",
+                        few,
+                        work,
+                        size,
+                        args,
+                        baseline=not (i and args.no_baseline_large),
+                    )
+                )
         want_bt = args.bridgetower
         has_bt = _has_adapter("bridgetower")
         if want_bt is None:
@@ -463,7 +586,9 @@ def main(argv: list[str] | None = None) -> int:
             print("\nBridgeTower: skipped" + ("" if has_bt else " (no `bridgetower` adapter installed)"))
     print(f"\nload average at end: {_loadavg()} (other processes on this machine slow every column alike)")
     if args.json:
-        args.json.write_text(json.dumps({"cpu": cpu, "cores": os.cpu_count(), "results": reports}, indent=2, default=float))
+        args.json.write_text(
+            json.dumps({"cpu": cpu, "cores": os.cpu_count(), "results": reports}, indent=2, default=float)
+        )
     return 0
 
 
@@ -505,8 +630,18 @@ def bench_bridgetower(work: Path, images: list[Path], size: int, args: argparse.
     if args.tiny:
         size = 64
     with _args_override(args, bf16=False):
-        return [bench_size("BridgeTower-L" if not args.tiny else "tiny-BridgeTower", model_dir, "bridgetower",
-                           images, work, size, args, baseline=False)]  # fmt: skip
+        return [
+            bench_size(
+                "BridgeTower-L" if not args.tiny else "tiny-BridgeTower",
+                model_dir,
+                "bridgetower",
+                images,
+                work,
+                size,
+                args,
+                baseline=False,
+            )
+        ]
 
 
 def build_bridgetower(folder: Path, tiny: bool) -> Path:
@@ -516,7 +651,7 @@ def build_bridgetower(folder: Path, tiny: bool) -> Path:
         BridgeTowerConfig,
         BridgeTowerForImageAndTextRetrieval,
         BridgeTowerImageProcessor,
-        BridgeTowerProcessor,  # fmt: skip
+        BridgeTowerProcessor,
         RobertaTokenizer,
     )
 
@@ -524,16 +659,48 @@ def build_bridgetower(folder: Path, tiny: bool) -> Path:
     vocab, merges = byte_level_vocab(["a", "picture", "of"] + VOC)
     tokenizer = RobertaTokenizer(vocab=vocab, merges=merges, model_max_length=512)
     if tiny:
-        hidden, layers, heads, text_layers, inter, vision_hidden, vision_layers, image, patch = 64, 3, 8, 2, 128, 64, 2, 64, 16
+        hidden, layers, heads, text_layers, inter, vision_hidden, vision_layers, image, patch = (
+            64,
+            3,
+            8,
+            2,
+            128,
+            64,
+            2,
+            64,
+            16,
+        )
     else:  # BridgeTower/bridgetower-large-itm-mlm-itc
-        hidden, layers, heads, text_layers, inter, vision_hidden, vision_layers, image, patch = 1024, 6, 16, 24, 4096, 1024, 24, 294, 14
+        hidden, layers, heads, text_layers, inter, vision_hidden, vision_layers, image, patch = (
+            1024,
+            6,
+            16,
+            24,
+            4096,
+            1024,
+            24,
+            294,
+            14,
+        )
     config = BridgeTowerConfig(
-        hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        text_config=dict(vocab_size=50265, hidden_size=hidden, num_hidden_layers=text_layers, num_attention_heads=heads,
-                         intermediate_size=inter, max_position_embeddings=514, pad_token_id=1, bos_token_id=0,
-                         eos_token_id=2),
-        vision_config=dict(hidden_size=vision_hidden, num_hidden_layers=vision_layers, image_size=image, patch_size=patch),
-    )  # fmt: skip
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        text_config=dict(
+            vocab_size=50265,
+            hidden_size=hidden,
+            num_hidden_layers=text_layers,
+            num_attention_heads=heads,
+            intermediate_size=inter,
+            max_position_embeddings=514,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+        ),
+        vision_config=dict(
+            hidden_size=vision_hidden, num_hidden_layers=vision_layers, image_size=image, patch_size=patch
+        ),
+    )
     torch.manual_seed(0)
     BridgeTowerForImageAndTextRetrieval(config).eval().save_pretrained(folder)
     image_processor = BridgeTowerImageProcessor(size={"shortest_edge": image}, crop_size={"shortest_edge": image})

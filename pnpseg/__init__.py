@@ -1,9 +1,9 @@
 """pnpseg: training-free open-vocabulary semantic segmentation from off-the-shelf VLMs."""
 
-from .adapter import BaseAdapter, TokenizedText, VLMAdapter, VLMOutput, zero_patches
-from .errors import ClassNameError, ImageError, ModelLoadError, PnpsegError, model_unavailable
-from .hookspecs import hookimpl
-from .params import SegmentParams
+from pnpseg.errors import ClassNameError, ImageError, ModelLoadError, PnpsegError, model_unavailable
+from pnpseg.hookspecs import hookimpl
+from pnpseg.method.adapter import BaseAdapter, TokenizedText, VLMAdapter, VLMOutput, zero_patches
+from pnpseg.method.params import SegmentParams
 
 __all__ = [
     "BaseAdapter",

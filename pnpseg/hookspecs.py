@@ -1,12 +1,13 @@
 """Plugin hook specifications (pluggy project ``pnpseg``).
 
 Every hook receives a ``register(name, factory)`` callback; built-in features use the same
-hooks as outside plugins (see ``pnpseg/postprocess/__init__.py``, ``pnpseg/testing``).
+hooks as outside plugins (see ``pnpseg/method/postprocess/__init__.py``, ``pnpseg/testing``).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pluggy
 
@@ -49,7 +50,7 @@ def register_scorers(register: Register) -> None:
 def register_datasets(register: Register) -> None:
     """Register evaluation datasets for ``pnpseg eval --dataset``.
 
-    ``factory(root: Path) -> pnpseg.datasets.Dataset``; ``pnpseg.datasets.folder_dataset(...)``
+    ``factory(root: Path) -> pnpseg.evaluation.datasets.Dataset``; ``pnpseg.evaluation.datasets.folder_dataset(...)``
     builds one for an image folder + label PNG folder + class list file.
     """
 
@@ -61,7 +62,17 @@ def register_class_sources(register: Register) -> None:
     ``factory(options: str, vocabulary: list[str]) -> ClassSource``: ``options`` is the text
     after ``NAME:`` (empty if none); the factory checks what it can before any model loads.
     A source is a callable ``(image: PIL.Image, path: Path | None, vocabulary: list[str],
-    segmenter: Segmenter) -> pnpseg.class_sources.Proposal`` returning the subset of the
+    segmenter: Segmenter) -> pnpseg.sources.class_sources.Proposal`` returning the subset of the
     vocabulary to segment (vocabulary order, optional scores); it raises
-    ``pnpseg.class_sources.ClassSourceImageError`` for a problem with one image.
+    ``pnpseg.sources.class_sources.ClassSourceImageError`` for a problem with one image.
+    """
+
+
+@hookspec
+def register_commands(cli: Any) -> None:
+    """Add commands to the ``pnpseg`` command line.
+
+    ``cli`` is the :class:`typer.Typer` app: decorate functions with ``@cli.command()`` (or
+    add a sub-app with ``cli.add_typer``). Import heavy modules inside the command, not at
+    plugin import, so that ``pnpseg --help`` stays fast.
     """

@@ -12,14 +12,15 @@ import importlib.metadata
 import importlib.util
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pluggy
 
-from . import hookspecs
-from .errors import PnpsegError, UnknownNameError
+from pnpseg import hookspecs
+from pnpseg.errors import PnpsegError, UnknownNameError
 
 ENTRY_POINT_GROUP = "pnpseg"
 KINDS = ("adapters", "postprocessors", "scorers", "datasets", "class_sources")
@@ -27,8 +28,13 @@ KINDS = ("adapters", "postprocessors", "scorers", "datasets", "class_sources")
 pm = pluggy.PluginManager("pnpseg")
 pm.add_hookspecs(hookspecs)
 
-_BUILTINS = ("pnpseg.postprocess", "pnpseg.scorers", "pnpseg.testing.plugin", "pnpseg.datasets",
-             "pnpseg.class_sources")
+_BUILTINS = (
+    "pnpseg.method.postprocess",
+    "pnpseg.tuning.scorers",
+    "pnpseg.testing.plugin",
+    "pnpseg.evaluation.datasets",
+    "pnpseg.sources.class_sources",
+)
 _loaded = False
 
 
@@ -84,9 +90,7 @@ def _collect(kind: str, plugin: object | None = None) -> dict[str, Callable[...,
 
         def register(name: str, factory: Callable[..., Any], _owner: str = owner) -> None:
             if name in owners and owners[name] != _owner:
-                raise PnpsegError(
-                    f"{kind[:-1]} {name!r} is registered by both {owners[name]!r} and {_owner!r}"
-                )
+                raise PnpsegError(f"{kind[:-1]} {name!r} is registered by both {owners[name]!r} and {_owner!r}")
             owners[name] = _owner
             found[name] = factory
 
@@ -120,6 +124,11 @@ class PluginInfo:
     package: str
     version: str
     provides: dict[str, list[str]] = field(default_factory=dict)
+
+
+def register_commands(cli: Any) -> None:
+    """Let every plugin add its commands to the ``pnpseg`` Typer app (hook ``register_commands``)."""
+    load_plugins().hook.register_commands(cli=cli)
 
 
 def plugin_info() -> list[PluginInfo]:

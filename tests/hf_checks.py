@@ -10,17 +10,17 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from pnpseg.gradcam import capture
+from pnpseg.method.gradcam import capture
+from pnpseg.method.segmenter import Segmenter
 from pnpseg.plugins import lookup
-from pnpseg.segmenter import Segmenter
 
 
 def random_pixels(adapter, size, batch=1, seed=0):
@@ -54,8 +54,9 @@ def check_broadcast_and_empty_layers(adapter):
     repeated = adapter.forward(pixels.expand(3, -1, -1, -1), text, [0])
     assert one.match_logit.shape == (3,)
     torch.testing.assert_close(one.match_logit, repeated.match_logit, rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(one.to_text_image(one.attentions[0]), repeated.to_text_image(repeated.attentions[0]),
-                               rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(
+        one.to_text_image(one.attentions[0]), repeated.to_text_image(repeated.attentions[0]), rtol=1e-4, atol=1e-7
+    )
     assert len(set(one.match_logit.tolist())) == 3  # the prompts really differ
     with torch.no_grad():
         bare = adapter.forward(pixels, text, [])
@@ -137,9 +138,25 @@ def check_offline_default_model_is_one_line_error(tmp_path, name, default_model)
     env.pop("HF_HUB_CACHE", None)
     env.pop("TRANSFORMERS_CACHE", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "pnpseg.cli", "segment", str(image.parent), "--classes", "cat,dog",
-         "--adapter", name, "--out", str(tmp_path / "out"), "--device", "cpu"],
-        capture_output=True, text=True, env=env, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pnpseg.cli",
+            "segment",
+            str(image.parent),
+            "--classes",
+            "cat,dog",
+            "--adapter",
+            name,
+            "--out",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -163,10 +180,24 @@ def run_cli_segment(tmp_path, tiny_path, name, classes: Sequence[str], *options:
     for file, (w, h) in sizes.items():
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / file)
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, [
-        "segment", str(folder), "--classes", ",".join(classes), "--adapter", name, "--model", str(tiny_path),
-        "--out", str(out), "--device", "cpu", *options,
-    ])  # fmt: skip
+    result = CliRunner().invoke(
+        app,
+        [
+            "segment",
+            str(folder),
+            "--classes",
+            ",".join(classes),
+            "--adapter",
+            name,
+            "--model",
+            str(tiny_path),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            *options,
+        ],
+    )
     assert result.exit_code == 0, result.output
     for file, size in sizes.items():
         with Image.open(out / (os.path.splitext(file)[0] + ".png")) as label:

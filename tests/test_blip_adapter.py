@@ -18,12 +18,12 @@ from PIL import Image
 
 pytest.importorskip("transformers")
 
+from tiny_models import build_tiny_blip  # noqa: E402
+
 import pnpseg  # noqa: E402
 import pnpseg.plugins  # noqa: E402
 from pnpseg_blip import BlipAdapter  # noqa: E402
 from pnpseg_blip.adapter import _enc_token_id, capture_cross_attentions, cross_attention_module  # noqa: E402
-
-from tiny_models import build_tiny_blip  # noqa: E402
 
 PROMPT = "A picture of cat grassy sky"
 
@@ -80,9 +80,7 @@ def test_checkpoint_without_itm_head_is_rejected(tiny_dir: Path, tmp_path: Path)
 
 
 @pytest.mark.parametrize(("size", "grid"), [((64, 96), (4, 6)), ((96, 64), (6, 4)), ((32, 48), (2, 3))])
-def test_attention_shapes_any_resolution(
-    adapter: BlipAdapter, size: tuple[int, int], grid: tuple[int, int]
-) -> None:
+def test_attention_shapes_any_resolution(adapter: BlipAdapter, size: tuple[int, int], grid: tuple[int, int]) -> None:
     text = adapter.tokenize([PROMPT, "a dog"])
     pixels = adapter.preprocess(random_images(2), size)
     assert pixels.shape == (2, 3, *size)
@@ -100,9 +98,7 @@ def test_attention_shapes_any_resolution(
 
 
 @pytest.mark.parametrize("size", [(64, 96), (32, 32)])
-def test_match_logit_equals_hf_forward_with_interpolation(
-    adapter: BlipAdapter, size: tuple[int, int]
-) -> None:
+def test_match_logit_equals_hf_forward_with_interpolation(adapter: BlipAdapter, size: tuple[int, int]) -> None:
     """Our split forward (vision no_grad, text with hooks) is the model's own ITM pass.
 
     It must interpolate the position embeddings: at a size below the checkpoint's, HF

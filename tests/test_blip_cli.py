@@ -5,15 +5,17 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from tiny_models import build_tiny_blip
 from typer.testing import CliRunner
 
 from pnpseg.cli import app
-from pnpseg.segmenter import Segmenter
+from pnpseg.method.segmenter import Segmenter
 from pnpseg.testing import make_scene
-from tiny_models import build_tiny_blip
 
-VOC = ("aeroplane,bicycle,bird,boat,bottle,bus,car,cat,chair,cow,dining table,dog,horse,"
-       "motorbike,person,potted plant,sheep,sofa,train,tv monitor")  # fmt: skip
+VOC = (
+    "aeroplane,bicycle,bird,boat,bottle,bus,car,cat,chair,cow,dining table,dog,horse,"
+    "motorbike,person,potted plant,sheep,sofa,train,tv monitor"
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +34,15 @@ def images(tmp_path_factory):
 
 def segment(*args):
     """The tiny model has 3 layers of 2 heads, so the paper's layer 8, head 10 do not exist."""
-    return CliRunner().invoke(app, ["segment", *args, "--adapter", "blip", "--device", "cpu", "--layer", "2", "--head", "1"])
+    return CliRunner().invoke(
+        app, ["segment", *args, "--adapter", "blip", "--device", "cpu", "--layer", "2", "--head", "1"]
+    )
 
 
 def test_segment_folder_with_tiny_blip(blip, images, tmp_path):
-    result = segment(str(images), "--classes", "cat,dog,grass", "--model", str(blip), "--out", str(tmp_path),
-                     "--image-size", "64x96")  # fmt: skip
+    result = segment(
+        str(images), "--classes", "cat,dog,grass", "--model", str(blip), "--out", str(tmp_path), "--image-size", "64x96"
+    )
     assert result.exit_code == 0, result.output
     for rel, size in (("wide.png", (100, 60)), ("sub/tall.png", (40, 90))):
         png = Image.open(tmp_path / rel)
@@ -51,13 +56,25 @@ def test_segment_folder_with_tiny_blip(blip, images, tmp_path):
 
 
 def test_too_many_classes_for_the_text_encoder_are_chunked(blip, images, tmp_path):
-    segmenter = Segmenter.from_pretrained("blip", model=str(blip), device="cpu", image_size=64, drop_rounds=2,
-                                         layer=2, head=1)
+    segmenter = Segmenter.from_pretrained(
+        "blip", model=str(blip), device="cpu", image_size=64, drop_rounds=2, layer=2, head=1
+    )
     names = VOC.split(",")
     plan = segmenter.plan(names)
     assert len(plan) > 1 and sorted(i for chunk in plan for i in chunk.classes) == list(range(20))
-    result = segment(str(images / "wide.jpg"), "--classes", VOC, "--model", str(blip), "--out", str(tmp_path),
-                     "--image-size", "64", "--drop-rounds", "2")  # fmt: skip
+    result = segment(
+        str(images / "wide.jpg"),
+        "--classes",
+        VOC,
+        "--model",
+        str(blip),
+        "--out",
+        str(tmp_path),
+        "--image-size",
+        "64",
+        "--drop-rounds",
+        "2",
+    )
     assert result.exit_code == 0, result.output
     assert Image.open(tmp_path / "wide.png").size == (100, 60)
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 
+import hf_checks
 import pytest
 import torch
-
-import hf_checks
-import pnpseg
 from hf_checks import random_pixels
-from pnpseg.plugins import lookup
 from tiny_models import TINY_BRIDGETOWER_TEXT_LIMIT, build_tiny_bridgetower, build_tiny_vilt
+
+import pnpseg
+from pnpseg.plugins import lookup
 
 pytest.importorskip("pnpseg_bridgetower")
 
@@ -75,7 +75,6 @@ def test_patch_columns_are_row_major(adapter, size):
         assert int(deviation.argmax()) == row * grid_w + col
 
 
-
 def test_one_image_is_broadcast_across_prompts_and_layers_may_be_empty(adapter):
     hf_checks.check_broadcast_and_empty_layers(adapter)
 
@@ -96,8 +95,12 @@ def _reference_gradients(adapter, pixels, text, layers):
         handles.append(cross_attention_module(model, layer).register_forward_hook(hook))
     model.requires_grad_(True)
     try:
-        out = model.bridgetower(input_ids=text.input_ids, attention_mask=text.attention_mask,
-                                pixel_values=pixels, interpolate_pos_encoding=True)
+        out = model.bridgetower(
+            input_ids=text.input_ids,
+            attention_mask=text.attention_mask,
+            pixel_values=pixels,
+            interpolate_pos_encoding=True,
+        )
         logit = model.itm_score(out.pooler_output)[:, 1]
         return torch.autograd.grad(logit.sum(), [captured[layer] for layer in layers])
     finally:
@@ -109,15 +112,16 @@ def _reference_gradients(adapter, pixels, text, layers):
 def test_gradients_exact_nonzero_and_no_parameter_grads(adapter):
     # The graph starting at the first requested layer gives the full-graph gradients.
     text = adapter.tokenize(["A picture of cat dog", "A picture of sky red"])
-    hf_checks.check_exact_gradients(adapter, text, [0, 1], (4, 6), _reference_gradients,
-                                    to_block=lambda ref: ref[..., 1:], atol=1e-7)
+    hf_checks.check_exact_gradients(
+        adapter, text, [0, 1], (4, 6), _reference_gradients, to_block=lambda ref: ref[..., 1:], atol=1e-7
+    )
 
 
 NAMES = ["cat", "dog", "zebra", "giraffe", "traffic light", "grass", "sky"]
 
 
 def test_long_prompt_is_chunked_like_running_the_chunks_by_hand(adapter):
-    from pnpseg.prompts import build_prompt
+    from pnpseg.method.prompts import build_prompt
 
     full = adapter.tokenize([build_prompt(NAMES)[0]])
     assert full.input_ids.shape[1] > adapter.max_text_length  # one prompt would not fit
@@ -139,8 +143,9 @@ def test_bad_model_sources(tmp_path, tiny_path):
 
 
 def test_checkpoint_without_itm_head_is_refused(tmp_path, tiny_path):
-    hf_checks.check_headless_checkpoint_refused(tmp_path, tiny_path, "BridgeTowerModel", "bridgetower", (32, 32),
-                                                match="no image-text-matching weights")
+    hf_checks.check_headless_checkpoint_refused(
+        tmp_path, tiny_path, "BridgeTowerModel", "bridgetower", (32, 32), match="no image-text-matching weights"
+    )
 
 
 def test_offline_default_model_is_one_line_error(tmp_path):

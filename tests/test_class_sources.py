@@ -15,10 +15,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pnpseg import PnpsegError
-from pnpseg.class_sources import build_class_source, itm_scores, keep
 from pnpseg.cli import app
-from pnpseg.llm import parse_class_list
-from pnpseg.segmenter import Segmenter
+from pnpseg.method.segmenter import Segmenter
+from pnpseg.sources.class_sources import build_class_source, itm_scores, keep
+from pnpseg.sources.llm import parse_class_list
 from pnpseg.testing import COLOURS, SyntheticAdapter, make_scene, miou
 
 VOCAB = list(COLOURS)  # all 7 colour words
@@ -31,8 +31,22 @@ def run(*args: str):
 
 
 def segment(root: Path, out: Path, source: str, *extra: str):
-    return run(str(root), "--classes", ",".join(VOCAB), "--adapter", "synthetic", "--out", str(out),
-               "--image-size", f"{SIZE[0]}x{SIZE[1]}", "--device", "cpu", "--class-source", source, *extra)  # fmt: skip
+    return run(
+        str(root),
+        "--classes",
+        ",".join(VOCAB),
+        "--adapter",
+        "synthetic",
+        "--out",
+        str(out),
+        "--image-size",
+        f"{SIZE[0]}x{SIZE[1]}",
+        "--device",
+        "cpu",
+        "--class-source",
+        source,
+        *extra,
+    )
 
 
 def records(out: Path) -> dict[str, dict]:
@@ -55,7 +69,9 @@ def scenes(tmp_path_factory):
 
 
 def mean_miou(out: Path, truth) -> float:
-    return float(np.mean([miou(np.array(Image.open(out / f"{k}.png")), gt, len(VOCAB) + 1) for k, (gt, _) in truth.items()]))
+    return float(
+        np.mean([miou(np.array(Image.open(out / f"{k}.png")), gt, len(VOCAB) + 1) for k, (gt, _) in truth.items()])
+    )
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +92,7 @@ def test_itm_removes_false_positives_and_raises_miou(scenes, all_and_itm):
     # Measured: all 0.28, itm 0.97 (docs/class-sources.md).
     assert all_miou <= 0.45, all_miou
     assert itm_miou >= 0.90, itm_miou
-    for stem, (gt, present) in truth.items():
+    for stem, (_gt, present) in truth.items():
         rec_all, rec_itm = records(all_out)[stem], records(itm_out)[stem]
         assert rec_all["class_source"]["classes"] == VOCAB and rec_all["class_source"]["name"] == "all"
         cs = rec_itm["class_source"]
@@ -129,8 +145,16 @@ def test_file_source_reproduces_lists_exactly(scenes, tmp_path):
     root, truth = scenes
     wanted = {"s0": ["blue", "RED"], "s1": ["white"], "s2": ["green", "cyan", "magenta", "yellow"]}
     json_file = tmp_path / "classes.json"
-    json_file.write_text(json.dumps({"s0.png": wanted["s0"], "s1": wanted["s1"], str(root / "s2.png"): wanted["s2"],
-                                     **{f"s{i}.png": ["red"] for i in range(3, N_IMAGES)}}))  # fmt: skip
+    json_file.write_text(
+        json.dumps(
+            {
+                "s0.png": wanted["s0"],
+                "s1": wanted["s1"],
+                str(root / "s2.png"): wanted["s2"],
+                **{f"s{i}.png": ["red"] for i in range(3, N_IMAGES)},
+            }
+        )
+    )
     out = tmp_path / "out"
     result = segment(root, out, f"file:{json_file}")
     assert result.exit_code == 0, result.output
@@ -150,8 +174,10 @@ def test_file_source_reproduces_lists_exactly(scenes, tmp_path):
     assert result.exit_code == 1, result.output
     recs = records(out2)
     assert recs["s0"]["status"] == "error" and "not listed in class file" in recs["s0"]["error"]
-    assert all(recs[f"s{i}"]["status"] == "ok" and recs[f"s{i}"]["class_source"]["classes"] == ["red", "blue"]
-               for i in range(1, N_IMAGES))  # fmt: skip
+    assert all(
+        recs[f"s{i}"]["status"] == "ok" and recs[f"s{i}"]["class_source"]["classes"] == ["red", "blue"]
+        for i in range(1, N_IMAGES)
+    )
 
 
 def test_file_source_unknown_names_fail_before_the_model_loads(scenes, tmp_path, monkeypatch):
@@ -165,7 +191,9 @@ def test_file_source_unknown_names_fail_before_the_model_loads(scenes, tmp_path,
     monkeypatch.setattr(Segmenter, "from_pretrained", no_model)
     result = segment(root, tmp_path / "out", f"file:{bad}")
     assert result.exit_code == 2, result.output
-    assert "octarine" in result.output and "purple" in result.output and "red" not in result.output.split("--classes")[-1]
+    assert (
+        "octarine" in result.output and "purple" in result.output and "red" not in result.output.split("--classes")[-1]
+    )
 
 
 def test_parse_class_list_formats():
@@ -245,7 +273,9 @@ def test_llm_source_good_malformed_and_server_error(scenes, tmp_path, monkeypatc
     assert req["path"] == "/v1/chat/completions" and req["auth"] == "Bearer sk-test"
     assert req["body"]["model"] == "test-vlm"
     parts = req["body"]["messages"][0]["content"]
-    assert any(p.get("type") == "image_url" and p["image_url"]["url"].startswith("data:image/jpeg;base64,") for p in parts)
+    assert any(
+        p.get("type") == "image_url" and p["image_url"]["url"].startswith("data:image/jpeg;base64,") for p in parts
+    )
     assert all(c in next(p["text"] for p in parts if p["type"] == "text") for c in VOCAB)
 
     recs = records(out)

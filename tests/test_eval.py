@@ -15,10 +15,16 @@ from typer.testing import CliRunner
 
 import pnpseg
 from pnpseg.cli import app
-from pnpseg.datasets import DatasetError, builtin_classes, coco_object_from_stuff, folder_dataset, get_dataset
-from pnpseg.evaluate import ClassMap, Evaluation, PredictionFolder
-from pnpseg.metrics import confusion_matrix, scores
-from pnpseg.outputs import palette
+from pnpseg.evaluation.datasets import (
+    DatasetError,
+    builtin_classes,
+    coco_object_from_stuff,
+    folder_dataset,
+    get_dataset,
+)
+from pnpseg.evaluation.evaluate import ClassMap, Evaluation, PredictionFolder
+from pnpseg.evaluation.metrics import confusion_matrix, scores
+from pnpseg.io.outputs import palette
 from pnpseg.plugins import pm
 from pnpseg.testing import SyntheticAdapter, make_scene, miou
 
@@ -123,8 +129,16 @@ def test_builtin_layouts_load_with_class_counts_and_ignore(tmp_path, name):
 
 
 def test_class_lists_have_the_standard_lengths_and_synonyms():
-    lengths = {"cls_voc21": 21, "cls_voc20": 20, "cls_context60": 60, "cls_context59": 59,
-               "cls_coco_object": 81, "cls_coco_stuff": 171, "cls_ade20k": 150, "cls_city_scapes": 19}
+    lengths = {
+        "cls_voc21": 21,
+        "cls_voc20": 20,
+        "cls_context60": 60,
+        "cls_context59": 59,
+        "cls_coco_object": 81,
+        "cls_coco_stuff": 171,
+        "cls_ade20k": 150,
+        "cls_city_scapes": 19,
+    }
     for name, length in lengths.items():
         classes = builtin_classes(name)
         assert len(classes) == length, name
@@ -199,15 +213,9 @@ def test_miou_matches_plain_numpy(seed):
 
 def voc_with_known_predictions(root: Path, preds_dir: Path, table: dict | None = None):
     # raw gt (VOC: 0 bg, 1 aeroplane, 2 bicycle, 255 boundary)
-    gt = np.array([[0, 1, 1, 1],
-                   [1, 1, 1, 1],
-                   [2, 2, 2, 2],
-                   [2, 2, 2, 255]], np.uint8)  # fmt: skip
+    gt = np.array([[0, 1, 1, 1], [1, 1, 1, 1], [2, 2, 2, 2], [2, 2, 2, 255]], np.uint8)
     # prediction in segment's convention: 0 bg, 1 aeroplane, 2 bicycle, 3 bird
-    pred = np.array([[1, 1, 1, 1],
-                     [2, 1, 1, 1],
-                     [0, 3, 2, 2],
-                     [2, 2, 2, 2]], np.uint8)  # fmt: skip
+    pred = np.array([[1, 1, 1, 1], [2, 1, 1, 1], [0, 3, 2, 2], [2, 2, 2, 2]], np.uint8)
     rgb(root / "JPEGImages/a.jpg", 4, 4)
     png(root / "SegmentationClass/a.png", gt)
     (root / "ImageSets/Segmentation").mkdir(parents=True)
@@ -232,15 +240,35 @@ def test_predictions_mode_gives_the_exact_miou(tmp_path):
     assert result["mIoU"] == pytest.approx(100 * (6 / 7 + 5 / 8) / 2, abs=1e-3)  # present in gt only
     assert result["aAcc"] == pytest.approx(100 * 11 / 14, abs=1e-3)
     assert result["images"] == 1 and result["per_class_iou"]["bird"] is None
-    std = run("--dataset", "voc20", "--root", str(root), "--predictions", str(preds), "--protocol", "standard",
-              "--out", str(tmp_path / "o2"))  # fmt: skip
+    std = run(
+        "--dataset",
+        "voc20",
+        "--root",
+        str(root),
+        "--predictions",
+        str(preds),
+        "--protocol",
+        "standard",
+        "--out",
+        str(tmp_path / "o2"),
+    )
     assert std.exit_code == 0, std.output
     result = json.loads((tmp_path / "o2/results.json").read_text())
     assert result["mIoU"] == pytest.approx(100 * (6 / 7 + 5 / 8 + 0) / 3, abs=1e-3)  # non-empty union
     # VOC21: background is a class: gt 1 (pixel (0,0)), pred 1 ((2,0)), inter 0 → 0;
     # aeroplane: gt 7, pred 7 (+ (0,0)), inter 6 → 6/8; bicycle 5/8; bird 0/1 (standard only).
-    v21 = run("--dataset", "voc21", "--root", str(root), "--predictions", str(preds), "--protocol", "standard",
-              "--out", str(tmp_path / "o3"))  # fmt: skip
+    v21 = run(
+        "--dataset",
+        "voc21",
+        "--root",
+        str(root),
+        "--predictions",
+        str(preds),
+        "--protocol",
+        "standard",
+        "--out",
+        str(tmp_path / "o3"),
+    )
     assert v21.exit_code == 0, v21.output
     result = json.loads((tmp_path / "o3/results.json").read_text())
     assert result["mIoU"] == pytest.approx(100 * (0 + 6 / 8 + 5 / 8 + 0) / 4, abs=1e-3)
@@ -258,7 +286,9 @@ def test_predictions_mode_honours_classes_json(tmp_path):
     voc_with_known_predictions(root, preds, table)
     result = run("--dataset", "voc20", "--root", str(root), "--predictions", str(preds), "--out", str(tmp_path / "o"))
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "o/results.json").read_text())["mIoU"] == pytest.approx(100 * (6 / 7 + 5 / 8) / 2, abs=1e-3)
+    assert json.loads((tmp_path / "o/results.json").read_text())["mIoU"] == pytest.approx(
+        100 * (6 / 7 + 5 / 8) / 2, abs=1e-3
+    )
     (preds / "classes.json").write_text(json.dumps({"0": "background", "1": "zebra"}))
     bad = run("--dataset", "voc20", "--root", str(root), "--predictions", str(preds), "--out", str(tmp_path / "o4"))
     assert bad.exit_code == 2 and "zebra" in bad.output and "classes.json" in bad.output
@@ -275,9 +305,18 @@ class ColourDatasetPlugin:
 
     @pnpseg.hookimpl
     def register_datasets(self, register):
-        register("colours", folder_dataset(name="colours", img_dir="images", ann_dir="labels",
-                                           classes=self.classes_file, img_suffix=".png",
-                                           has_background=True, pnp_background="always"))  # fmt: skip
+        register(
+            "colours",
+            folder_dataset(
+                name="colours",
+                img_dir="images",
+                ann_dir="labels",
+                classes=self.classes_file,
+                img_suffix=".png",
+                has_background=True,
+                pnp_background="always",
+            ),
+        )
 
 
 @pytest.fixture(scope="module")
@@ -297,24 +336,64 @@ def colours(tmp_path_factory):
 
 def test_synthetic_end_to_end_and_rescoring_saved_predictions(colours, tmp_path):
     out = tmp_path / "eval"
-    result = run("--dataset", "colours", "--root", str(colours), "--adapter", "synthetic", "--device", "cpu",
-                 "--image-size", "160x224", "--out", str(out), "--save-predictions")  # fmt: skip
+    result = run(
+        "--dataset",
+        "colours",
+        "--root",
+        str(colours),
+        "--adapter",
+        "synthetic",
+        "--device",
+        "cpu",
+        "--image-size",
+        "160x224",
+        "--out",
+        str(out),
+        "--save-predictions",
+    )
     assert result.exit_code == 0, result.output
     scored = json.loads((out / "results.json").read_text())
     assert scored["images"] == 3 and scored["mIoU"] >= 85, scored
     assert set(scored["per_class_iou"]) == {"background", "red", "green", "blue"}
     assert json.loads((out / "predictions/classes.json").read_text())["1"] == "red"
-    again = run("--dataset", "colours", "--root", str(colours), "--predictions", str(out / "predictions"),
-                "--out", str(tmp_path / "rescored"))  # fmt: skip
+    again = run(
+        "--dataset",
+        "colours",
+        "--root",
+        str(colours),
+        "--predictions",
+        str(out / "predictions"),
+        "--out",
+        str(tmp_path / "rescored"),
+    )
     assert again.exit_code == 0, again.output
     assert json.loads((tmp_path / "rescored/results.json").read_text())["mIoU"] == scored["mIoU"]
 
 
 def test_synthetic_standard_protocol_with_sliding_window(colours, tmp_path):
     out = tmp_path / "std"
-    result = run("--dataset", "colours", "--root", str(colours), "--adapter", "synthetic", "--device", "cpu",
-                 "--protocol", "standard", "--image-size", "160", "--slide", "160:112", "--limit", "2",
-                 "--bg-threshold", "0.2", "--out", str(out))  # fmt: skip
+    result = run(
+        "--dataset",
+        "colours",
+        "--root",
+        str(colours),
+        "--adapter",
+        "synthetic",
+        "--device",
+        "cpu",
+        "--protocol",
+        "standard",
+        "--image-size",
+        "160",
+        "--slide",
+        "160:112",
+        "--limit",
+        "2",
+        "--bg-threshold",
+        "0.2",
+        "--out",
+        str(out),
+    )
     assert result.exit_code == 0, result.output
     scored = json.loads((out / "results.json").read_text())
     assert scored["images"] == 2 and scored["settings"]["slide"] == [160, 112] and scored["settings"]["synonyms"]
@@ -357,8 +436,18 @@ def test_resume_after_interruption_gives_the_same_result(tmp_path):
     np.testing.assert_array_equal(resumed.confusion, fresh.confusion)
     assert (out / "results.json").read_text().replace(str(out), "") != ""
     # a different protocol must not silently reuse the saved state
-    other = run("--dataset", "ade20k", "--root", str(root), "--predictions", str(preds), "--protocol", "standard",
-                "--out", str(out))  # fmt: skip
+    other = run(
+        "--dataset",
+        "ade20k",
+        "--root",
+        str(root),
+        "--predictions",
+        str(preds),
+        "--protocol",
+        "standard",
+        "--out",
+        str(out),
+    )
     assert other.exit_code == 2 and "other settings" in other.output
 
 
@@ -382,7 +471,9 @@ def test_split_entry_without_label_is_named(tmp_path):
 def test_mismatched_image_and_label_counts_are_named(tmp_path):
     write_layout("ade20k", tmp_path, [0, 1])
     png(tmp_path / "annotations/validation/ADE_val_extra.png", np.zeros((12, 16)))
-    result = run("--dataset", "ade20k", "--root", str(tmp_path), "--predictions", str(tmp_path), "--out", str(tmp_path / "o"))
+    result = run(
+        "--dataset", "ade20k", "--root", str(tmp_path), "--predictions", str(tmp_path), "--out", str(tmp_path / "o")
+    )
     assert result.exit_code == 2, result.output
     assert "3 images" in result.output and "4 labels" in result.output and "ADE_val_extra.png" in result.output
 
@@ -409,15 +500,37 @@ def test_image_and_label_sizes_must_agree(tmp_path, colours):
     root = tmp_path / "colours"
     shutil.copytree(colours, root)
     make_scene(150, 144, COLOURS, seed=11)[0].save(root / "images/s1.png")  # label is 144x176
-    result = run("--dataset", "colours", "--root", str(root), "--adapter", "synthetic", "--device", "cpu",
-                 "--image-size", "64", "--drop-rounds", "1", "--out", str(tmp_path / "o"))  # fmt: skip
+    result = run(
+        "--dataset",
+        "colours",
+        "--root",
+        str(root),
+        "--adapter",
+        "synthetic",
+        "--device",
+        "cpu",
+        "--image-size",
+        "64",
+        "--drop-rounds",
+        "1",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert result.exit_code == 2, result.output
     assert "s1.png is 144x150 but its label" in result.output.replace("\n", "")
     write_layout("voc21", tmp_path, [0, 1])
     # predictions of the wrong size are named as well
     png(tmp_path / "preds/2008_000000.png", np.zeros((5, 5)))
-    bad = run("--dataset", "voc21", "--root", str(tmp_path), "--predictions", str(tmp_path / "preds"),
-              "--out", str(tmp_path / "o2"))  # fmt: skip
+    bad = run(
+        "--dataset",
+        "voc21",
+        "--root",
+        str(tmp_path),
+        "--predictions",
+        str(tmp_path / "preds"),
+        "--out",
+        str(tmp_path / "o2"),
+    )
     assert bad.exit_code == 2 and "2008_000000.png is 5x5" in bad.output.replace("\n", "")
 
 
@@ -427,14 +540,16 @@ def test_unknown_dataset_lists_the_registered_ones(tmp_path):
 
 
 def test_pnp_background_policies(tmp_path):
-    from pnpseg.evaluate import ModelPredictor
-    from pnpseg.segmenter import Segmenter
+    from pnpseg.evaluation.evaluate import ModelPredictor
+    from pnpseg.method.segmenter import Segmenter
 
     data = folder_dataset(img_dir="i", ann_dir="l", classes=["red", "blue"], reduce_zero_label=True)(tmp_path)
     image, truth = make_scene(160, 160, ["red", "blue"], seed=3)
     segmenter = Segmenter(SyntheticAdapter(), image_size=(160, 160), drop_rounds=1, postprocess="blur")
-    labels = {policy: ModelPredictor(segmenter, data, "pnp", pnp_background=policy)._labels(image)
-              for policy in ("never", "few:1", "few:4", "always")}  # fmt: skip
+    labels = {
+        policy: ModelPredictor(segmenter, data, "pnp", pnp_background=policy)._labels(image)
+        for policy in ("never", "few:1", "few:4", "always")
+    }
     assert 0 not in labels["never"] and 0 not in labels["few:1"]  # ≥ 1 class predicted: no background
     assert 0 in labels["few:4"] and 0 in labels["always"]  # < 4 classes predicted: background added
     np.testing.assert_array_equal(labels["few:4"], labels["always"])
@@ -451,11 +566,27 @@ def test_predictions_named_like_segment_outputs_are_found(tmp_path):
         relative = sample.image.relative_to(tmp_path / "city/leftImg8bit/val").with_suffix(".png")
         assert relative.name.endswith("_leftImg8bit.png")
         png(preds / relative, np.where(raw == 255, 0, raw + 1))
-    result = run("--dataset", "cityscapes", "--root", str(tmp_path / "city"), "--predictions", str(preds),
-                 "--out", str(tmp_path / "o"))  # fmt: skip
+    result = run(
+        "--dataset",
+        "cityscapes",
+        "--root",
+        str(tmp_path / "city"),
+        "--predictions",
+        str(preds),
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "o/results.json").read_text())["mIoU"] == 100.0
     (preds / relative).unlink()
-    missing = run("--dataset", "cityscapes", "--root", str(tmp_path / "city"), "--predictions", str(preds),
-                  "--out", str(tmp_path / "o2"))  # fmt: skip
+    missing = run(
+        "--dataset",
+        "cityscapes",
+        "--root",
+        str(tmp_path / "city"),
+        "--predictions",
+        str(preds),
+        "--out",
+        str(tmp_path / "o2"),
+    )
     assert missing.exit_code == 2 and "not found" in missing.output

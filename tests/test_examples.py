@@ -16,7 +16,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pnpseg.cli import app
-from pnpseg.params import SegmentParams
+from pnpseg.method.params import SegmentParams
 from pnpseg.plugins import pm
 from pnpseg.testing import make_scene, miou
 
@@ -30,7 +30,9 @@ def example_plugins(monkeypatch):
     """Register both example plugins in-process, as a notebook would."""
     monkeypatch.syspath_prepend(str(ADAPTER))
     monkeypatch.syspath_prepend(str(POSTPROCESSOR))
-    modules = [importlib.import_module(m) for m in ("pnpseg_example_adapter.plugin", "pnpseg_example_postprocessor.plugin")]
+    modules = [
+        importlib.import_module(m) for m in ("pnpseg_example_adapter.plugin", "pnpseg_example_postprocessor.plugin")
+    ]
     for module in modules:
         pm.register(module, name=module.__name__)
     yield
@@ -59,12 +61,38 @@ def test_islands_gives_small_islands_to_the_next_best_label():
 def test_segment_through_example_adapter_and_postprocessor(example_plugins, tmp_path):
     image, truth = make_scene(120, 200, ["red", "blue"], seed=5)
     image.save(tmp_path / "x.png")
-    toy = CliRunner().invoke(app, ["segment", str(tmp_path / "x.png"), "--classes", "red,blue", "--adapter", "toy",
-                                   "--out", str(tmp_path / "toy"), "--image-size", "96x160"])  # fmt: skip
+    toy = CliRunner().invoke(
+        app,
+        [
+            "segment",
+            str(tmp_path / "x.png"),
+            "--classes",
+            "red,blue",
+            "--adapter",
+            "toy",
+            "--out",
+            str(tmp_path / "toy"),
+            "--image-size",
+            "96x160",
+        ],
+    )
     assert toy.exit_code == 0, toy.output
     assert Image.open(tmp_path / "toy" / "x.png").size == (200, 120)
-    islands = CliRunner().invoke(app, ["segment", str(tmp_path / "x.png"), "--classes", "red,blue", "--adapter", "synthetic",
-                                       "--postprocess", "blur,crf,islands", "--out", str(tmp_path / "isl")])  # fmt: skip
+    islands = CliRunner().invoke(
+        app,
+        [
+            "segment",
+            str(tmp_path / "x.png"),
+            "--classes",
+            "red,blue",
+            "--adapter",
+            "synthetic",
+            "--postprocess",
+            "blur,crf,islands",
+            "--out",
+            str(tmp_path / "isl"),
+        ],
+    )
     assert islands.exit_code == 0, islands.output
     assert miou(np.array(Image.open(tmp_path / "isl" / "x.png")), truth, 3) >= 0.85
 
@@ -73,13 +101,34 @@ def test_pip_installed_examples_show_up_in_plugins(tmp_path):
     pytest.importorskip("setuptools")
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
-         "--target", str(target), str(ADAPTER), str(POSTPROCESSOR)],
-        check=True, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(ADAPTER),
+            str(POSTPROCESSOR),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
-    listed = subprocess.run([sys.executable, "-m", "pnpseg.cli", "plugins", "--json"], env=env, check=True,
-                            capture_output=True, text=True, timeout=120).stdout  # fmt: skip
+    listed = subprocess.run(
+        [sys.executable, "-m", "pnpseg.cli", "plugins", "--json"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     infos = {info["package"]: info["provides"] for info in json.loads(listed)}
     assert infos["pnpseg-example-adapter"]["adapters"] == ["toy"]
     assert infos["pnpseg-example-postprocessor"]["postprocessors"] == ["islands"]

@@ -14,11 +14,11 @@ import os
 from pathlib import Path
 
 import pytest
+from tiny_models import build_tiny_blip
 from typer.testing import CliRunner
 
 from pnpseg.cli import app
 from pnpseg.testing import make_scene
-from tiny_models import build_tiny_blip
 
 GOLDEN = Path(__file__).parent / "golden" / "runs.json"
 VOLATILE = {"seconds"}
@@ -74,6 +74,18 @@ def test_synthetic_run_is_unchanged(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_tiny_blip_run_is_unchanged(tmp_path, monkeypatch):
     model = str(build_tiny_blip(tmp_path / "blip"))
-    args = ["--classes", "cat,dog,grass", "--adapter", "blip", "--model", model, "--layer", "2", "--head", "1",
-            "--image-size", "64x96"]
+    args = [
+        "--classes",
+        "cat,dog,grass",
+        "--adapter",
+        "blip",
+        "--model",
+        model,
+        "--layer",
+        "2",
+        "--head",
+        "1",
+        "--image-size",
+        "64x96",
+    ]
     _check("tiny-blip", _run(tmp_path, monkeypatch, "tiny-blip", args, model))

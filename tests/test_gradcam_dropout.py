@@ -1,11 +1,11 @@
 import torch
-
 from fakes import LinearAdapter, word_tokenize
-from pnpseg.dropout import drop_median, drop_patches, drop_topk
-from pnpseg.gradcam import capture, class_maps, gradcam
-from pnpseg.params import SegmentParams
-from pnpseg.prompts import plan_prompts
-from pnpseg.saliency import Batch, saliency_maps
+
+from pnpseg.method.dropout import drop_median, drop_patches, drop_topk
+from pnpseg.method.gradcam import capture, class_maps, gradcam
+from pnpseg.method.params import SegmentParams
+from pnpseg.method.prompts import plan_prompts
+from pnpseg.method.saliency import Batch, saliency_maps
 
 
 def test_gradcam_keeps_positive_gradient_only():
@@ -48,11 +48,11 @@ def test_capture_returns_exact_gradient():
 
 
 def reference_saliency(adapter, pixels, prompt, class_tokens, params):
-    """METHOD §1–3 written out plainly, one class and one round at a time."""
+    """docs/method.md §1–3 written out plainly, one class and one round at a time."""
     text = word_tokenize([prompt])
     total = 0
     dropped = torch.zeros(pixels[0, 0].numel(), dtype=torch.bool)
-    for round_ in range(params.drop_rounds):
+    for _round in range(params.drop_rounds):
         image = pixels.clone()
         image[0, 0].view(-1)[dropped] = 0.0
         attention = adapter.attention(image, text).requires_grad_(True)
@@ -90,10 +90,14 @@ def test_chunked_prompts_equal_running_the_chunks_by_hand():
     params = SegmentParams.build(adapter.default_params, {"drop_rounds": 1})
     names = list("abcdefg")
     chunked = saliency_maps(adapter, pixels, Batch.build([plan_prompts(names, adapter.tokenize, 8)], [7]), params)[0]
-    by_hand = torch.cat([
-        saliency_maps(adapter, pixels, Batch.build([plan_prompts(part, adapter.tokenize, 64)], [len(part)]), params)[0]
-        for part in (names[:3], names[3:6], names[6:])
-    ])  # fmt: skip
+    by_hand = torch.cat(
+        [
+            saliency_maps(
+                adapter, pixels, Batch.build([plan_prompts(part, adapter.tokenize, 64)], [len(part)]), params
+            )[0]
+            for part in (names[:3], names[3:6], names[6:])
+        ]
+    )
     assert torch.allclose(chunked, by_hand)
 
 
@@ -114,7 +118,9 @@ def test_batch_with_different_class_lists_per_image():
     params = SegmentParams.build(adapter.default_params, {"drop_rounds": 2})
     plans = [plan_prompts(["a", "b"], adapter.tokenize, 16), plan_prompts(["c"], adapter.tokenize, 16)]
     together = saliency_maps(adapter, pixels, Batch.build(plans, [2, 1]), params)
-    alone = [saliency_maps(adapter, pixels[i : i + 1], Batch.build([plans[i]], [n]), params)[0] for i, n in ((0, 2), (1, 1))]
+    alone = [
+        saliency_maps(adapter, pixels[i : i + 1], Batch.build([plans[i]], [n]), params)[0] for i, n in ((0, 2), (1, 1))
+    ]
     assert [m.shape[0] for m in together] == [2, 1]
     for a, b in zip(together, alone):
         assert torch.allclose(a, b, atol=1e-6)

@@ -8,8 +8,14 @@ import torch
 pytest.importorskip("pnpseg_hf")
 
 import pnpseg  # noqa: E402
-from pnpseg_hf import broadcast_batch, capture_outputs, first_line, looks_like_path, quiet_progress  # noqa: E402
-from pnpseg_hf import resolve_source  # noqa: E402
+from pnpseg_hf import (  # noqa: E402
+    broadcast_batch,
+    capture_outputs,
+    first_line,
+    looks_like_path,
+    quiet_progress,
+    resolve_source,  # noqa: E402
+)
 
 
 def test_source_resolution(tmp_path):

@@ -1,7 +1,7 @@
 import logging
 import socket
 
-from pnpseg import hub
+from pnpseg.io import hub
 
 
 def test_reachable_follows_the_endpoint_and_offline_switches(monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from pnpseg.errors import ImageError, PnpsegError
-from pnpseg.images import IMAGE_SUFFIXES, InputItem, discover, load_image
+from pnpseg.io.images import IMAGE_SUFFIXES, InputItem, discover, load_image
 
 
 def _rgb(path: Path) -> tuple[Image.Image, np.ndarray]:

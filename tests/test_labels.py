@@ -1,10 +1,10 @@
 import numpy as np
 import torch
 
-from pnpseg.labels import labels_from_scores, minmax, scores_from_saliency
-from pnpseg.params import SegmentParams
-from pnpseg.postprocess.blur import GaussianBlur
-from pnpseg.postprocess.crf import DenseCRF
+from pnpseg.method.labels import labels_from_scores, minmax, scores_from_saliency
+from pnpseg.method.params import SegmentParams
+from pnpseg.method.postprocess.blur import GaussianBlur
+from pnpseg.method.postprocess.crf import DenseCRF
 
 
 def test_minmax_per_channel_and_constant_channel():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pnpseg.outputs import (
+from pnpseg.io.outputs import (
     Manifest,
     atomic_path,
     atomic_write_bytes,

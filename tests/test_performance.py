@@ -2,7 +2,7 @@
 
 The optimised pipeline (targeted ``autograd.grad``, vision under ``no_grad``, frozen
 parameters, vectorised patch masking, CRF in worker processes) is compared with a plain
-implementation of METHOD.md §1–3 written here: full ``backward()`` with parameter gradients
+implementation of docs/method.md §1–3 written here: full ``backward()`` with parameter gradients
 enabled, no caching, patch zeroing in a Python loop, the median rule patch by patch.
 """
 
@@ -21,15 +21,15 @@ from typer.testing import CliRunner
 
 from pnpseg import PnpsegError
 from pnpseg.cli import app
-from pnpseg.parallel import auto_batch_size, parse_batch_size, prefetch
-from pnpseg.segmenter import Segmenter
+from pnpseg.engines.parallel import auto_batch_size, parse_batch_size, prefetch
+from pnpseg.method.segmenter import Segmenter
 from pnpseg.testing import SyntheticAdapter, make_scene
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def plain_saliency(pixels, patch, prompt, names, tokenize, forward_and_probs, layer, head, rounds):
-    """METHOD §1–3 written out plainly for one image and one prompt.
+    """docs/method.md §1–3 written out plainly for one image and one prompt.
 
     ``forward_and_probs(pixels, text)`` → (match logit, attention probs in the graph, a crop
     of such a tensor to the text→image block (heads, T, P)); gradients come from
@@ -76,12 +76,14 @@ def tiny_blip(tmp_path_factory):
 
 
 def test_tiny_blip_saliency_equals_plain_full_backward(tiny_blip):
-    from pnpseg_blip.adapter import capture_cross_attentions
     from transformers import BlipForImageTextRetrieval
 
+    from pnpseg_blip.adapter import capture_cross_attentions
+
     names = ["cat", "dog", "grass"]
-    seg = Segmenter.from_pretrained("blip", model=str(tiny_blip), device="cpu", image_size=(64, 96), layer=2, head=2,
-                                    drop_rounds=3)  # fmt: skip
+    seg = Segmenter.from_pretrained(
+        "blip", model=str(tiny_blip), device="cpu", image_size=(64, 96), layer=2, head=2, drop_rounds=3
+    )
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (70, 100, 3), dtype=np.uint8))
     ours = seg.saliency([image], [names])[0]
 
@@ -90,13 +92,27 @@ def test_tiny_blip_saliency_equals_plain_full_backward(tiny_blip):
 
     def forward_and_probs(pixels, text):
         with capture_cross_attentions(model, [1]) as captured:
-            out = model(input_ids=text.input_ids, attention_mask=text.attention_mask, pixel_values=pixels,
-                        use_itm_head=True, interpolate_pos_encoding=True)  # fmt: skip
+            out = model(
+                input_ids=text.input_ids,
+                attention_mask=text.attention_mask,
+                pixel_values=pixels,
+                use_itm_head=True,
+                interpolate_pos_encoding=True,
+            )
         return out.itm_score[:, 1], captured[1], lambda a: a[0, :, :, 1:]
 
     pixels = seg.adapter.preprocess([image], (64, 96))
-    expected = plain_saliency(pixels, 16, "A picture of cat dog grass", names, seg.adapter.tokenize,
-                              forward_and_probs, layer=1, head=1, rounds=3)  # fmt: skip
+    expected = plain_saliency(
+        pixels,
+        16,
+        "A picture of cat dog grass",
+        names,
+        seg.adapter.tokenize,
+        forward_and_probs,
+        layer=1,
+        head=1,
+        rounds=3,
+    )
     assert any(p.grad is not None for p in model.vision_model.parameters())  # really a full backward
     assert ours.shape == (3, 4, 6)
     assert torch.allclose(ours.flatten(1), expected, rtol=1e-4, atol=1e-7)
@@ -115,8 +131,9 @@ def test_synthetic_saliency_equals_plain_full_backward():
         return out.match_logit, out.attentions[0], lambda a: out.to_text_image(a)[0]
 
     pixels = adapter.preprocess([image], (96, 160))
-    expected = plain_saliency(pixels, 16, "A picture of red green blue", colours, adapter.tokenize,
-                              forward_and_probs, layer, head, rounds=4)  # fmt: skip
+    expected = plain_saliency(
+        pixels, 16, "A picture of red green blue", colours, adapter.tokenize, forward_and_probs, layer, head, rounds=4
+    )
     assert ours.shape == (3, 6, 10)
     assert torch.allclose(ours.flatten(1), expected, rtol=1e-5, atol=1e-7)
 
@@ -130,10 +147,29 @@ def test_workers_give_byte_identical_pngs(tmp_path):
     outs = {}
     for workers in (0, 2):
         out = tmp_path / f"out{workers}"
-        result = CliRunner().invoke(app, ["segment", str(inputs), "--classes", ",".join(colours), "--adapter",
-                                          "synthetic", "--out", str(out), "--image-size", "96x128", "--postprocess",
-                                          "blur,crf", "--workers", str(workers), "--batch-size", "3",
-                                          "--device", "cpu"])  # fmt: skip
+        result = CliRunner().invoke(
+            app,
+            [
+                "segment",
+                str(inputs),
+                "--classes",
+                ",".join(colours),
+                "--adapter",
+                "synthetic",
+                "--out",
+                str(out),
+                "--image-size",
+                "96x128",
+                "--postprocess",
+                "blur,crf",
+                "--workers",
+                str(workers),
+                "--batch-size",
+                "3",
+                "--device",
+                "cpu",
+            ],
+        )
         assert result.exit_code == 0, result.output
         outs[workers] = {p.name: p.read_bytes() for p in sorted(out.glob("*.png"))}
     assert len(outs[0]) == 4
@@ -164,10 +200,24 @@ def test_prefetch_keeps_order():
 
 def test_benchmark_harness_runs_on_a_tiny_model():
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--tiny", "--images", "1", "--rounds", "2",
-         "--workers", "0", "--no-bridgetower"],
-        check=False, capture_output=True, text=True, timeout=240, cwd=ROOT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "run.py"),
+            "--tiny",
+            "--images",
+            "1",
+            "--rounds",
+            "2",
+            "--workers",
+            "0",
+            "--no-bridgetower",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert "RATIO tiny-BLIP 64px baseline/ours" in out

@@ -1,3 +1,5 @@
+import functools
+import os
 import subprocess
 import sys
 
@@ -13,7 +15,7 @@ from pnpseg.errors import PnpsegError, UnknownNameError
 class InTest:
     @pnpseg.hookimpl
     def register_postprocessors(self, register):
-        register("identity", lambda: (lambda scores, image, params: scores))
+        register("identity", lambda: lambda scores, image, params: scores)
 
 
 @pytest.fixture
@@ -34,7 +36,9 @@ def test_in_process_plugin(in_test_plugin):
     assert "identity" in plugins.postprocessors()
     info = {i.name: i for i in plugins.plugin_info()}["in-test"]
     assert info.provides["postprocessors"] == ["identity"]
-    assert set(info.provides) == set(plugins.KINDS) and not any(v for k, v in info.provides.items() if k != "postprocessors")
+    assert set(info.provides) == set(plugins.KINDS) and not any(
+        v for k, v in info.provides.items() if k != "postprocessors"
+    )
 
 
 def test_unknown_names_list_available():
@@ -64,7 +68,9 @@ def test_same_name_from_two_plugins_is_an_error(in_test_plugin):
 def test_plugins_command_lists_everything():
     result = CliRunner().invoke(app, ["plugins", "--json"])
     assert result.exit_code == 0, result.output
-    provided = {name for info in __import__("json").loads(result.stdout) for kind in info["provides"].values() for name in kind}
+    provided = {
+        name for info in __import__("json").loads(result.stdout) for kind in info["provides"].values() for name in kind
+    }
     assert {"blip", "synthetic", "blur", "crf"} <= provided
     packages = {info["package"] for info in __import__("json").loads(result.stdout)}
     assert {"pnpseg", "pnpseg-blip"} <= packages
@@ -72,15 +78,14 @@ def test_plugins_command_lists_everything():
 
 def test_plugins_dir_loads_loose_files(tmp_path):
     (tmp_path / "mine.py").write_text(
-        "import pnpseg\n"
-        "@pnpseg.hookimpl\n"
-        "def register_postprocessors(register):\n"
-        "    register('loose', lambda: None)\n"
+        "import pnpseg\n@pnpseg.hookimpl\ndef register_postprocessors(register):\n    register('loose', lambda: None)\n"
     )
     result = subprocess.run(
         [sys.executable, "-m", "pnpseg.cli", "--plugins-dir", str(tmp_path), "plugins", "--json"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert '"loose"' in result.stdout
 
 
@@ -95,8 +100,12 @@ def imported_after(code: str, module: str) -> bool:
     """Whether ``module`` is in sys.modules after running ``code`` in a fresh interpreter."""
     env = {**__import__("os").environ, "PNPSEG_LOAD_PLUGINS": ""}
     probe = f"import sys\n{code}\nprint({module!r} in sys.modules)"
-    return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,
-                          check=True).stdout.strip() == "True"  # fmt: skip
+    return (
+        subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
+        ).stdout.strip()
+        == "True"
+    )
 
 
 def test_core_never_imports_transformers():
@@ -110,7 +119,7 @@ def test_core_never_imports_transformers():
 def test_core_and_cli_never_import_ray():
     """Ray (the optional ``ray`` extra) is imported only when ``--engine ray`` runs."""
     assert not imported_after(
-        "import pnpseg, pnpseg.cli, pnpseg.run, pnpseg.evaluate, pnpseg.ray_engine\n"
+        "import pnpseg, pnpseg.cli, pnpseg.engines.local, pnpseg.evaluation.evaluate, pnpseg.engines.ray\n"
         "from typer.testing import CliRunner\n"
         "CliRunner().invoke(pnpseg.cli.app, ['segment', '--help'])",
         "ray",
@@ -121,15 +130,47 @@ def test_core_and_cli_never_import_ray():
 def test_engine_ray_without_ray_says_which_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
     (tmp_path / "x.png").write_bytes(b"")
-    result = CliRunner().invoke(app, ["segment", str(tmp_path), "--classes", "red", "--adapter", "synthetic",
-                                      "--engine", "ray", "--out", str(tmp_path / "out")])  # fmt: skip
+    result = CliRunner().invoke(
+        app,
+        [
+            "segment",
+            str(tmp_path),
+            "--classes",
+            "red",
+            "--adapter",
+            "synthetic",
+            "--engine",
+            "ray",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     assert result.exit_code == 2 and "pip install 'pnpseg[ray]'" in result.output, result.output
 
 
 def test_core_source_has_no_transformers_import():
-    from pathlib import Path
     import re
+    from pathlib import Path
 
     root = Path(pnpseg.__file__).parent
     offenders = [p for p in root.rglob("*.py") if re.search(r"^\s*(import|from)\s+transformers\b", p.read_text(), re.M)]
     assert offenders == []
+
+
+def test_a_plugin_adds_a_command(tmp_path):
+    """``register_commands``: a plugin's command shows in ``--help`` and runs like a built-in."""
+    (tmp_path / "hello_plugin.py").write_text(
+        "import pnpseg\n\n"
+        "@pnpseg.hookimpl\n"
+        "def register_commands(cli):\n"
+        "    @cli.command()\n"
+        "    def hello(name: str = 'world'):\n"
+        "        '''Say hello.'''\n"
+        "        print(f'hello {name}')\n"
+    )
+    env = {**os.environ, "PNPSEG_PLUGINS_DIR": str(tmp_path)}
+    run = functools.partial(subprocess.run, capture_output=True, text=True, env=env)
+    listed = run([sys.executable, "-m", "pnpseg.cli", "--help"])
+    assert listed.returncode == 0 and "hello" in listed.stdout
+    said = run([sys.executable, "-m", "pnpseg.cli", "hello", "--name", "pnpseg"])
+    assert said.returncode == 0 and said.stdout.strip() == "hello pnpseg"

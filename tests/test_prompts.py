@@ -1,8 +1,8 @@
 import pytest
-
 from fakes import word_tokenize
+
 from pnpseg import ClassNameError
-from pnpseg.prompts import build_prompt, plan_prompts, token_weights, tokens_of_spans, validate_names
+from pnpseg.method.prompts import build_prompt, plan_prompts, token_weights, tokens_of_spans, validate_names
 
 
 def test_build_prompt_spans():
@@ -61,7 +61,11 @@ def test_untokenisable_names_are_named():
 
 @pytest.mark.parametrize(
     "names, message",
-    [([], "no class names"), (["cat", " "], "blank class name at position"), (["Cat", "dog", "cat"], "duplicate class name")],
+    [
+        ([], "no class names"),
+        (["cat", " "], "blank class name at position"),
+        (["Cat", "dog", "cat"], "duplicate class name"),
+    ],
 )
 def test_bad_class_lists(names, message):
     with pytest.raises(ClassNameError, match=message):

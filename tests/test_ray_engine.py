@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 
 from pnpseg.cli import app
-from pnpseg.datasets import folder_dataset
-from pnpseg.evaluate import Evaluation, ModelPredictor
-from pnpseg.ray_engine import EvalConfig, RaySegmentJob, ray_evaluate
-from pnpseg.segmenter import Segmenter
+from pnpseg.engines.ray import EvalConfig, RaySegmentJob, ray_evaluate
+from pnpseg.evaluation.datasets import folder_dataset
+from pnpseg.evaluation.evaluate import Evaluation, ModelPredictor
+from pnpseg.method.segmenter import Segmenter
 from pnpseg.testing import make_scene
 
 COLOURS = ["red", "green", "blue"]
@@ -59,8 +59,11 @@ def local_run(scenes, tmp_path_factory):
 
 
 def outputs(out: Path) -> dict[str, bytes]:
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and p.name != "manifest.jsonl"}  # fmt: skip
+    return {
+        p.relative_to(out).as_posix(): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.name != "manifest.jsonl"
+    }
 
 
 def records(out: Path, strip: str = "") -> list[dict]:
@@ -89,8 +92,9 @@ def test_uris_and_resume(scenes, local_run, tmp_path):
     args = [f"file://{scenes}", *ARGS, "--out", f"file://{out}", "--engine", "ray", "--workers", "2"]
     first = segment(*args)
     assert first.exit_code == 1, first.output
-    assert {k: v for k, v in outputs(out).items()} == {k: v for k, v in outputs(local_run).items()
-                                                       if not k.startswith("overlays/")}  # fmt: skip
+    assert {k: v for k, v in outputs(out).items()} == {
+        k: v for k, v in outputs(local_run).items() if not k.startswith("overlays/")
+    }
     assert records(out, strip="file://") == records(local_run)
     assert json.loads((out / "manifest.jsonl").read_text().splitlines()[0])["output"].startswith(f"file://{out}/")
     (out / "sub" / "s3.png").unlink()
@@ -103,16 +107,25 @@ def test_uris_and_resume(scenes, local_run, tmp_path):
 
 def test_a_worker_killed_mid_run_still_does_every_image_once(scenes, local_run, tmp_path):
     out, marker = tmp_path / "killed", tmp_path / "killed-once"
-    job = RaySegmentJob([scenes], COLOURS, out, adapter="synthetic", device="cpu", params={"image_size": "128"},
-                        workers=2, fault=(2, str(marker)))  # fmt: skip
+    job = RaySegmentJob(
+        [scenes],
+        COLOURS,
+        out,
+        adapter="synthetic",
+        device="cpu",
+        params={"image_size": "128"},
+        workers=2,
+        fault=(2, str(marker)),
+    )
     summary = job.run()
     assert marker.exists()  # an actor did die (os._exit) after its first images
     assert (summary.done, summary.failed) == (8, 1)
     inputs = [json.loads(line)["input"] for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert len(inputs) == len(set(inputs)) == 9  # exactly one record per image
     assert records(out) == records(local_run)
-    assert {k: v for k, v in outputs(out).items()} == {k: v for k, v in outputs(local_run).items()
-                                                       if not k.startswith("overlays/")}  # fmt: skip
+    assert {k: v for k, v in outputs(out).items()} == {
+        k: v for k, v in outputs(local_run).items() if not k.startswith("overlays/")
+    }
 
 
 def test_interrupted_driver_leaves_parts_that_the_next_run_merges(scenes, local_run, tmp_path):
@@ -139,23 +152,37 @@ def test_eval_on_ray_sums_the_same_confusion_matrix(tmp_path):
 
         Image.fromarray(labels.astype(np.uint8)).save(root / "labels" / f"s{i}.png")
     (root / "classes.txt").write_text("background\nred\ngreen\nblue\n")
-    data = folder_dataset(name="colours", img_dir="images", ann_dir="labels", classes=root / "classes.txt",
-                          img_suffix=".png", has_background=True, pnp_background="always")(root)  # fmt: skip
+    data = folder_dataset(
+        name="colours",
+        img_dir="images",
+        ann_dir="labels",
+        classes=root / "classes.txt",
+        img_suffix=".png",
+        has_background=True,
+        pnp_background="always",
+    )(root)
     segmenter = Segmenter.from_pretrained("synthetic", device="cpu", image_size="128")
     settings = {"adapter": "synthetic", "model": None, "preset": None}
     predictor = ModelPredictor(segmenter, data, "pnp")
     local = Evaluation(data, predictor, tmp_path / "local", settings={**settings, **predictor.settings()}).run()
-    config = EvalConfig(data, str(tmp_path / "ray"), "pnp", adapter="synthetic", device="cpu",
-                        params={"image_size": "128"}, save_predictions=True)  # fmt: skip
+    config = EvalConfig(
+        data,
+        str(tmp_path / "ray"),
+        "pnp",
+        adapter="synthetic",
+        device="cpu",
+        params={"image_size": "128"},
+        save_predictions=True,
+    )
     result = ray_evaluate(config, workers=2, checkpoint_every=1)
     np.testing.assert_array_equal(result.confusion, local.confusion)
     assert result.images == 4 and result.miou == local.miou and local.miou > 0.85
     assert (tmp_path / "ray" / "results.json").read_text() == (tmp_path / "local" / "results.json").read_text().replace(
-        str(tmp_path / "local"), str(tmp_path / "ray"))  # fmt: skip
+        str(tmp_path / "local"), str(tmp_path / "ray")
+    )
     assert len(list((tmp_path / "ray" / "predictions").glob("*.png"))) == 4
     again = ray_evaluate(config, workers=2)  # resumes: nothing left to predict
     np.testing.assert_array_equal(again.confusion, local.confusion)
-
 
 
 def test_eval_command_on_ray_scores_predictions_like_the_local_engine(tmp_path):

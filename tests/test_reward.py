@@ -1,4 +1,4 @@
-"""The CLIP reward (METHOD §5, eq. 4–5) on hand-computed cases."""
+"""The CLIP reward (docs/method.md §5, eq. 4–5) on hand-computed cases."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from pnpseg.reward import RewardSummary, image_margins, image_reward, image_wins, total_reward
-from pnpseg.tune import Captured, LabelledImage, RewardEvaluator, Trial
+from pnpseg.tuning.reward import RewardSummary, image_margins, image_reward, image_wins, total_reward
+from pnpseg.tuning.tune import Captured, LabelledImage, RewardEvaluator, Trial
 
 
 def softmax(values):
@@ -83,7 +83,9 @@ class CountingScorer:
 
     def __call__(self, images, class_names):
         self.images += list(images)
-        return torch.tensor(np.stack([np.asarray(im, np.float64).sum((0, 1))[: len(class_names)] / 1e3 for im in images]))
+        return torch.tensor(
+            np.stack([np.asarray(im, np.float64).sum((0, 1))[: len(class_names)] / 1e3 for im in images])
+        )
 
 
 def test_empty_mask_is_the_black_image_and_is_not_scored():

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from pnpseg import VLMOutput
 from pnpseg.cli import app
-from pnpseg.segmenter import Segmenter
+from pnpseg.method.segmenter import Segmenter
 from pnpseg.testing import SyntheticAdapter, make_scene, miou
 
 COLOURS = ["red", "green", "blue"]
@@ -47,8 +47,20 @@ def scenes(tmp_path_factory):
 def segmented(scenes, tmp_path_factory):
     root, _ = scenes
     out = tmp_path_factory.mktemp("out")
-    result = run(str(root), "--classes", ",".join(COLOURS), "--adapter", "synthetic", "--out", str(out),
-                 "--image-size", "160x224", "--viz", "--device", "cpu")  # fmt: skip
+    result = run(
+        str(root),
+        "--classes",
+        ",".join(COLOURS),
+        "--adapter",
+        "synthetic",
+        "--out",
+        str(out),
+        "--image-size",
+        "160x224",
+        "--viz",
+        "--device",
+        "cpu",
+    )
     return out, result
 
 
@@ -107,14 +119,28 @@ def test_rerun_skips_done_images_and_overwrite_redoes_them(scenes, segmented):
     root, _ = scenes
     out, _ = segmented
     before = (out / "manifest.jsonl").read_text()
-    again = run(str(root), "--classes", ",".join(COLOURS), "--adapter", "synthetic", "--out", str(out),
-                "--image-size", "160x224", "--viz", "--device", "cpu")  # fmt: skip
+    again = run(
+        str(root),
+        "--classes",
+        ",".join(COLOURS),
+        "--adapter",
+        "synthetic",
+        "--out",
+        str(out),
+        "--image-size",
+        "160x224",
+        "--viz",
+        "--device",
+        "cpu",
+    )
     assert again.exit_code == 0, again.output
     assert "Segmenting 0 image(s)" in again.output and "3 already done" in again.output
     assert (out / "manifest.jsonl").read_text() == before
     other = run(str(root), "--classes", "red,blue", "--adapter", "synthetic", "--out", str(out))
     assert other.exit_code == 2 and "other classes" in other.output
-    settings = run(str(root), "--classes", ",".join(COLOURS), "--adapter", "synthetic", "--out", str(out), "--layer", "1")
+    settings = run(
+        str(root), "--classes", ",".join(COLOURS), "--adapter", "synthetic", "--out", str(out), "--layer", "1"
+    )
     assert settings.exit_code == 2 and "other settings" in settings.output
 
 
@@ -136,7 +162,7 @@ def odd_images(folder: Path) -> dict[str, tuple[int, int]]:
     rgba.putalpha(128)
     rgba.save(folder / "rgba.png")
     rgb.convert("P", palette=Image.ADAPTIVE).save(folder / "palette.png")
-    Image.fromarray((np.asarray(rgb.convert("L"), np.uint16) * 257)).save(folder / "sixteen.png")
+    Image.fromarray(np.asarray(rgb.convert("L"), np.uint16) * 257).save(folder / "sixteen.png")
     rgb.convert("CMYK").save(folder / "cmyk.jpg")
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° on display
@@ -144,8 +170,16 @@ def odd_images(folder: Path) -> dict[str, tuple[int, int]]:
     Image.new("RGB", (3, 5), (255, 0, 0)).save(folder / "tiny.png")
     big, _ = make_scene(1500, 2600, ["red"], seed=4)
     big.save(folder / "large.jpg", quality=80)
-    return {"gray": (90, 60), "rgba": (90, 60), "palette": (90, 60), "sixteen": (90, 60), "cmyk": (90, 60),
-            "rotated": (60, 90), "tiny": (3, 5), "large": (2600, 1500)}  # fmt: skip
+    return {
+        "gray": (90, 60),
+        "rgba": (90, 60),
+        "palette": (90, 60),
+        "sixteen": (90, 60),
+        "cmyk": (90, 60),
+        "rotated": (60, 90),
+        "tiny": (3, 5),
+        "large": (2600, 1500),
+    }
 
 
 def test_odd_images_work_and_bad_files_are_recorded(tmp_path):
@@ -160,7 +194,10 @@ def test_odd_images_work_and_bad_files_are_recorded(tmp_path):
     out = tmp_path / "out"
     result = run(str(folder), "--classes", "red,blue", "--adapter", "synthetic", "--out", str(out))
     assert result.exit_code == 1, result.output  # some inputs failed, the others were done
-    records = {Path(json.loads(line)["input"]).stem: json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()}
+    records = {
+        Path(json.loads(line)["input"]).stem: json.loads(line)
+        for line in (out / "manifest.jsonl").read_text().splitlines()
+    }
     for stem, size in expected.items():
         assert records[stem]["status"] == "ok", records[stem]
         assert Image.open(out / f"{stem}.png").size == size
@@ -179,8 +216,12 @@ def test_odd_images_work_and_bad_files_are_recorded(tmp_path):
 
 @pytest.mark.parametrize(
     "classes, message",
-    [("", "blank class name"), ("red,,blue", "blank class name"), ("red,Red", "duplicate class name"),
-     ("red,purple", "cannot represent: purple")],  # fmt: skip
+    [
+        ("", "blank class name"),
+        ("red,,blue", "blank class name"),
+        ("red,Red", "duplicate class name"),
+        ("red,purple", "cannot represent: purple"),
+    ],
 )
 def test_bad_class_lists_fail_before_running(scenes, tmp_path, classes, message):
     root, _ = scenes
@@ -194,7 +235,9 @@ def test_classes_file_and_missing_classes(scenes, tmp_path):
     root, _ = scenes
     classes = tmp_path / "classes.txt"
     classes.write_text("# colours\nred\n\ngreen\n")
-    ok = run(str(root / "c.jpg"), "--classes-file", str(classes), "--adapter", "synthetic", "--out", str(tmp_path / "o"))
+    ok = run(
+        str(root / "c.jpg"), "--classes-file", str(classes), "--adapter", "synthetic", "--out", str(tmp_path / "o")
+    )
     assert ok.exit_code == 0, ok.output
     assert json.loads((tmp_path / "o" / "classes.json").read_text())["2"] == "green"
     none = run(str(root), "--adapter", "synthetic", "--out", str(tmp_path / "p"))
@@ -204,8 +247,14 @@ def test_classes_file_and_missing_classes(scenes, tmp_path):
 def test_unknown_adapter_and_postprocessor_list_available(scenes, tmp_path):
     root, _ = scenes
     adapter = run(str(root), "--classes", "red", "--adapter", "nope", "--out", str(tmp_path))
-    assert adapter.exit_code == 2 and "unknown adapter 'nope'; available:" in adapter.output and "synthetic" in adapter.output
-    post = run(str(root), "--classes", "red", "--adapter", "synthetic", "--postprocess", "blur,pamr", "--out", str(tmp_path))
+    assert (
+        adapter.exit_code == 2
+        and "unknown adapter 'nope'; available:" in adapter.output
+        and "synthetic" in adapter.output
+    )
+    post = run(
+        str(root), "--classes", "red", "--adapter", "synthetic", "--postprocess", "blur,pamr", "--out", str(tmp_path)
+    )
     assert post.exit_code == 2 and "unknown postprocessor 'pamr'; available: blur, crf" in post.output
 
 
@@ -238,9 +287,22 @@ def test_missing_model_is_one_line(tmp_path, offline):
         env["HF_ENDPOINT"] = "http://127.0.0.1:9"
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "pnpseg.cli", "segment", str(tmp_path / "x.png"), "--classes", "cat", "--out", str(tmp_path / "o")],
-        capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pnpseg.cli",
+            "segment",
+            str(tmp_path / "x.png"),
+            "--classes",
+            "cat",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "--model" in lines[0] and "Salesforce/blip-itm-large-flickr" in lines[0], proc.stderr
@@ -253,8 +315,21 @@ def test_killed_run_leaves_no_partial_png_and_resumes(tmp_path):
     for seed in range(40):
         make_scene(120, 160, ["red", "blue"], seed=seed)[0].save(folder / f"{seed:02d}.png")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "pnpseg.cli", "segment", str(folder), "--classes", "red,blue", "--adapter", "synthetic",
-           "--out", str(out), "--image-size", "96"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pnpseg.cli",
+        "segment",
+        str(folder),
+        "--classes",
+        "red,blue",
+        "--adapter",
+        "synthetic",
+        "--out",
+        str(out),
+        "--image-size",
+        "96",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and len(list(out.glob("*.png"))) < 3:
@@ -270,15 +345,28 @@ def test_killed_run_leaves_no_partial_png_and_resumes(tmp_path):
     assert "already done" in resumed.stderr
     assert len(list(out.glob("*.png"))) == 40
     assert not [p for p in out.iterdir() if ".tmp-" in p.name]
-    records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines() if line.strip().endswith("}")]
+    records = [
+        json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines() if line.strip().endswith("}")
+    ]
     assert {r["input"] for r in records if r["status"] == "ok"} == {str(p) for p in folder.glob("*.png")}
 
 
 def test_batches_give_the_same_labels_as_single_images(scenes, segmented, tmp_path):
     root, _ = scenes
     out, _ = segmented
-    result = run(str(root), "--classes", ",".join(COLOURS), "--adapter", "synthetic", "--out", str(tmp_path),
-                 "--image-size", "160x224", "--batch-size", "2")  # fmt: skip
+    result = run(
+        str(root),
+        "--classes",
+        ",".join(COLOURS),
+        "--adapter",
+        "synthetic",
+        "--out",
+        str(tmp_path),
+        "--image-size",
+        "160x224",
+        "--batch-size",
+        "2",
+    )
     assert result.exit_code == 0, result.output
     for rel in SCENES:
         png = Path(rel).with_suffix(".png")

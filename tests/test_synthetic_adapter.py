@@ -10,6 +10,7 @@ import torch
 import pnpseg
 from pnpseg.plugins import lookup
 from pnpseg.testing import COLOURS, SyntheticAdapter, make_scene, miou
+
 TRUE_LAYER, TRUE_HEAD = 2, 1  # the contract: layer 3, head 2 (1-based) carries the signal
 
 PROMPT = "A picture of red blue"
@@ -89,8 +90,10 @@ def test_batch_rows_are_independent_of_padding(adapter, scene):
 
 def regions(labels: np.ndarray) -> dict[str, torch.Tensor]:
     """Patches (flattened) that are at least a quarter red / blue."""
-    return {word: torch.from_numpy(patch_fraction(labels, label).ravel() >= 0.25)
-            for word, label in [("red", 1), ("blue", 2)]}
+    return {
+        word: torch.from_numpy(patch_fraction(labels, label).ravel() >= 0.25)
+        for word, label in [("red", 1), ("blue", 2)]
+    }
 
 
 def test_true_head_attends_to_its_colour_noise_heads_do_not(adapter, scene):

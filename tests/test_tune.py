@@ -16,14 +16,18 @@ from typer.testing import CliRunner
 
 from pnpseg.cli import app
 from pnpseg.errors import PnpsegError
-from pnpseg.images import discover
-from pnpseg.preset import PresetError, apply_preset, load_preset, save_preset
+from pnpseg.io.images import discover
+from pnpseg.method.preset import PresetError, apply_preset, load_preset, save_preset
 from pnpseg.testing import SyntheticAdapter, make_scene, miou
-from pnpseg.tune import parse_float_range, parse_int_range, read_labels, sample_grid
+from pnpseg.tuning.tune import parse_float_range, parse_int_range, read_labels, sample_grid
 
 SIZE = (112, 144)
-SCENES = {"s0.png": ["red", "green"], "sub/s1.png": ["blue", "yellow", "red"], "s2.png": ["cyan", "magenta"],
-          "s3.png": ["green", "blue", "white"]}  # fmt: skip
+SCENES = {
+    "s0.png": ["red", "green"],
+    "sub/s1.png": ["blue", "yellow", "red"],
+    "s2.png": ["cyan", "magenta"],
+    "s3.png": ["green", "blue", "white"],
+}
 FAST = ["--adapter", "synthetic", "--scorer", "synthetic", "--image-size", "112x144", "--device", "cpu"]
 
 
@@ -78,8 +82,19 @@ def test_preset_segments_better_than_a_wrong_head_and_flags_win(scenes, tuned, t
         values = []
         for i, (rel, (names, gt)) in enumerate(truth.items()):  # each scene with its own classes
             dest = tmp_path / name / str(i)
-            result = invoke("segment", root / rel, "--classes", ",".join(names), "--preset", out, "--out", dest,
-                            "--device", "cpu", *extra)  # fmt: skip
+            result = invoke(
+                "segment",
+                root / rel,
+                "--classes",
+                ",".join(names),
+                "--preset",
+                out,
+                "--out",
+                dest,
+                "--device",
+                "cpu",
+                *extra,
+            )
             assert result.exit_code == 0, result.output
             record = json.loads((dest / "manifest.jsonl").read_text().splitlines()[0])
             assert record["settings"]["adapter"] == "synthetic"  # from the preset: no --adapter given
@@ -107,7 +122,9 @@ def count_forward(monkeypatch):
 def test_one_vlm_pass_per_image_whatever_the_trials_and_cache_resume(scenes, tmp_path, count_forward):
     root, labels, _ = scenes
     for trials, folder in ((3, "a"), (60, "b")):
-        result = invoke("tune", root, "--labels", labels, "--out", tmp_path / folder / "p.json", "--trials", trials, *FAST)
+        result = invoke(
+            "tune", root, "--labels", labels, "--out", tmp_path / folder / "p.json", "--trials", trials, *FAST
+        )
         assert result.exit_code == 0, result.output
         assert len(count_forward) == 4, (trials, count_forward)  # one forward per image...
         assert all(layers == [0, 1, 2, 3] for layers in count_forward)  # ...capturing every layer
@@ -118,8 +135,21 @@ def test_one_vlm_pass_per_image_whatever_the_trials_and_cache_resume(scenes, tmp
     assert count_forward == [] and "VLM passes: 0 for 4 image(s) (4 from the cache)" in again.output
     first, second = (load_preset(tmp_path / "b" / "p.json") for _ in range(2))
     assert first["params"] == second["params"]
-    other = invoke("tune", root, "--labels", labels, "--out", tmp_path / "c" / "p.json", "--cache",
-                   tmp_path / "b" / "p.cache", "--image-size", "96x128", "--trials", 2, *FAST[:4])  # fmt: skip
+    other = invoke(
+        "tune",
+        root,
+        "--labels",
+        labels,
+        "--out",
+        tmp_path / "c" / "p.json",
+        "--cache",
+        tmp_path / "b" / "p.cache",
+        "--image-size",
+        "96x128",
+        "--trials",
+        2,
+        *FAST[:4],
+    )
     assert other.exit_code == 0, other.output
     assert len(count_forward) == 4  # another input size is another cache key
 
@@ -128,10 +158,27 @@ def test_seeded_random_search_is_reproducible(scenes, tmp_path):
     root, labels, _ = scenes
     logs = []
     for seed, folder in ((3, "x"), (3, "y"), (4, "z")):
-        result = invoke("tune", root, "--labels", labels, "--out", tmp_path / folder / "p.json", "--trials", 6,
-                        "--seed", seed, "--no-cache", *FAST)  # fmt: skip
+        result = invoke(
+            "tune",
+            root,
+            "--labels",
+            labels,
+            "--out",
+            tmp_path / folder / "p.json",
+            "--trials",
+            6,
+            "--seed",
+            seed,
+            "--no-cache",
+            *FAST,
+        )
         assert result.exit_code == 0, result.output
-        logs.append([(t["layer"], t["head"], t["threshold"]) for t in load_preset(tmp_path / folder / "p.json")["log"]["stage1"]])
+        logs.append(
+            [
+                (t["layer"], t["head"], t["threshold"])
+                for t in load_preset(tmp_path / folder / "p.json")["log"]["stage1"]
+            ]
+        )
     assert logs[0] == logs[1] and logs[0] != logs[2]
     assert not (tmp_path / "x" / "p.cache").exists()
 
@@ -157,7 +204,9 @@ def test_csv_labels_and_key_matching(scenes, tmp_path):
     csv.write_text("image,classes\ns0,red;green\nsub/s1.png,blue; yellow;red\n")
     labelled, unlabelled = read_labels(csv, items)
     assert [(e.item.relative.as_posix(), e.classes) for e in labelled] == [
-        ("s0.png", ["red", "green"]), ("sub/s1.png", ["blue", "yellow", "red"])]  # fmt: skip
+        ("s0.png", ["red", "green"]),
+        ("sub/s1.png", ["blue", "yellow", "red"]),
+    ]
     assert len(unlabelled) == 2
     result = invoke("tune", root, "--labels", csv, "--out", tmp_path / "p.json", "--trials", 2, *FAST)
     assert result.exit_code == 0, result.output
@@ -192,7 +241,9 @@ def test_bad_labels_are_one_line_errors(scenes, tmp_path, count_forward, name, c
 
 def test_preset_files(tmp_path):
     path = tmp_path / "p.json"
-    save_preset(path, adapter="synthetic", model=None, params={"layer": 3, "head": 2, "threshold": 0.15}, reward={"total": 1})
+    save_preset(
+        path, adapter="synthetic", model=None, params={"layer": 3, "head": 2, "threshold": 0.15}, reward={"total": 1}
+    )
     preset = load_preset(path)
     assert preset["reward"] == {"total": 1} and preset["format"] == "pnpseg-preset"
     adapter, model, params = apply_preset(preset, None, None, {"layer": None, "head": 4})
@@ -208,7 +259,9 @@ def test_preset_files(tmp_path):
     path.write_text("[]")
     with pytest.raises(PresetError, match="not a pnpseg preset"):
         load_preset(path)
-    result = invoke("segment", tmp_path, "--classes", "red", "--preset", tmp_path / "nope.json", "--out", tmp_path / "o")
+    result = invoke(
+        "segment", tmp_path, "--classes", "red", "--preset", tmp_path / "nope.json", "--out", tmp_path / "o"
+    )
     assert result.exit_code == 2 and "preset not found" in result.output
 
 
@@ -234,23 +287,54 @@ def tiny_clip(tmp_path_factory):
 
 
 def test_clip_scorer_end_to_end(scenes, tmp_path, tiny_clip, count_forward):
-    from pnpseg.scorers import ClipScorer
+    from pnpseg.tuning.scorers import ClipScorer
 
     scorer = ClipScorer(tiny_clip)
-    logits = scorer([np.zeros((40, 50, 3), np.uint8), Image.new("RGB", (30, 20), "red"), torch.rand(3, 24, 24)],
-                    ["red", "green"])  # fmt: skip
+    logits = scorer(
+        [np.zeros((40, 50, 3), np.uint8), Image.new("RGB", (30, 20), "red"), torch.rand(3, 24, 24)], ["red", "green"]
+    )
     assert logits.shape == (3, 2) and logits.abs().max() <= 100.0 + 1e-4
     root, labels, _ = scenes
     out = tmp_path / "clip.json"
-    result = invoke("tune", root, "--labels", labels, "--out", out, "--adapter", "synthetic", "--scorer", "clip",
-                    "--scorer-model", tiny_clip, "--trials", 4, "--blur-scales", "0.05", "--image-size", "112x144",
-                    "--device", "cpu")  # fmt: skip
+    result = invoke(
+        "tune",
+        root,
+        "--labels",
+        labels,
+        "--out",
+        out,
+        "--adapter",
+        "synthetic",
+        "--scorer",
+        "clip",
+        "--scorer-model",
+        tiny_clip,
+        "--trials",
+        4,
+        "--blur-scales",
+        "0.05",
+        "--image-size",
+        "112x144",
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output
     preset = load_preset(out)
     assert preset["scorer"] == {"name": "clip", "model": tiny_clip}
     assert len(preset["log"]["stage1"]) == 4 and len(count_forward) == 4
-    bad = invoke("tune", root, "--labels", labels, "--out", out, "--scorer", "clip", "--scorer-model",
-                 f"pnpseg-tiny-clip:{tmp_path / 'none.pt'}", *FAST[:2])  # fmt: skip
+    bad = invoke(
+        "tune",
+        root,
+        "--labels",
+        labels,
+        "--out",
+        out,
+        "--scorer",
+        "clip",
+        "--scorer-model",
+        f"pnpseg-tiny-clip:{tmp_path / 'none.pt'}",
+        *FAST[:2],
+    )
     assert bad.exit_code == 2 and "neither a file nor a known tag" in bad.output
 
 
@@ -259,10 +343,26 @@ def test_clip_weights_unavailable_offline_is_one_line(scenes, tmp_path):
     root, labels, _ = scenes
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     proc = subprocess.run(
-        [sys.executable, "-m", "pnpseg.cli", "tune", str(root), "--labels", str(labels), "--adapter", "synthetic",
-         "--scorer-model", "ViT-B-32:openai", "--out", str(tmp_path / "p.json")],
-        capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pnpseg.cli",
+            "tune",
+            str(root),
+            "--labels",
+            str(labels),
+            "--adapter",
+            "synthetic",
+            "--scorer-model",
+            "ViT-B-32:openai",
+            "--out",
+            str(tmp_path / "p.json"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("Tuning")]
     assert len(lines) == 1 and "--scorer-model" in lines[0] and "ViT-B-32:openai" in lines[0], proc.stderr
@@ -274,17 +374,50 @@ def test_tune_a_tiny_blip_with_the_tiny_clip_scorer_and_segment_with_the_preset(
     blip = build_tiny_blip(tmp_path / "blip")  # 3 layers × 2 heads
     root, labels, _ = scenes
     out = tmp_path / "blip-preset.json"
-    result = invoke("tune", root, "--labels", labels, "--out", out, "--adapter", "blip", "--model", blip,
-                    "--scorer", "clip", "--scorer-model", tiny_clip, "--trials", 6, "--blur-scales", "0.03,0.05",
-                    "--image-size", 64, "--device", "cpu")  # fmt: skip
+    result = invoke(
+        "tune",
+        root,
+        "--labels",
+        labels,
+        "--out",
+        out,
+        "--adapter",
+        "blip",
+        "--model",
+        blip,
+        "--scorer",
+        "clip",
+        "--scorer-model",
+        tiny_clip,
+        "--trials",
+        6,
+        "--blur-scales",
+        "0.03,0.05",
+        "--image-size",
+        64,
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output
     assert "VLM passes: 4 for 4 image(s)" in result.output
     preset = load_preset(out)
     assert preset["adapter"] == "blip" and preset["model"] == str(blip)
     assert 1 <= preset["params"]["layer"] <= 3 and 1 <= preset["params"]["head"] <= 2
     assert preset["params"]["blur_sigma"] in (0.03, 0.05)
-    segmented = invoke("segment", root / "s0.png", "--classes", "red,green", "--preset", out, "--out", tmp_path / "seg",
-                       "--device", "cpu")  # fmt: skip
+    segmented = invoke(
+        "segment",
+        root / "s0.png",
+        "--classes",
+        "red,green",
+        "--preset",
+        out,
+        "--out",
+        tmp_path / "seg",
+        "--device",
+        "cpu",
+    )
     assert segmented.exit_code == 0, segmented.output
     record = json.loads((tmp_path / "seg" / "manifest.jsonl").read_text().splitlines()[0])
-    assert record["settings"]["adapter"] == "blip" and record["settings"]["params"]["layer"] == preset["params"]["layer"]
+    assert (
+        record["settings"]["adapter"] == "blip" and record["settings"]["params"]["layer"] == preset["params"]["layer"]
+    )

@@ -7,14 +7,14 @@ the attention columns back in row-major order.
 
 from __future__ import annotations
 
+import hf_checks
 import pytest
 import torch
-
-import hf_checks
-import pnpseg
 from hf_checks import random_pixels
-from pnpseg.plugins import lookup
 from tiny_models import build_tiny_bridgetower, build_tiny_vilt
+
+import pnpseg
+from pnpseg.plugins import lookup
 
 pytest.importorskip("pnpseg_vilt")
 
@@ -129,7 +129,6 @@ def test_forward_leaves_global_rng_alone(adapter):
     torch.testing.assert_close(torch.rand(3), expected)
 
 
-
 def test_one_image_is_broadcast_across_prompts_and_layers_may_be_empty(adapter):
     hf_checks.check_broadcast_and_empty_layers(adapter)
 
@@ -147,11 +146,17 @@ def _reference_gradients(adapter, pixels, text, layers):
     model.requires_grad_(True)
     try:
         embeds, mask, (index, grid) = model.vilt.embeddings.visual_embed(
-            pixels, torch.ones(b, h, w, dtype=torch.long), max_image_length=-1)
+            pixels, torch.ones(b, h, w, dtype=torch.long), max_image_length=-1
+        )
         pick = (index[..., 0] * grid[1] + index[..., 1]).argsort(dim=1)[..., None]
         embeds = torch.cat([embeds[:, :1], embeds[:, 1:].gather(1, pick.expand(-1, -1, embeds.shape[-1]))], dim=1)
-        out = model.vilt(input_ids=text.input_ids, attention_mask=text.attention_mask, image_embeds=embeds,
-                         pixel_mask=mask, output_attentions=True)
+        out = model.vilt(
+            input_ids=text.input_ids,
+            attention_mask=text.attention_mask,
+            image_embeds=embeds,
+            pixel_mask=mask,
+            output_attentions=True,
+        )
         score = model.rank_output(out.pooler_output)[:, 0]
         return torch.autograd.grad(score.sum(), [out.attentions[layer] for layer in layers])
     finally:
@@ -161,15 +166,16 @@ def _reference_gradients(adapter, pixels, text, layers):
 def test_gradients_exact_nonzero_and_no_parameter_grads(adapter):
     text = adapter.tokenize(["A picture of cat dog", "A picture of sky red"])
     t = text.input_ids.shape[1]
-    hf_checks.check_exact_gradients(adapter, text, [1, 4], (2, 3), _reference_gradients,
-                                    to_block=lambda ref: ref[..., :t, t + 1 :], atol=1e-8)
+    hf_checks.check_exact_gradients(
+        adapter, text, [1, 4], (2, 3), _reference_gradients, to_block=lambda ref: ref[..., :t, t + 1 :], atol=1e-8
+    )
 
 
 NAMES = ["cat", "dog", "elephant", "giraffe", "zebra", "traffic light", "grass", "sky", "umbrella"]
 
 
 def test_long_prompt_is_chunked_like_running_the_chunks_by_hand(adapter):
-    from pnpseg.prompts import build_prompt
+    from pnpseg.method.prompts import build_prompt
 
     full = adapter.tokenize([build_prompt(NAMES)[0]])
     assert full.input_ids.shape[1] > 40  # one prompt would not fit ViLT
@@ -191,8 +197,9 @@ def test_bad_model_sources(tmp_path):
 
 
 def test_checkpoint_without_retrieval_head_is_refused(tmp_path, tiny_path):
-    hf_checks.check_headless_checkpoint_refused(tmp_path, tiny_path, "ViltForMaskedLM", "vilt", (64, 64),
-                                                match="no image-text retrieval head")
+    hf_checks.check_headless_checkpoint_refused(
+        tmp_path, tiny_path, "ViltForMaskedLM", "vilt", (64, 64), match="no image-text retrieval head"
+    )
 
 
 def test_offline_default_model_is_one_line_error(tmp_path):

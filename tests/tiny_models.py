@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import string
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -71,13 +72,25 @@ def build_tiny_blip(folder: Path) -> Path:
     tokenizer.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
     config = hf.BlipConfig(
         vision_config=dict(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-            image_size=64, patch_size=16, initializer_range=0.02,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=64,
+            patch_size=16,
+            initializer_range=0.02,
         ),
         text_config=dict(
-            vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-            num_attention_heads=2, max_position_embeddings=64, pad_token_id=vocab["[PAD]"],
-            bos_token_id=vocab["[DEC]"], sep_token_id=vocab["[SEP]"], is_decoder=True,
+            vocab_size=len(vocab),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=2,
+            max_position_embeddings=64,
+            pad_token_id=vocab["[PAD]"],
+            bos_token_id=vocab["[DEC]"],
+            sep_token_id=vocab["[SEP]"],
+            is_decoder=True,
         ),
         image_text_hidden_size=16,
         projection_dim=16,
@@ -141,9 +154,15 @@ def build_tiny_bridgetower(folder: Path) -> Path:
         num_hidden_layers=3,
         num_attention_heads=4,
         text_config=dict(
-            vocab_size=len(vocab), hidden_size=32, num_hidden_layers=3, num_attention_heads=8,
-            intermediate_size=64, max_position_embeddings=max_positions, pad_token_id=1,
-            bos_token_id=0, eos_token_id=2,
+            vocab_size=len(vocab),
+            hidden_size=32,
+            num_hidden_layers=3,
+            num_attention_heads=8,
+            intermediate_size=64,
+            max_position_embeddings=max_positions,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
         ),
         vision_config=dict(hidden_size=64, num_hidden_layers=3, image_size=32, patch_size=16),
     )
@@ -185,8 +204,14 @@ def build_tiny_vilt(folder: Path) -> Path:
     vocab = _vilt_wordpiece_vocab()
     tokenizer = hf.BertTokenizer(vocab=vocab, do_lower_case=True, model_max_length=40)
     config = hf.ViltConfig(
-        vocab_size=len(vocab), hidden_size=40, num_hidden_layers=9, num_attention_heads=10,
-        intermediate_size=80, max_position_embeddings=40, image_size=64, patch_size=32,
+        vocab_size=len(vocab),
+        hidden_size=40,
+        num_hidden_layers=9,
+        num_attention_heads=10,
+        intermediate_size=80,
+        max_position_embeddings=40,
+        image_size=64,
+        patch_size=32,
         pad_token_id=vocab["[PAD]"],
     )
     config.architectures = ["ViltForImageAndTextRetrieval"]

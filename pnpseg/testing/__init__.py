@@ -8,7 +8,7 @@ Plugin authors can test a postprocessor or the whole pipeline without downloadin
     # miou(prediction, labels, num_classes=3)
 """
 
-from .images import COLOURS, make_scene, miou
-from .synthetic import SyntheticAdapter
+from pnpseg.testing.images import COLOURS, make_scene, miou
+from pnpseg.testing.synthetic import SyntheticAdapter
 
 __all__ = ["COLOURS", "SyntheticAdapter", "make_scene", "miou"]

@@ -8,7 +8,7 @@ segment them, and the label map says exactly what the answer is.
 from __future__ import annotations
 
 import io
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
@@ -74,8 +74,10 @@ def make_scene(
             x0 = rng.uniform(0.03 * width, max(0.03 * width, 0.97 * width - bw))
             box = (y0, x0, y0 + bh, x0 + bw)
             pad = 0.04 * min(height, width)
-            if any(box[0] < o[2] + pad and o[0] < box[2] + pad and box[1] < o[3] + pad and o[1] < box[3] + pad
-                   for o in occupied):
+            if any(
+                box[0] < o[2] + pad and o[0] < box[2] + pad and box[1] < o[3] + pad and o[1] < box[3] + pad
+                for o in occupied
+            ):
                 continue
             occupied.append(box)
             placed += 1

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pnpseg
-
-from .scorer import SyntheticScorer
-from .synthetic import SyntheticAdapter
+from pnpseg.testing.scorer import SyntheticScorer
+from pnpseg.testing.synthetic import SyntheticAdapter
 
 
 @pnpseg.hookimpl

@@ -9,15 +9,15 @@ more "red" than any other present class, and more than the black image is.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import ClassNameError
-from ..scorers import ImageInput, to_pil
-from .images import COLOURS
+from pnpseg.errors import ClassNameError
+from pnpseg.testing.images import COLOURS
+from pnpseg.tuning.scorers import ImageInput, to_pil
 
 LOGIT_SCALE = 100.0
 TAU = 0.1

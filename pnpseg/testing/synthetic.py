@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..adapter import BaseAdapter, TokenizedText, VLMOutput
-from .images import COLOURS
+from pnpseg.method.adapter import BaseAdapter, TokenizedText, VLMOutput
+from pnpseg.testing.images import COLOURS
 
 #: Colour-distance temperature: a grey or dark patch (‖·‖² ≥ ~0.7) gets affinity ≤ 1e-3,
 #: a half-covered border patch (‖·‖² ≈ 0.19) still about 0.15, so borders are graded.
@@ -50,8 +51,24 @@ LOGIT_BIAS = -0.8
 MEAN = STD = 0.5
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
 PAD_ID, UNK_ID, CLS_ID, SEP_ID = range(4)
-PROMPT_WORDS = ["a", "an", "the", "picture", "photo", "image", "of", "and", "with", "in", "on",
-                "this", "is", "there", ".", ","]
+PROMPT_WORDS = [
+    "a",
+    "an",
+    "the",
+    "picture",
+    "photo",
+    "image",
+    "of",
+    "and",
+    "with",
+    "in",
+    "on",
+    "this",
+    "is",
+    "there",
+    ".",
+    ",",
+]
 VOCAB: dict[str, int] = {w: i for i, w in enumerate(SPECIAL + list(COLOURS) + PROMPT_WORDS)}
 _WORD = re.compile(r"\w+|[^\w\s]")
 
@@ -71,8 +88,7 @@ class SyntheticAdapter(BaseAdapter):
         "image_size": (224, 224),
     }
 
-    def __init__(self, model: str | None = None, device: str | torch.device = "cpu",
-                 max_text_length: int = 64) -> None:
+    def __init__(self, model: str | None = None, device: str | torch.device = "cpu", max_text_length: int = 64) -> None:
         # ``model`` is accepted (and ignored) so every adapter factory has one signature.
         if max_text_length < 3:
             raise ValueError("max_text_length must leave room for [CLS], a word and [SEP]")
@@ -92,15 +108,15 @@ class SyntheticAdapter(BaseAdapter):
         self._attn_field = _random_field(shape, g, amplitude=2.0)
         self._value_field = _random_field(shape, g, amplitude=1.0)
         self._protos, self._token_colour, self._noise_colour = (
-            t.to(self.device) for t in (self._protos, self._token_colour, self._noise_colour))
+            t.to(self.device) for t in (self._protos, self._token_colour, self._noise_colour)
+        )
 
     # -- protocol -------------------------------------------------------------------------
     def preprocess(self, images: Sequence[Image.Image], size: tuple[int, int]) -> torch.Tensor:
         """Resize to ``size`` = (height, width), scale to [0, 1], normalise to [-1, 1]."""
         self._check_size(size)
         h, w = size
-        arrays = [np.asarray(im.convert("RGB").resize((w, h), Image.BILINEAR), np.float32)
-                  for im in images]
+        arrays = [np.asarray(im.convert("RGB").resize((w, h), Image.BILINEAR), np.float32) for im in images]
         pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 255.0
         return ((pixels - MEAN) / STD).to(self.device)
 
@@ -144,8 +160,7 @@ class SyntheticAdapter(BaseAdapter):
         if ids.shape[0] != b:
             raise ValueError(f"{b} images but {ids.shape[0]} prompts")
         if ids.shape[1] > self.max_text_length:
-            raise ValueError(f"prompt of {ids.shape[1]} tokens exceeds max_text_length "
-                             f"{self.max_text_length}")
+            raise ValueError(f"prompt of {ids.shape[1]} tokens exceeds max_text_length {self.max_text_length}")
         bad = [l for l in layers if not 0 <= l < self.num_layers]
         if bad:
             raise IndexError(f"layers {bad} out of range 0..{self.num_layers - 1}")
@@ -195,8 +210,7 @@ class SyntheticAdapter(BaseAdapter):
             raise ValueError(f"image size {size} must be positive multiples of {self.patch_size}")
 
 
-def _random_field(shape: tuple[int, int], g: torch.Generator, amplitude: float,
-                  components: int = 3) -> torch.Tensor:
+def _random_field(shape: tuple[int, int], g: torch.Generator, amplitude: float, components: int = 3) -> torch.Tensor:
     """Parameters of a smooth random field per (layer, head): rows (fy, fx, phase, amp)."""
     freq = (torch.rand(*shape, components, 2, generator=g) * 2 - 1) * 2.0  # cycles per image
     phase = torch.rand(*shape, components, 1, generator=g) * 2 * math.pi

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Iterator, Literal, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
 
-import pnpseg
 import torch
 from PIL import Image
-from pnpseg.profiling import stage
+
+import pnpseg
+from pnpseg.method.profiling import stage
 from pnpseg_hf import HFAdapter, broadcast_batch, capture_outputs, side
 
 DEFAULT_MODEL = "Salesforce/blip-itm-large-flickr"
@@ -80,8 +82,7 @@ class BlipAdapter(HFAdapter):
         architectures = getattr(self.config, "architectures", None) or []
         if architectures and ITM_ARCHITECTURE not in architectures:
             raise pnpseg.ModelLoadError(
-                f"{self.name!r} is a BLIP {architectures[0]}, not an image-text-matching model; "
-                f"{self._suggestion()}"
+                f"{self.name!r} is a BLIP {architectures[0]}, not an image-text-matching model; {self._suggestion()}"
             )
 
     # -- protocol --------------------------------------------------------------------------
@@ -93,9 +94,7 @@ class BlipAdapter(HFAdapter):
         ids[:, 0] = self.first_token_id
         return pnpseg.TokenizedText(ids, text.attention_mask, text.offsets, text.unknown)
 
-    def forward(
-        self, pixels: torch.Tensor, text: pnpseg.TokenizedText, layers: Sequence[int]
-    ) -> pnpseg.VLMOutput:
+    def forward(self, pixels: torch.Tensor, text: pnpseg.TokenizedText, layers: Sequence[int]) -> pnpseg.VLMOutput:
         """ITM pass with gradients only where GradCAM needs them.
 
         The vision tower runs under ``no_grad``; its output is made a grad-requiring leaf so
@@ -117,7 +116,11 @@ class BlipAdapter(HFAdapter):
         input_ids = input_ids.expand(batch, -1)
         attention_mask = attention_mask.expand(batch, -1)
 
-        with torch.enable_grad(), stage("text forward"), capture_cross_attentions(model, sorted(set(layers))) as captured:
+        with (
+            torch.enable_grad(),
+            stage("text forward"),
+            capture_cross_attentions(model, sorted(set(layers))) as captured,
+        ):
             hidden = model.text_encoder(
                 input_ids=input_ids,
                 attention_mask=attention_mask,

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
 
 import pnpseg
-import torch
-from pnpseg.profiling import stage
+from pnpseg.method.profiling import stage
 from pnpseg_hf import HFAdapter, broadcast_batch, capped_by_tokenizer, capture_outputs, side, start_graph_at
 
 DEFAULT_MODEL = "BridgeTower/bridgetower-large-itm-mlm-itc"

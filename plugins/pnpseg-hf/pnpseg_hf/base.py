@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
-import pnpseg
 import torch
 from PIL import Image
+
+import pnpseg
 
 from .loading import load_pretrained, quiet_progress, resolve_source
 
@@ -79,8 +81,13 @@ class HFAdapter(pnpseg.BaseAdapter):
     def _load(self, loader: Any, **kwargs: Any) -> Any:
         """:func:`load_pretrained` for this adapter's model source and messages."""
         return load_pretrained(
-            loader, self.name, self._source, self.adapter_name,
-            model_description=self.model_description, require_config=self.require_config_json, **kwargs,
+            loader,
+            self.name,
+            self._source,
+            self.adapter_name,
+            model_description=self.model_description,
+            require_config=self.require_config_json,
+            **kwargs,
         )
 
     def _suggestion(self) -> str:
@@ -104,14 +111,15 @@ class HFAdapter(pnpseg.BaseAdapter):
             with quiet_progress():
                 model, info = self._load(
                     _transformers_class(self.model_class).from_pretrained,
-                    config=self.config, attn_implementation="eager", dtype=torch.float32,
+                    config=self.config,
+                    attn_implementation="eager",
+                    dtype=torch.float32,
                     output_loading_info=True,
                 )
             missing = [k for k in info.get("missing_keys", ()) if k.startswith(self.required_weights)]
             if missing:
                 raise pnpseg.ModelLoadError(
-                    f"{self.name!r} has no {self.head_description} (missing {missing[0]}, ...); "
-                    f"{self._suggestion()}"
+                    f"{self.name!r} has no {self.head_description} (missing {missing[0]}, ...); {self._suggestion()}"
                 ) from None
             self._model = model.eval().requires_grad_(False).to(self.device)
         return self._model
@@ -141,8 +149,12 @@ class HFAdapter(pnpseg.BaseAdapter):
         when it plans chunks.
         """
         enc = self.tokenizer(
-            list(prompts), padding="longest", return_offsets_mapping=True,
-            return_special_tokens_mask=True, return_token_type_ids=False, return_tensors="pt",
+            list(prompts),
+            padding="longest",
+            return_offsets_mapping=True,
+            return_special_tokens_mask=True,
+            return_token_type_ids=False,
+            return_tensors="pt",
             verbose=False,
         )
         ids = enc["input_ids"]
@@ -160,9 +172,7 @@ class HFAdapter(pnpseg.BaseAdapter):
         layers = [int(i) for i in layers]
         for i in layers:
             if not 0 <= i < self.num_layers:
-                raise IndexError(
-                    f"{self.display_name} layer index {i} out of range 0..{self.num_layers - 1} (0-based)"
-                )
+                raise IndexError(f"{self.display_name} layer index {i} out of range 0..{self.num_layers - 1} (0-based)")
         length = text.input_ids.shape[1]
         if length > self.max_text_length:
             raise ValueError(f"prompt has {length} tokens; {self.display_name} allows {self.max_text_length}")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pnpseg
-from pnpseg import hub
+from pnpseg.io import hub
 
 
 def looks_like_path(name: str) -> bool:
@@ -49,21 +50,17 @@ def load_pretrained(
     rejects gives ``folder NAME is not a <model_description> (<first line of the error>)``;
     with ``require_config`` a folder without ``config.json`` is refused before the call.
     Hub ids try the local cache first (a cached model needs no network at all), then the
-    hub only if its host answers (:mod:`pnpseg.hub`: no 30 s of retries on an offline
+    hub only if its host answers (:mod:`pnpseg.io.hub`: no 30 s of retries on an offline
     machine), quietly; a hub id that is neither cached nor downloadable gives
     :func:`pnpseg.model_unavailable` for ``adapter_name``. ``kwargs`` go to ``loader``.
     """
     if source is not None:
         if require_config and not (source / "config.json").is_file():
-            raise pnpseg.ModelLoadError(
-                f"folder {name!r} has no config.json: not a Hugging Face model folder"
-            )
+            raise pnpseg.ModelLoadError(f"folder {name!r} has no config.json: not a Hugging Face model folder")
         try:
             return loader(str(source), **kwargs)
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise pnpseg.ModelLoadError(
-                f"folder {name!r} is not a {model_description} ({first_line(exc)})"
-            ) from None
+            raise pnpseg.ModelLoadError(f"folder {name!r} is not a {model_description} ({first_line(exc)})") from None
     from huggingface_hub.errors import HfHubHTTPError
 
     try:

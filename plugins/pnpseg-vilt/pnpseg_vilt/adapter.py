@@ -18,11 +18,13 @@ checks shared with the other Hugging Face adapters live in ``pnpseg_hf``.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
+
+import torch
 
 import pnpseg
-import torch
-from pnpseg.profiling import stage
+from pnpseg.method.profiling import stage
 from pnpseg_hf import HFAdapter, broadcast_batch, capped_by_tokenizer, side, start_graph_at
 
 DEFAULT_MODEL = "dandelin/vilt-b32-finetuned-coco"
@@ -132,9 +134,7 @@ class ViltAdapter(HFAdapter):
             index = order.to(block.device)[:, None, None, :].expand(*block.shape[:-1], -1)
             return block.gather(-1, index)
 
-        return pnpseg.VLMOutput(
-            match_logit=match_logit, attentions=attentions, grid=grid, to_text_image=to_text_image
-        )
+        return pnpseg.VLMOutput(match_logit=match_logit, attentions=attentions, grid=grid, to_text_image=to_text_image)
 
 
 # -- patch order -----------------------------------------------------------------------------

@@ -1,0 +1,243 @@
+"""``pnpseg eval``: score PnP-OVSS (or label PNGs already written) on a segmentation dataset.
+
+Registered on :data:`pnpseg.cli.app.app`; heavy imports happen inside the command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from pnpseg.cli.app import app, console, friendly
+from pnpseg.errors import PnpsegError
+
+
+def _parse_slide(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    parts = value.replace("x", ":").split(":")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or min(int(p) for p in parts) < 1:
+        raise PnpsegError(f"--slide must be CROP:STRIDE with positive integers, e.g. 336:224; got {value!r}")
+    return int(parts[0]), int(parts[1])
+
+
+@app.command("eval")
+@friendly
+def eval_command(
+    dataset: str = typer.Option(
+        ...,
+        "--dataset",
+        "-d",
+        help="Dataset name: voc21, voc20, pc60, pc59, coco-object, coco-stuff, ade20k, cityscapes, or a plugin's.",
+    ),
+    root: Path = typer.Option(
+        ..., "--root", help="The dataset's root folder (MMSegmentation layout; see docs/evaluation.md)."
+    ),
+    protocol: str = typer.Option("pnp", "--protocol", help="pnp (the paper's) or standard (MMSegmentation-style)."),
+    predictions: Optional[Path] = typer.Option(
+        None,
+        "--predictions",
+        help="Score label PNGs in this folder (DIR/<image id>.png, 0 = background, i = class i; classes.json honoured) instead of running a model.",
+    ),
+    adapter: Optional[str] = typer.Option(
+        None, "--adapter", "-a", help="VLM adapter (default: the preset's, else blip)."
+    ),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint name or local folder."),
+    preset: Optional[Path] = typer.Option(None, "--preset", help="A parameter preset written by `pnpseg tune`."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Evaluate only the first N images."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Output folder (default: pnpseg-eval/<dataset>-<protocol>)."
+    ),
+    save_predictions: bool = typer.Option(
+        False, "--save-predictions", help="Also write label PNGs to OUT/predictions/ (re-scorable with --predictions)."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    image_size: Optional[str] = typer.Option(
+        None, "--image-size", help="Model input size: N or HxW (the paper's 'short side' 336/768)."
+    ),
+    layer: Optional[int] = typer.Option(None, "--layer", help="Text→image attention layer (1-based)."),
+    head: Optional[int] = typer.Option(None, "--head", help="Attention head (1-based)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Keep normalised saliency ≥ T."),
+    blur_sigma: Optional[float] = typer.Option(None, "--blur-sigma", help="Blur σ as a fraction of max(H, W)."),
+    drop_rounds: Optional[int] = typer.Option(None, "--drop-rounds", help="Saliency DropOut rounds."),
+    drop_rule: Optional[str] = typer.Option(None, "--drop-rule", help="median or topk:N."),
+    postprocess: Optional[str] = typer.Option(None, "--postprocess", help='Postprocessor chain, e.g. "blur,crf".'),
+    compat: Optional[str] = typer.Option(None, "--compat", help="paper or authors."),
+    synonyms: Optional[bool] = typer.Option(
+        None,
+        "--synonyms/--no-synonyms",
+        help="Prompt every synonym of a class and max-pool them (default: on for standard, off for pnp).",
+    ),
+    pnp_background: Optional[str] = typer.Option(
+        None,
+        "--pnp-background",
+        help="pnp protocol background channel: always, never or few:N (default: the dataset's; docs/method.md §4).",
+    ),
+    bg_threshold: float = typer.Option(
+        0.0,
+        "--bg-threshold",
+        min=0.0,
+        max=1.0,
+        help="standard protocol, datasets with a background class: background also where the top class probability is below this (MMSeg's prob_thd; 0 = argmax only).",
+    ),
+    slide: Optional[str] = typer.Option(
+        None, "--slide", help="Sliding window CROP:STRIDE in pixels (after --short-side)."
+    ),
+    short_side: Optional[int] = typer.Option(
+        None, "--short-side", min=1, help="Resize images to this short side before segmenting."
+    ),
+    checkpoint_every: int = typer.Option(
+        20, "--checkpoint-every", min=1, help="Save the resumable state every N images."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Start over instead of resuming the evaluation in --out."
+    ),
+    export_classes: Optional[Path] = typer.Option(
+        None,
+        "--export-classes",
+        help="Write the dataset's prompted class names (one per line, for `pnpseg segment --classes-file`) and exit.",
+    ),
+    engine: str = typer.Option(
+        "local",
+        "--engine",
+        help="local or ray (predict on Ray workers, confusion matrices summed; needs pnpseg[ray], docs/scale-out.md).",
+    ),
+    ray_address: Optional[str] = typer.Option(
+        None,
+        "--ray-address",
+        help="--engine ray: auto, HOST:PORT or ray://HOST:PORT (default: $RAY_ADDRESS, else a local Ray instance).",
+    ),
+    workers: int = typer.Option(1, "--workers", min=1, help="--engine ray: model workers (actors)."),
+    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0.0, help="--engine ray: GPUs per worker."),
+) -> None:
+    """Evaluate on a dataset: mIoU, per-class IoU and pixel accuracy; resumable."""
+    from pnpseg.evaluation.datasets import get_dataset
+    from pnpseg.evaluation.evaluate import PROTOCOLS, Evaluation, ModelPredictor, PredictionFolder
+    from pnpseg.io.outputs import atomic_write_bytes
+
+    if protocol not in PROTOCOLS:
+        raise PnpsegError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    data = get_dataset(dataset, root)
+    if export_classes is not None:
+        names = [c[0] for c in data.prompt_classes]
+        atomic_write_bytes(export_classes, ("\n".join(names) + "\n").encode("utf-8"))
+        console.print(f"wrote {len(names)} class names to {export_classes}", highlight=False)
+        return
+    slide_window = _parse_slide(slide)
+    out = out or Path("pnpseg-eval") / f"{dataset}-{protocol}"
+    if engine not in ("local", "ray"):
+        raise PnpsegError(f"--engine must be local or ray, got {engine!r}")
+    if engine == "ray":
+        return _eval_on_ray(**locals())
+    if predictions is not None:
+        predictor = PredictionFolder(predictions, data)
+        settings = predictor.settings()
+    else:
+        from pnpseg.method.segmenter import Segmenter
+
+        params = dict(
+            layer=layer,
+            head=head,
+            threshold=threshold,
+            blur_sigma=blur_sigma,
+            drop_rounds=drop_rounds,
+            drop_rule=drop_rule,
+            image_size=image_size,
+            postprocess=postprocess,
+            compat=compat,
+        )
+        loaded = None
+        if preset is not None:
+            try:
+                from pnpseg.method.preset import apply_preset, load_preset
+            except ImportError:  # pragma: no cover - pnpseg.method.preset ships with `pnpseg tune`
+                raise PnpsegError("--preset needs pnpseg.method.preset (pnpseg tune), which is not installed") from None
+            loaded = load_preset(preset)
+            adapter, model, params = apply_preset(loaded, adapter, model, params)
+        adapter = adapter or "blip"
+        data.samples()  # dataset problems before any model loads
+        segmenter = Segmenter.from_pretrained(adapter, model=model, device=device, **params)
+        predictor = ModelPredictor(
+            segmenter,
+            data,
+            protocol,
+            synonyms=synonyms,
+            pnp_background=pnp_background,
+            bg_threshold=bg_threshold,
+            slide=slide_window,
+            short_side=short_side,
+        )
+        settings = {
+            "adapter": adapter,
+            "model": model,
+            "preset": str(preset) if preset else None,
+            **predictor.settings(),
+        }
+    job = Evaluation(
+        data,
+        predictor,
+        out,
+        protocol=protocol,
+        settings=settings,
+        limit=limit,
+        save_predictions=save_predictions,
+        checkpoint_every=checkpoint_every,
+        overwrite=overwrite,
+        console=console,
+    )
+    job.run()
+
+
+def _eval_on_ray(**o) -> None:
+    """``eval --engine ray``: the same predictor, rebuilt on each Ray worker from its options."""
+    from pnpseg.engines.ray import EvalConfig, ray_evaluate
+
+    params = dict(
+        layer=o["layer"],
+        head=o["head"],
+        threshold=o["threshold"],
+        blur_sigma=o["blur_sigma"],
+        drop_rounds=o["drop_rounds"],
+        drop_rule=o["drop_rule"],
+        image_size=o["image_size"],
+        postprocess=o["postprocess"],
+        compat=o["compat"],
+    )
+    adapter, model, preset = o["adapter"], o["model"], o["preset"]
+    if o["predictions"] is None:
+        if preset is not None:
+            from pnpseg.method.preset import apply_preset, load_preset
+
+            adapter, model, params = apply_preset(load_preset(preset), adapter, model, params)
+        o["data"].samples()  # dataset problems before any model loads
+    config = EvalConfig(
+        o["data"],
+        str(o["out"]),
+        o["protocol"],
+        predictions=str(o["predictions"]) if o["predictions"] is not None else None,
+        adapter=adapter or "blip",
+        model=model,
+        preset=str(preset) if preset else None,
+        device=o["device"],
+        params=params,
+        save_predictions=o["save_predictions"],
+        predictor_options=dict(
+            synonyms=o["synonyms"],
+            pnp_background=o["pnp_background"],
+            bg_threshold=o["bg_threshold"],
+            slide=o["slide_window"],
+            short_side=o["short_side"],
+        ),
+    )
+    ray_evaluate(
+        config,
+        address=o["ray_address"],
+        workers=o["workers"],
+        gpus_per_worker=o["gpus_per_worker"],
+        limit=o["limit"],
+        checkpoint_every=o["checkpoint_every"],
+        overwrite=o["overwrite"],
+        console=console,
+    )

@@ -1,0 +1,192 @@
+"""Overlapping the pipeline's stages: image prefetch, post-processing in worker processes,
+and ``--batch-size auto``.
+
+* :func:`prefetch` reads and decodes the next batch of images in a background thread
+  while the model works on the current one.
+* :class:`Finisher` runs step 4 (threshold, resize, blur, CRF, argmax) either in-process
+  (``workers=0``) or in a pool of worker processes, so that the CRF of image *i* overlaps
+  the model passes of image *i+1*. Results come back in submission order and are
+  byte-identical to the serial path: the workers run the very same function
+  (:func:`pnpseg.method.segmenter.finish`) on the same inputs.
+* :func:`auto_batch_size` probes the largest batch that fits on the GPU, halving on
+  out-of-memory; on CPU it is 1 (batching does not speed up CPU inference).
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib.util
+import multiprocessing
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pnpseg.errors import PnpsegError
+from pnpseg.method import profiling
+from pnpseg.method.params import SegmentParams
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def prefetch(batches: Iterable[T], load: Callable[[T], R], ahead: int = 1) -> Iterator[tuple[T, R]]:
+    """Yield ``(batch, load(batch))``, loading up to ``ahead`` batches in a background thread."""
+    iterator = iter(batches)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pnpseg-prefetch") as pool:
+        pending: collections.deque[tuple[T, Future]] = collections.deque()
+
+        def push() -> None:
+            for batch in iterator:
+                pending.append((batch, pool.submit(load, batch)))
+                return
+
+        for _ in range(ahead + 1):
+            push()
+        while pending:
+            batch, future = pending.popleft()
+            push()
+            yield batch, future.result()
+
+
+# -- post-processing in worker processes ------------------------------------------------
+
+_worker_state: dict[str, Any] = {}
+
+
+def _init_worker(params: SegmentParams, chain: Sequence[Any], profile: bool) -> None:
+    torch.set_num_threads(1)  # the main process keeps the cores for the model
+    _worker_state.update(params=params, chain=chain)
+    profiling.enable(profile)
+
+
+def _finish_labels(
+    image: Image.Image, saliency: torch.Tensor, names: list[str], params: SegmentParams, chain: Sequence[Any]
+) -> tuple[np.ndarray, float, dict[str, float]]:
+    from pnpseg.method.segmenter import finish
+
+    before = profiling.totals()
+    start = time.perf_counter()
+    labels = finish(image, saliency, names, params, chain).labels
+    seconds = time.perf_counter() - start
+    stages = {k: v - before.get(k, 0.0) for k, v in profiling.totals().items()}
+    return labels, seconds, stages  # stage times of this image (added to the parent's in pools)
+
+
+def _finish_in_worker(image: Image.Image, saliency: torch.Tensor, names: list[str]):
+    return _finish_labels(image, saliency, names, _worker_state["params"], _worker_state["chain"])
+
+
+class Finisher:
+    """Step 4 for a stream of images; ``workers=0`` is serial and in-process.
+
+    ``submit(image, saliency, names, tag)`` queues one image; ``results(wait)`` yields
+    ``(tag, labels, seconds, error)`` in submission order for the images that are done
+    (all of them with ``wait=True``). ``error`` is the exception raised while finishing
+    that image, or None. At most ``2·workers + 2`` images are in flight; ``submit`` waits
+    for the oldest beyond that, which bounds memory when the CRF is the slower side.
+    """
+
+    def __init__(self, params: SegmentParams, chain: Sequence[Any], workers: int = 0):
+        if workers < 0:
+            raise PnpsegError(f"--workers must be ≥ 0, got {workers}")
+        self.params, self.chain, self.workers = params, list(chain), workers
+        self._pending: collections.deque[tuple[Any, Future]] = collections.deque()
+        self._done: collections.deque[tuple[Any, Any, float, BaseException | None]] = collections.deque()
+        self._pool: ProcessPoolExecutor | None = None
+        if workers:
+            for step in self.chain:
+                module = type(step).__module__
+                if module == "__main__" or importlib.util.find_spec(module.split(".")[0]) is None:
+                    raise PnpsegError(
+                        f"--workers needs postprocessors importable by module name; {type(step).__name__} "
+                        f"comes from {module!r} (use --workers 0)"
+                    )
+            self._pool = ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=multiprocessing.get_context("spawn"),  # fork + torch threads can deadlock
+                initializer=_init_worker,
+                initargs=(params, self.chain, profiling.enabled()),
+            )
+
+    def __enter__(self) -> Finisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def submit(self, image: Image.Image, saliency: torch.Tensor, names: list[str], tag: Any) -> None:
+        if self._pool is None:
+            try:
+                labels, seconds, _ = _finish_labels(image, saliency, names, self.params, self.chain)
+                self._done.append((tag, labels, seconds, None))
+            except Exception as error:  # noqa: BLE001 - reported per image by the caller
+                self._done.append((tag, None, 0.0, error))
+            return
+        while len(self._pending) >= 2 * self.workers + 2:
+            self._collect(self._pending.popleft(), wait=True)
+        self._pending.append((tag, self._pool.submit(_finish_in_worker, image, saliency, list(names))))
+
+    def _collect(self, entry: tuple[Any, Future], wait: bool) -> bool:
+        tag, future = entry
+        if not wait and not future.done():
+            return False
+        try:
+            labels, seconds, stages = future.result()
+        except Exception as error:  # noqa: BLE001 - reported per image by the caller
+            self._done.append((tag, None, 0.0, error))
+            return True
+        for name, value in stages.items():
+            profiling.add(name, value)
+        self._done.append((tag, labels, seconds, None))
+        return True
+
+    def results(self, wait: bool = False) -> Iterator[tuple[Any, Any, float, BaseException | None]]:
+        while self._pending and self._collect(self._pending[0], wait):
+            self._pending.popleft()
+        while self._done:
+            yield self._done.popleft()
+
+
+# -- batch size ---------------------------------------------------------------------------
+
+
+def parse_batch_size(value: str | int) -> int | str:
+    """``"auto"`` or a positive integer."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        size = 0
+    if size < 1:
+        raise PnpsegError(f"--batch-size must be a positive integer or 'auto', got {value!r}")
+    return size
+
+
+def auto_batch_size(segmenter: Any, image: Image.Image, classes: Sequence[str], start: int = 64) -> int:
+    """The largest batch (≤ ``start``, halving) whose model passes fit in GPU memory.
+
+    On CPU this is 1: CPU inference gains nothing from batching and larger batches only
+    delay the first result. The probe runs the real saliency step on copies of ``image``.
+    """
+    if segmenter.adapter.device.type != "cuda":
+        return 1
+    size = start
+    while size > 1:
+        try:
+            segmenter.saliency([image] * size, [list(classes)] * size)
+            return size
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            size //= 2
+    return 1

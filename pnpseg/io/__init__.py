@@ -1,0 +1,1 @@
+"""The edges: discovering and decoding input images, writing outputs atomically, the model hub."""

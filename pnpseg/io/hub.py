@@ -1,0 +1,73 @@
+"""Model hubs seen from a machine that may be offline: fail fast, in one line, quietly.
+
+huggingface_hub retries an unreachable host five times with back-off (about 30 s) and logs
+every retry. Before going online, the loaders here check that the hub's host answers at
+all (a DNS lookup and a TCP connect with a short timeout), and silence the retry chatter:
+the user gets pnpseg's one-line error instead. Nothing here imports huggingface_hub.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from urllib.parse import urlparse
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+def offline() -> bool:
+    """True when the user told huggingface_hub to stay offline."""
+    return any(
+        os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def reachable(endpoint: str | None = None, timeout: float = 3.0) -> bool:
+    """Whether the hub's host accepts a TCP connection (assumed yes behind a proxy)."""
+    if offline():
+        return False
+    if any(os.environ.get(v) for v in _PROXY_VARIABLES):
+        return True  # the proxy, not us, reaches the hub: let the client try
+    url = urlparse(endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence huggingface_hub's (and open_clip's) retry warnings for the duration."""
+    loggers = [logging.getLogger(name) for name in ("huggingface_hub", "open_clip", "")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def cache_only(enabled: bool = True) -> Iterator[None]:
+    """Make huggingface_hub answer from its cache alone (as ``HF_HUB_OFFLINE=1`` would) for the
+    duration, for libraries such as open_clip that offer no ``local_files_only`` switch."""
+    if not enabled:
+        yield
+        return
+    from huggingface_hub import constants
+
+    previous = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = previous

@@ -1,0 +1,237 @@
+"""Finding input images and decoding them into plain RGB, whatever odd form they come in.
+
+The pipeline only ever sees ``PIL.Image`` objects in mode ``RGB`` with the orientation a
+viewer would show. Everything that can go wrong with a file on disk is turned into a
+one-line :class:`~pnpseg.errors.ImageError` here, so the CLI can report it and move on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from pnpseg.errors import ImageError, PnpsegError
+
+IMAGE_SUFFIXES: frozenset[str] = frozenset(
+    {
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".jfif",
+        ".png",
+        ".apng",
+        ".bmp",
+        ".dib",
+        ".gif",
+        ".tif",
+        ".tiff",
+        ".webp",
+        ".ppm",
+        ".pgm",
+        ".pbm",
+        ".pnm",
+        ".tga",
+        ".ico",
+    }
+)
+
+
+def is_image_name(path: Path) -> bool:
+    """True if the file suffix (any case) is one we try to decode."""
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+@dataclass(frozen=True)
+class InputItem:
+    """One image to process: where it is, and where it sits relative to its input root.
+
+    ``relative`` mirrors the input layout under the output folder; it keeps the original
+    suffix (``a/x.jpg``), use :meth:`output_relative` for the output name.
+    """
+
+    path: Path
+    relative: Path
+
+    def output_relative(self, suffix: str = ".png") -> Path:
+        """The relative output path: ``a/x.jpg`` -> ``a/x.png``."""
+        return self.relative.with_suffix(suffix)
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _walk(root: Path) -> tuple[list[InputItem], list[Path]]:
+    items: list[InputItem] = []
+    skipped: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not _hidden(d))  # prune .git etc.
+        for name in sorted(filenames):
+            if _hidden(name):
+                continue
+            path = Path(dirpath) / name
+            if is_image_name(path):
+                items.append(InputItem(path, path.relative_to(root)))
+            else:
+                skipped.append(path)
+    items.sort(key=lambda item: item.relative.parts)
+    skipped.sort(key=lambda p: p.relative_to(root).parts)
+    return items, skipped
+
+
+def discover(inputs: Sequence[Path]) -> tuple[list[InputItem], list[Path]]:
+    """Expand files and folders into the images to process, plus the non-image files skipped.
+
+    Folders are walked recursively in sorted order; hidden files and folders (``.DS_Store``,
+    ``.git``) inside them are ignored silently. A file given directly keeps its name as
+    ``relative`` (even if hidden) but is still skipped if its suffix is not an image suffix.
+    Inputs keep their command-line order; the same file reached twice is kept once.
+
+    Raises :class:`PnpsegError` if an input does not exist, or if two images would write
+    the same output (``a/x.jpg`` + ``b/x.jpg`` given as files, or ``x.jpg`` + ``x.png`` in
+    one folder). The comparison ignores suffix and letter case, since outputs all get the
+    same suffix and may land on a case-insensitive file system.
+    """
+    items: list[InputItem] = []
+    skipped: list[Path] = []
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            found, skip = _walk(path)
+            items += found
+            skipped += skip
+        elif path.is_file():
+            if is_image_name(path):
+                items.append(InputItem(path, Path(path.name)))
+            else:
+                skipped.append(path)
+        elif path.exists() or path.is_symlink():
+            raise PnpsegError(f"input is neither a file nor a folder: {path}")
+        else:
+            raise PnpsegError(f"input not found: {path}")
+
+    unique: list[InputItem] = []
+    seen_files: set[Path] = set()
+    by_output: dict[str, list[InputItem]] = {}
+    for item in items:
+        real = item.path.resolve()
+        if real in seen_files:
+            continue
+        seen_files.add(real)
+        unique.append(item)
+        key = item.relative.with_suffix("").as_posix().casefold()
+        by_output.setdefault(key, []).append(item)
+    clashes = [group for group in by_output.values() if len(group) > 1]
+    if clashes:
+        shown = "; ".join(" and ".join(str(i.path) for i in group) for group in clashes[:5])
+        more = f" (and {len(clashes) - 5} more)" if len(clashes) > 5 else ""
+        raise PnpsegError(
+            f"{len(clashes)} output name clash(es), these inputs would write the same "
+            f"output file: {shown}{more}; rename them or process them separately"
+        )
+    return unique, skipped
+
+
+def _scale_to_u8(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    if hi <= lo:
+        return np.zeros(arr.shape, dtype=np.uint8)
+    scaled = (arr.astype(np.float64) - lo) * (255.0 / (hi - lo))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def _high_depth_to_l(im: Image.Image) -> Image.Image:
+    """16/32-bit grayscale -> 8-bit. PIL's own convert clips instead of scaling."""
+    arr = np.asarray(im)
+    if im.mode == "F":
+        arr = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        return Image.fromarray(_scale_to_u8(arr, float(arr.min()), float(arr.max())))
+    if im.mode.startswith("I;16") or (arr.size and arr.min() >= 0 and arr.max() <= 65535):
+        return Image.fromarray(_scale_to_u8(arr, 0.0, 65535.0))  # 16-bit data: 65535 -> 255
+    return Image.fromarray(_scale_to_u8(arr, float(arr.min()), float(arr.max())))
+
+
+def _to_srgb(im: Image.Image) -> Image.Image | None:
+    """Apply an embedded ICC profile (Adobe RGB, Display P3, CMYK...) if littlecms can."""
+    icc = im.info.get("icc_profile")
+    if not icc or im.mode not in ("RGB", "CMYK"):
+        return None
+    try:
+        import io
+
+        from PIL import ImageCms
+
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        return ImageCms.profileToProfile(im, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
+    except Exception:  # no littlecms, or a broken profile: plain conversion is fine
+        return None
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Convert any PIL mode to RGB; transparency is composited onto white."""
+    if im.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        im = _high_depth_to_l(im)
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if im.mode == "RGB":
+        return _to_srgb(im) or im
+    if im.mode == "CMYK":
+        return _to_srgb(im) or im.convert("RGB")
+    return im.convert("RGB")  # 1, L, P, YCbCr, RGBX, ...
+
+
+def _reason(path: Path, exc: BaseException) -> str:
+    if isinstance(exc, Image.DecompressionBombError):
+        return "image too large (decompression bomb protection); raise PIL's MAX_IMAGE_PIXELS"
+    if isinstance(exc, FileNotFoundError):
+        return "file not found"
+    if isinstance(exc, IsADirectoryError) or path.is_dir():
+        return "is a directory, not an image file"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, UnidentifiedImageError):
+        try:
+            if path.stat().st_size == 0:
+                return "empty file"
+        except OSError:
+            pass
+        return "not a recognised image format"
+    msg = " ".join(str(exc).split())
+    if "truncated" in msg.lower() or isinstance(exc, EOFError):
+        return "truncated or corrupt image data"
+    return (
+        f"cannot decode image ({type(exc).__name__}: {msg[:200]})"
+        if msg
+        else (f"cannot decode image ({type(exc).__name__})")
+    )
+
+
+def load_image(path: Path) -> Image.Image:
+    """Read ``path`` as the RGB image a viewer would display.
+
+    EXIF orientation is applied; grayscale, palette, CMYK, YCbCr become RGB; alpha is
+    composited onto white; 16-bit grayscale is scaled by its bit depth (65535 -> 255), float
+    images min-max. Animated files give their first frame. Pixels are decoded here so a
+    truncated file fails now, as ``ImageError("<path>: <reason>")`` on one line.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            try:
+                oriented = ImageOps.exif_transpose(im)
+            except Exception:  # malformed EXIF should not reject good pixels
+                oriented = im
+            rgb = to_rgb(oriented)
+            rgb.load()
+            return rgb if rgb is not im else im.copy()
+    except ImageError:
+        raise
+    except Exception as exc:  # PIL raises many types for bad data (SyntaxError, struct.error...)
+        raise ImageError(f"{path}: {_reason(path, exc)}") from None

@@ -1,0 +1,300 @@
+"""Writing results so that an interrupted run never leaves a half-written file behind.
+
+Every file is written to a hidden temp file next to its destination, fsynced, then renamed
+over it (``os.replace`` is atomic on POSIX and Windows). Progress is recorded in an
+append-only JSON-lines manifest so a rerun can skip finished images.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import secrets
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable; not possible (nor needed) on some platforms."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; on success fsync it and rename it over ``path``.
+
+    The temp file is ``.<name>.tmp-<random><suffix>`` (hidden; the original suffix is kept
+    so writers that pick a format by suffix, like PIL or ``np.save``, still work). On any
+    exception it is deleted and ``path`` is left as it was. Parent folders are created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}{path.suffix}")
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` all-or-nothing."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+
+
+def _json_default(obj: Any) -> Any:
+    """Let callers pass Paths and numpy scalars/arrays without converting them first."""
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Pretty UTF-8 JSON, atomically. NaN/inf raise ValueError (they are not valid JSON)."""
+    text = json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False, default=_json_default)
+    atomic_write_bytes(path, (text + "\n").encode("utf-8"))
+
+
+def palette(num_classes: int = 256) -> list[int]:
+    """PASCAL VOC colour map as a flat ``[r, g, b, r, g, b, ...]`` list of ``num_classes`` colours.
+
+    Index 0 is black (background/unlabelled), 1 is (128, 0, 0), 2 is (0, 128, 0), ...; the
+    bit-interleaving gives 256 distinct colours, so pass 256 for a full PIL palette.
+    """
+    if num_classes < 0:
+        raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+    flat: list[int] = []
+    for i in range(num_classes):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        flat += [r, g, b]
+    return flat
+
+
+_PALETTE = np.array(palette(256), dtype=np.uint8).reshape(256, 3)
+
+
+def _check_labels(labels: np.ndarray) -> np.ndarray:
+    """Validate an (H, W) label map with values 0..255 and return it as uint8."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or labels.size == 0:
+        raise ValueError(f"labels must be a non-empty (H, W) array, got shape {labels.shape}")
+    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == np.bool_):
+        raise ValueError(f"labels must have an integer dtype, got {labels.dtype}")
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi > 255:
+        raise ValueError(
+            f"label values must be in 0..255 for a palette PNG, got {lo}..{hi} (at most 255 classes plus background)"
+        )
+    return labels.astype(np.uint8)
+
+
+def save_label_png(path: Path, labels: np.ndarray) -> None:
+    """Save labels as a palette ('P') PNG: pixel values are the label ids, colours are VOC's.
+
+    Tools read the ids back with ``np.array(Image.open(p))``; viewers show colours.
+    """
+    atomic_write_bytes(path, encode_label_png(labels))
+
+
+def encode_label_png(labels: np.ndarray) -> bytes:
+    """The bytes :func:`save_label_png` writes (for writers to other file systems)."""
+    im = Image.fromarray(_check_labels(labels))
+    im.putpalette(_PALETTE.ravel().tolist())
+    buffer = io.BytesIO()
+    im.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _label_name(label: int, class_names: Sequence[str]) -> str:
+    if label == 0:
+        return "background"
+    return class_names[label - 1] if label - 1 < len(class_names) else f"class {label}"
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)  # scalable when Pillow has FreeType
+    except Exception:
+        return ImageFont.load_default()
+
+
+def _save_image(path: Path, im: Image.Image) -> None:
+    fmt = Image.registered_extensions().get(Path(path).suffix.lower())
+    if fmt is None:
+        raise ValueError(f"cannot tell the image format from the suffix of {path}")
+    options = {"quality": 90} if fmt == "JPEG" else {}
+    with atomic_path(path) as tmp:
+        im.save(tmp, format=fmt, **options)
+
+
+def render_overlay(
+    image: Image.Image, labels: np.ndarray, class_names: Sequence[str], alpha: float = 0.5
+) -> Image.Image:
+    """The image blended with label colours, plus a legend strip on the right.
+
+    Every pixel is blended, background with black (so it appears dimmed, matching its
+    swatch). The legend lists each label present, in label order, and grows the canvas
+    downwards if it is taller than the image.
+    """
+    lab = _check_labels(labels)
+    rgb = image.convert("RGB")
+    if lab.shape != (rgb.height, rgb.width):
+        raise ValueError(f"labels shape {lab.shape} != image size {rgb.height}x{rgb.width}")
+    base = np.asarray(rgb, dtype=np.float32)
+    blended = (1.0 - alpha) * base + alpha * _PALETTE[lab].astype(np.float32)
+    over = Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8))
+
+    size = max(12, min(48, round(max(rgb.size) / 50)))
+    font, pad = _font(size), max(4, size // 2)
+    entries = [(int(v), _label_name(int(v), class_names)[:60]) for v in np.unique(lab)]
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_w = max(probe.textbbox((0, 0), name, font=font)[2] for _, name in entries)
+    line_h = size + pad
+    legend_w = pad + size + pad + text_w + pad
+    legend_h = pad + line_h * len(entries)
+
+    canvas = Image.new("RGB", (rgb.width + legend_w, max(rgb.height, legend_h)), "white")
+    canvas.paste(over, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    x0 = rgb.width + pad
+    for row, (label, name) in enumerate(entries):
+        y = pad + row * line_h
+        colour = tuple(int(c) for c in _PALETTE[label])
+        draw.rectangle([x0, y, x0 + size, y + size], fill=colour, outline=(64, 64, 64))
+        draw.text((x0 + size + pad, y), name, fill=(0, 0, 0), font=font)
+    return canvas
+
+
+def save_overlay(
+    path: Path,
+    image: Image.Image,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    alpha: float = 0.5,
+) -> None:
+    """Write :func:`render_overlay` atomically; format from the suffix (.jpg, .png, .webp...).
+
+    ``class_names[i - 1]`` names label ``i``; label 0 is "background".
+    """
+    _save_image(path, render_overlay(image, labels, class_names, alpha))
+
+
+def class_fractions(labels: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
+    """Fraction of pixels per label present (label 0 as "background"), rounded to 4 places."""
+    lab = _check_labels(labels)
+    counts = np.bincount(lab.ravel(), minlength=1)
+    out: dict[str, float] = {}
+    for label in np.flatnonzero(counts):
+        name = _label_name(int(label), class_names)
+        out[name] = out.get(name, 0.0) + counts[label] / lab.size
+    return {name: round(float(frac), 4) for name, frac in out.items()}
+
+
+def parse_manifest(data: bytes) -> dict[str, dict]:
+    """``manifest.jsonl`` bytes → ``{input: latest record}``; malformed or partial lines are ignored."""
+    result: dict[str, dict] = {}
+    for line in data.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:  # includes UnicodeDecodeError and a line cut by a crash
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("input"), str):
+            result[rec["input"]] = rec
+    return result
+
+
+def manifest_line(record: Mapping[str, Any]) -> bytes:
+    """One record as the manifest stores it (UTF-8 JSON, newline-terminated)."""
+    line = json.dumps(dict(record), ensure_ascii=False, allow_nan=False, default=_json_default)
+    return line.encode("utf-8") + b"\n"
+
+
+class Manifest:
+    """Append-only ``manifest.jsonl``: one JSON record per processed input, latest wins.
+
+    Each record must have an ``"input"`` string key (the CLI's identifier for the input)
+    and should have a ``"status"`` (``"ok"`` marks success). Appends are one ``os.write``
+    on an ``O_APPEND`` descriptor followed by fsync, so a crash can lose at most the line
+    being written; unreadable lines are skipped on reading. Assumes a single writer.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._cache: dict[str, dict] | None = None
+
+    def records(self) -> dict[str, dict]:
+        """Re-read the file: ``{input: latest record}``. Malformed or partial lines are ignored."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            data = b""
+        result = parse_manifest(data)
+        self._cache = dict(result)
+        return result
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        """Durably append one record (one line)."""
+        if not isinstance(record.get("input"), str):
+            raise ValueError("manifest record needs a string 'input' key")
+        data = manifest_line(record)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            size = os.fstat(fd).st_size
+            if size:
+                os.lseek(fd, size - 1, os.SEEK_SET)  # reads only; O_APPEND writes go to the end
+                if os.read(fd, 1) != b"\n":
+                    data = b"\n" + data  # a crash left a partial line: don't glue onto it
+            view = memoryview(data)
+            while view:  # one write in practice; loop only if the OS writes short
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if self._cache is not None:
+            self._cache[record["input"]] = json.loads(data)
+
+    def is_done(self, input_path: str, output_path: Path, require: Mapping[str, Any] | None = None) -> bool:
+        """True if the latest record for ``input_path`` is ``status == "ok"``, its output
+        exists, and (optionally) the record has every key/value in ``require`` (e.g. the
+        same classes), so a rerun with other settings is not skipped. Reads the file once,
+        then trusts this object's own appends.
+        """
+        records = self._cache if self._cache is not None else self.records()
+        rec = records.get(input_path)
+        if rec is None or rec.get("status") != "ok" or not Path(output_path).exists():
+            return False
+        wanted = json.loads(json.dumps(dict(require or {}), default=_json_default))
+        return all(rec.get(k) == v for k, v in wanted.items())

@@ -1,0 +1,40 @@
+"""Step 3: Saliency DropOut rules (paper eq. 2–3).
+
+A rule takes the summed saliency U (B, P) and the already-dropped mask (B, P) and returns
+the newly dropped patches. Patches with zero saliency are never dropped: they carry no
+evidence, and dropping them would only hide context from the next round.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pnpseg.method.params import parse_drop_rule
+
+
+def drop_median(saliency: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
+    """Paper: drop remaining patches whose saliency is ≥ the median over remaining ones."""
+    new = torch.zeros_like(dropped)
+    for b in range(saliency.shape[0]):
+        remaining = ~dropped[b]
+        if not remaining.any():
+            continue
+        median = saliency[b][remaining].median()
+        new[b] = remaining & (saliency[b] >= median) & (saliency[b] > 0)
+    return new
+
+
+def drop_topk(saliency: torch.Tensor, dropped: torch.Tensor, k: int) -> torch.Tensor:
+    """Authors' updated code: drop the ``k`` remaining patches with the highest saliency."""
+    score = saliency.masked_fill(dropped | (saliency <= 0), float("-inf"))
+    k = min(k, score.shape[1])
+    values, index = score.topk(k, dim=1)
+    new = torch.zeros_like(dropped)
+    new.scatter_(1, index, values > float("-inf"))
+    return new
+
+
+def drop_patches(rule: str, saliency: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
+    """Apply the named rule (``median`` or ``topk:N``); returns the newly dropped patches."""
+    name, k = parse_drop_rule(rule)
+    return drop_median(saliency, dropped) if name == "median" else drop_topk(saliency, dropped, k)

@@ -1,0 +1,1 @@
+"""Per-image class sources (``--class-source``): which of the vocabulary to segment in each image."""

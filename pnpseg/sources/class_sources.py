@@ -1,0 +1,349 @@
+"""Which classes to segment in each image: class sources (the poster's step 1).
+
+Every class map is min-max normalised, so a class that is absent from an image still lights
+up somewhere. A *class source* picks, per image, the subset of the vocabulary (the full
+``--classes`` list) worth segmenting. Sources are registered with the
+``register_class_sources`` hook: ``factory(options: str, vocabulary: list[str]) ->
+ClassSource``, where ``options`` is whatever follows ``NAME:`` in ``--class-source
+NAME[:options]`` (empty if nothing) and the factory does every check it can up front
+(before any model loads). A :class:`ClassSource` is called per image::
+
+    source(image: PIL.Image (RGB), item: InputItem | None, vocabulary: list[str], segmenter)
+        -> Proposal(classes=[...subset, vocabulary order...], scores={name: float} | None)
+
+(``item`` says where the image came from: ``item.path`` and ``item.relative``.)
+
+and raises :class:`ClassSourceImageError` for a problem with that one image (the CLI records
+it in the manifest and goes on). Built-ins: ``all``, ``file``, ``itm``, ``clip``, ``llm``
+(see docs/class-sources.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from PIL import Image
+
+from pnpseg.errors import PnpsegError
+from pnpseg.hookspecs import hookimpl
+from pnpseg.io.images import InputItem
+from pnpseg.method.prompts import PREFIX
+from pnpseg.sources.image_classes import ImageClasses
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SOURCE = "all"
+#: Prompts per ITM forward pass when ranking a large vocabulary.
+ITM_CHUNK = 64
+
+
+class ClassSourceImageError(PnpsegError):
+    """A class source cannot propose classes for one image (e.g. it is missing from a file)."""
+
+
+@dataclass
+class Proposal:
+    """The classes to segment in one image, in vocabulary order, and how they were chosen."""
+
+    classes: list[str]
+    scores: dict[str, float] | None = None
+    source: str = ""
+    #: ``{"name": "itm", "reason": "..."}`` when the source fell back to another one.
+    fallback: dict[str, str] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        """The manifest's ``class_source`` entry."""
+        record: dict[str, Any] = {
+            "name": self.source,
+            "classes": list(self.classes),
+            "scores": {k: round(float(v), 6) for k, v in self.scores.items()} if self.scores is not None else None,
+            "fallback": self.fallback,
+        }
+        if self.notes:
+            record["notes"] = list(self.notes)
+        return record
+
+
+class ClassSource(Protocol):
+    name: str
+
+    def __call__(
+        self, image: Image.Image, item: InputItem | None, vocabulary: Sequence[str], segmenter: Any
+    ) -> Proposal: ...
+
+
+# -- options ------------------------------------------------------------------------------
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """``"itm:top=3"`` → ``("itm", "top=3")``; ``"all"`` → ``("all", "")``."""
+    name, _, options = (spec or DEFAULT_SOURCE).strip().partition(":")
+    if not name.strip():
+        raise PnpsegError(f"--class-source {spec!r}: no source name")
+    return name.strip(), options.strip()
+
+
+def parse_options(source: str, options: str, allowed: Mapping[str, Callable[[str], Any]]) -> dict[str, Any]:
+    """``"top=3,threshold=0.4"`` → ``{"top": 3, "threshold": 0.4}``, checked against ``allowed``."""
+    values: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in options.split(","))):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or key not in allowed:
+            raise PnpsegError(
+                f"--class-source {source}: bad option {part!r}; options are "
+                + (", ".join(f"{k}=..." for k in allowed) or "none")
+            )
+        try:
+            values[key] = allowed[key](value.strip())
+        except ValueError:
+            raise PnpsegError(f"--class-source {source}: option {key} has a bad value {value!r}") from None
+    return values
+
+
+def _threshold(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(text)
+    return value
+
+
+def _top(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+KEEP_OPTIONS: dict[str, Callable[[str], Any]] = {"threshold": _threshold, "top": _top}
+
+
+def keep(scores: Mapping[str, float], vocabulary: Sequence[str], threshold: float | None, top: int | None) -> list[str]:
+    """Classes with score ≥ ``threshold`` (default 0.5), or the ``top`` best; with both, the
+    best ``top`` of those over the threshold. Never empty (the best class at least), and in
+    vocabulary order."""
+    ranked = sorted(vocabulary, key=lambda name: -scores[name])
+    if top is not None and threshold is not None:
+        chosen = [n for n in ranked[:top] if scores[n] >= threshold]
+    elif top is not None:
+        chosen = ranked[:top]
+    else:
+        chosen = [n for n in ranked if scores[n] >= (0.5 if threshold is None else threshold)]
+    if not chosen:
+        chosen = ranked[:1]
+    wanted = set(chosen)
+    return [name for name in vocabulary if name in wanted]
+
+
+# -- all ----------------------------------------------------------------------------------
+
+
+class AllSource:
+    """Every class of the vocabulary in every image (the paper's setting)."""
+
+    name = "all"
+
+    def __init__(self, options: str = "", vocabulary: Sequence[str] = ()) -> None:
+        parse_options("all", options, {})
+
+    def __call__(self, image, item, vocabulary, segmenter) -> Proposal:
+        return Proposal(list(vocabulary), source=self.name)
+
+
+# -- file ---------------------------------------------------------------------------------
+
+
+class FileSource:
+    """Per-image class lists from a JSON or CSV file (format: :mod:`pnpseg.sources.image_classes`)."""
+
+    name = "file"
+
+    def __init__(self, options: str = "", vocabulary: Sequence[str] = ()) -> None:
+        if not options:
+            raise PnpsegError("--class-source file needs a path: file:PATH (JSON or CSV)")
+        self.table = ImageClasses(Path(options).expanduser(), "class file")
+        if vocabulary:
+            self.table.check_vocabulary(vocabulary)
+
+    def __call__(self, image, item, vocabulary, segmenter) -> Proposal:
+        names = self.table.lookup(item) if item is not None else None
+        if names is None:
+            raise ClassSourceImageError(f"image not listed in class file {self.table.path}")
+        wanted = {name.casefold() for name in names}
+        return Proposal([name for name in vocabulary if name.casefold() in wanted], source=self.name)
+
+
+# -- itm ----------------------------------------------------------------------------------
+
+
+class ItmSource:
+    """Rank the vocabulary by the adapter's own ITM match probability for "A picture of c"."""
+
+    name = "itm"
+
+    def __init__(self, options: str = "", vocabulary: Sequence[str] = ()) -> None:
+        opts = parse_options("itm", options, KEEP_OPTIONS)
+        self.threshold, self.top = opts.get("threshold"), opts.get("top")
+
+    def __call__(self, image, item, vocabulary, segmenter) -> Proposal:
+        scores = itm_scores(segmenter, image, vocabulary)
+        return Proposal(keep(scores, vocabulary, self.threshold, self.top), scores, self.name)
+
+
+@torch.no_grad()
+def itm_scores(segmenter: Any, image: Image.Image, vocabulary: Sequence[str]) -> dict[str, float]:
+    """``sigmoid(match logit)`` of "A picture of <class>" for every class, one image.
+
+    One preprocessing of the image; the prompts go in chunks of :data:`ITM_CHUNK` against the
+    pixel batch of 1, which adapters broadcast (docs/adapters.md). With ``layers=[]`` no
+    attention is captured.
+    """
+    adapter = segmenter.adapter
+    pixels = adapter.preprocess([image], segmenter.input_size)
+    logits = []
+    for start in range(0, len(vocabulary), ITM_CHUNK):
+        text = adapter.tokenize([PREFIX + name for name in vocabulary[start : start + ITM_CHUNK]])
+        logits.append(adapter.forward(pixels, text, []).match_logit.detach().float().reshape(-1).cpu())
+    probs = torch.sigmoid(torch.cat(logits))
+    return {name: float(p) for name, p in zip(vocabulary, probs)}
+
+
+# -- clip ---------------------------------------------------------------------------------
+
+
+class ClipSource:
+    """Zero-shot multi-label ranking with an image-text scorer (default: the open_clip one).
+
+    Scores are the softmax over the vocabulary of the scorer's logits (for the open_clip
+    scorer: 100 · cosine to the prompt-ensembled text embeddings).
+    """
+
+    name = "clip"
+
+    def __init__(self, options: str = "", vocabulary: Sequence[str] = ()) -> None:
+        opts = parse_options("clip", options, {**KEEP_OPTIONS, "model": str, "scorer": str, "device": str})
+        self.threshold, self.top = opts.get("threshold"), opts.get("top")
+        if self.threshold is None and self.top is None:
+            self.threshold = 0.1
+        self.model, self.device = opts.get("model"), opts.get("device")
+        from pnpseg.plugins import lookup
+
+        self._factory = lookup("scorers", opts.get("scorer", "clip"))  # unknown scorer: error up front
+        self._scorer = None
+
+    def __call__(self, image, item, vocabulary, segmenter) -> Proposal:
+        if self._scorer is None:
+            device = self.device or (str(segmenter.adapter.device) if segmenter is not None else "cpu")
+            self._scorer = self._factory(model=self.model, device=device)
+        with torch.no_grad():
+            probs = torch.softmax(self._scorer([image], list(vocabulary))[0].float(), dim=-1)
+        scores = {name: float(p) for name, p in zip(vocabulary, probs)}
+        return Proposal(keep(scores, vocabulary, self.threshold, self.top), scores, self.name)
+
+
+# -- llm ----------------------------------------------------------------------------------
+
+
+class LlmSource:
+    """Ask an OpenAI-compatible chat model which classes are visible; ``itm`` on failure."""
+
+    name = "llm"
+
+    def __init__(self, options: str = "", vocabulary: Sequence[str] = ()) -> None:
+        from pnpseg.sources.llm import ENV_API_KEY, ENV_BASE_URL, ENV_MODEL, LLMClient
+
+        opts = parse_options(
+            "llm",
+            options,
+            {
+                "url": str,
+                "model": str,
+                "key_env": str,
+                "timeout": float,
+                "fallback": str,
+                **{f"fallback_{k}": v for k, v in KEEP_OPTIONS.items()},
+            },
+        )
+        url = opts.get("url") or os.environ.get(ENV_BASE_URL)
+        model = opts.get("model") or os.environ.get(ENV_MODEL)
+        key = os.environ.get(opts["key_env"]) if "key_env" in opts else os.environ.get(ENV_API_KEY)
+        missing = [
+            what for what, value in ((f"url= or {ENV_BASE_URL}", url), (f"model= or {ENV_MODEL}", model)) if not value
+        ]
+        if missing:
+            raise PnpsegError(f"--class-source llm needs {' and '.join(missing)}")
+        self.client = LLMClient(url, model, key, timeout=opts.get("timeout", 60.0))
+        fallback = opts.get("fallback", "itm")
+        if fallback not in ("itm", "all"):
+            raise PnpsegError("--class-source llm: fallback must be itm or all")
+        keep_opts = ",".join(f"{k[9:]}={opts[k]}" for k in ("fallback_threshold", "fallback_top") if k in opts)
+        self.fallback = ItmSource(keep_opts) if fallback == "itm" else AllSource()
+
+    def __call__(self, image, item, vocabulary, segmenter) -> Proposal:
+        from pnpseg.sources.llm import LLMError, parse_class_list
+
+        try:
+            answer = self.client.ask(image, vocabulary)
+            classes, unknown = parse_class_list(answer, vocabulary)
+            if not classes:
+                raise LLMError(f"no class of the vocabulary in the answer {answer[:200]!r}")
+        except LLMError as error:
+            log.warning("llm class source: %s; using %s", error, self.fallback.name)
+            proposal = self.fallback(image, item, vocabulary, segmenter)
+            proposal.fallback = {"name": self.fallback.name, "reason": str(error)}
+            proposal.source = self.name
+            return proposal
+        notes = []
+        if unknown:
+            log.warning("llm class source: dropped names not in the vocabulary: %s", ", ".join(unknown))
+            notes.append("dropped names not in the vocabulary: " + ", ".join(unknown))
+        return Proposal(classes, None, self.name, None, notes)
+
+
+# -- registry -----------------------------------------------------------------------------
+
+
+@hookimpl
+def register_class_sources(register: Any) -> None:
+    register("all", AllSource)
+    register("file", FileSource)
+    register("itm", ItmSource)
+    register("clip", ClipSource)
+    register("llm", LlmSource)
+
+
+def build_class_source(spec: str | None, vocabulary: Sequence[str] = ()) -> ClassSource:
+    """``--class-source NAME[:options]`` → a ready source; checks options (and, for
+    ``file``, the names against ``vocabulary``) before any model loads."""
+    from pnpseg.plugins import lookup
+
+    name, options = parse_spec(spec or DEFAULT_SOURCE)
+    source = lookup("class_sources", name)(options, list(vocabulary))
+    if not getattr(source, "name", None):
+        source.name = name
+    return source
+
+
+def propose(
+    source: ClassSource, image: Image.Image, item: InputItem | None, vocabulary: Sequence[str], segmenter: Any
+) -> Proposal:
+    """Call ``source`` and check its answer: a non-empty subset of the vocabulary, in order."""
+    proposal = source(image, item, vocabulary, segmenter)
+    if not isinstance(proposal, Proposal):  # a plugin returned a plain list
+        proposal = Proposal(list(proposal), source=getattr(source, "name", ""))
+    proposal.source = proposal.source or getattr(source, "name", "")
+    wanted = set(proposal.classes)
+    foreign = sorted(wanted - set(vocabulary))
+    if foreign:
+        raise ClassSourceImageError(f"class source {proposal.source!r} proposed unknown classes: {', '.join(foreign)}")
+    proposal.classes = [name for name in vocabulary if name in wanted]
+    if not proposal.classes:
+        raise ClassSourceImageError(f"class source {proposal.source!r} proposed no classes")
+    return proposal
