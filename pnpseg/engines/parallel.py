@@ -15,8 +15,13 @@ and ``--batch-size auto``.
 from __future__ import annotations
 
 import collections
+import ctypes
 import importlib.util
 import multiprocessing
+import os
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -58,7 +63,29 @@ def prefetch(batches: Iterable[T], load: Callable[[T], R], ahead: int = 1) -> It
 _worker_state: dict[str, Any] = {}
 
 
-def _init_worker(params: SegmentParams, chain: Sequence[Any], profile: bool) -> None:
+def _exit_with_parent(parent: int) -> None:
+    """End this worker when the run that started it dies, even by SIGKILL.
+
+    Linux delivers SIGKILL to the worker at once (``PR_SET_PDEATHSIG``); everywhere, a
+    watchdog thread notices the worker was re-parented and exits (between two images at the
+    latest, when an extension holds the GIL).
+    """
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    if os.getppid() != parent:  # died before the signal was armed
+        os._exit(1)
+    threading.Thread(target=watch, name="pnpseg-parent-watchdog", daemon=True).start()
+
+
+def _init_worker(params: SegmentParams, chain: Sequence[Any], profile: bool, parent: int) -> None:
+    _exit_with_parent(parent)
     torch.set_num_threads(1)  # the main process keeps the cores for the model
     _worker_state.update(params=params, chain=chain)
     profiling.enable(profile)
@@ -110,7 +137,7 @@ class Finisher:
                 max_workers=workers,
                 mp_context=multiprocessing.get_context("spawn"),  # fork + torch threads can deadlock
                 initializer=_init_worker,
-                initargs=(params, self.chain, profiling.enabled()),
+                initargs=(params, self.chain, profiling.enabled(), os.getpid()),
             )
 
     def __enter__(self) -> Finisher:

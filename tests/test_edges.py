@@ -1,0 +1,75 @@
+"""The edges of ``pnpseg segment``: odd input trees, bad --out paths, a full disk,
+killed runs with workers, and the decompression-bomb limit."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pnpseg.cli import app
+from pnpseg.testing import make_scene
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, ["segment", *args])
+
+
+def scenes(folder: Path, count: int, size: tuple[int, int] = (120, 160)) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for seed in range(count):
+        make_scene(*size, ["red", "blue"], seed=seed)[0].save(folder / f"{seed:02d}.png")
+    return folder
+
+
+def children(pid: int) -> set[int]:
+    """Live processes whose parent is ``pid`` (from /proc; Linux only)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_exit_when_the_run_is_killed(tmp_path):
+    folder = scenes(tmp_path / "in", 30)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "pnpseg.cli", "segment", str(folder), "--classes", "red,blue"]
+    cmd += ["--adapter", "synthetic", "--out", str(out), "--image-size", "96", "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    workers: set[int] = set()
+    while time.time() < deadline and (len(workers) < 2 or not list(out.glob("*.png"))):
+        workers = {pid for pid in children(proc.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()}
+        time.sleep(0.05)
+    assert len(workers) >= 2, "the run never started its workers"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(alive(pid) for pid in workers):
+        time.sleep(0.1)
+    left = [pid for pid in workers if alive(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "workers outlived their killed parent"
