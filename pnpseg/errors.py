@@ -28,7 +28,14 @@ class ModelLoadError(PnpsegError):
 
 
 class ImageError(PnpsegError):
-    """An input file that cannot be read as an image."""
+    """An input file that cannot be read as an image: ``"<path>: <reason>"``.
+
+    ``reason`` alone is what a record that already names the input should show.
+    """
+
+    def __init__(self, path: object, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path}: {reason}")
 
 
 def model_unavailable(name: str, adapter: str) -> ModelLoadError:

@@ -73,3 +73,16 @@ def test_workers_exit_when_the_run_is_killed(tmp_path):
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert not left, "workers outlived their killed parent"
+
+
+def test_decompression_bomb_limit_is_an_option_and_the_path_is_named_once(tmp_path):
+    folder = scenes(tmp_path / "in", 1, size=(120, 160))  # 19 200 pixels
+    common = [str(folder), "--classes", "red,blue", "--adapter", "synthetic", "--image-size", "96", "--device", "cpu"]
+    refused = run(*common, "--out", str(tmp_path / "a"), "--max-image-pixels", "5000")
+    assert refused.exit_code == 1
+    failed = [line for line in refused.output.splitlines() if line.startswith("failed")]
+    assert len(failed) == 1 and failed[0].count("00.png") == 1, refused.output
+    assert "--max-image-pixels" in failed[0]
+    allowed = run(*common, "--out", str(tmp_path / "b"), "--max-image-pixels", "20000")
+    assert allowed.exit_code == 0, allowed.output
+    assert run(*common, "--out", str(tmp_path / "c"), "--max-image-pixels", "-1").exit_code == 2

@@ -62,6 +62,12 @@ def segment(
     precision: str = typer.Option(
         "fp32", "--precision", help="fp32, bf16 (CPU or CUDA) or fp16 (CUDA only): autocast for the model passes."
     ),
+    max_image_pixels: Optional[int] = typer.Option(
+        None,
+        "--max-image-pixels",
+        min=0,
+        help="Refuse images with more pixels than this, a guard against decompression bombs (default ~89 million; 0: no limit; local engine).",
+    ),
     viz: bool = typer.Option(False, "--viz", help="Also write an overlay with a legend to OUT/overlays/."),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Redo images already done; allow a different class list."
@@ -95,6 +101,7 @@ def segment(
     """Segment images into the given classes; write label PNGs, classes.json and manifest.jsonl."""
     from pnpseg.engines.local import SegmentJob, read_class_names
     from pnpseg.engines.parallel import parse_batch_size
+    from pnpseg.io.images import set_max_image_pixels
     from pnpseg.method.preset import apply_preset, load_preset
 
     names = read_class_names(classes, classes_file)
@@ -113,6 +120,9 @@ def segment(
     adapter, model, params = apply_preset(load_preset(preset) if preset else None, adapter, model, params)
     if engine not in ("local", "ray"):
         raise PnpsegError(f"--engine must be local or ray, got {engine!r}")
+    if engine == "ray" and max_image_pixels is not None:
+        raise PnpsegError("--max-image-pixels is not supported with --engine ray yet")
+    set_max_image_pixels(max_image_pixels)
     if engine == "ray":
         from pnpseg.engines.ray import RaySegmentJob
 

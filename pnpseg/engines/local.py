@@ -218,7 +218,7 @@ class SegmentJob:
         images = []
         for item, image in loaded if loaded is not None else self._load(batch):
             if isinstance(image, ImageError):
-                self._record(item, summary, error=str(image))
+                self._record(item, summary, error=image.reason)  # the record names the input
                 settled += 1
             else:
                 images.append((item, image))

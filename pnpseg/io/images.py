@@ -8,6 +8,7 @@ one-line :class:`~pnpseg.errors.ImageError` here, so the CLI can report it and m
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,9 +187,28 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")  # 1, L, P, YCbCr, RGBX, ...
 
 
+def set_max_image_pixels(limit: int | None) -> None:
+    """Refuse images of more than ``limit`` pixels (0: no limit; None: PIL's default, ~89 MP).
+
+    The limit is PIL's process-wide decompression-bomb guard, so it holds in every thread;
+    :func:`load_image` applies it exactly (PIL itself only warns up to twice the limit).
+    """
+    if limit is not None and limit < 0:
+        raise PnpsegError(f"--max-image-pixels must be ≥ 0 (0: no limit), got {limit}")
+    if limit is not None:
+        Image.MAX_IMAGE_PIXELS = limit or None
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)  # refused below instead
+
+
+def _check_pixels(im: Image.Image) -> None:
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and im.width * im.height > limit:
+        raise Image.DecompressionBombError(f"{im.width}×{im.height} = {im.width * im.height} pixels, limit {limit}")
+
+
 def _reason(path: Path, exc: BaseException) -> str:
     if isinstance(exc, Image.DecompressionBombError):
-        return "image too large (decompression bomb protection); raise PIL's MAX_IMAGE_PIXELS"
+        return f"image too large ({exc}); raise the limit with --max-image-pixels N (0: no limit)"
     if isinstance(exc, FileNotFoundError):
         return "file not found"
     if isinstance(exc, IsADirectoryError) or path.is_dir():
@@ -223,6 +243,7 @@ def load_image(path: Path) -> Image.Image:
     path = Path(path)
     try:
         with Image.open(path) as im:
+            _check_pixels(im)
             im.load()
             try:
                 oriented = ImageOps.exif_transpose(im)
@@ -234,4 +255,4 @@ def load_image(path: Path) -> Image.Image:
     except ImageError:
         raise
     except Exception as exc:  # PIL raises many types for bad data (SyntaxError, struct.error...)
-        raise ImageError(f"{path}: {_reason(path, exc)}") from None
+        raise ImageError(path, _reason(path, exc)) from None

@@ -214,15 +214,15 @@ def load_item(item: InputItem, root: str) -> Any:
         store = store_for(root)
         data = store.read_bytes(item.relative.as_posix())
         if data is None:
-            return ImageError(f"{item.path}: file not found")
+            return ImageError(item.path, "file not found")
         with tempfile.TemporaryDirectory(prefix="pnpseg-") as tmp:
             local = Path(tmp) / f"image{item.relative.suffix}"
             local.write_bytes(data)
             try:
                 return load_image(local)
             except ImageError as error:
-                return ImageError(str(error).replace(str(local), str(item.path)))
+                return ImageError(item.path, error.reason)
     except ImageError as error:
         return error
     except OSError as error:
-        return ImageError(f"{item.path}: cannot read ({error})")
+        return ImageError(item.path, f"cannot read ({error})")
