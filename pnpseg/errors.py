@@ -4,7 +4,25 @@ from __future__ import annotations
 
 
 class PnpsegError(Exception):
-    """Base class for errors caused by user input or the environment, not by a bug."""
+    """Base class for errors caused by user input or the environment, not by a bug.
+
+    ``exit_code`` is the CLI's exit status for it: 2 (usage) unless a subclass says otherwise.
+    """
+
+    exit_code = 2
+
+
+class NoImagesError(PnpsegError):
+    """The inputs held no image to process: exit 1, like inputs that failed."""
+
+    exit_code = 1
+
+
+class EnvironmentProblem(PnpsegError):
+    """The machine, not the command line, is at fault (an output folder that cannot be
+    written, a full disk): exit 3."""
+
+    exit_code = 3
 
 
 class UnknownNameError(PnpsegError, KeyError):

@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pnpseg.cli import app
+from pnpseg.io.images import discover
 from pnpseg.testing import make_scene
 
 
@@ -86,3 +87,69 @@ def test_decompression_bomb_limit_is_an_option_and_the_path_is_named_once(tmp_pa
     allowed = run(*common, "--out", str(tmp_path / "b"), "--max-image-pixels", "20000")
     assert allowed.exit_code == 0, allowed.output
     assert run(*common, "--out", str(tmp_path / "c"), "--max-image-pixels", "-1").exit_code == 2
+
+
+# -- odd input trees (issue 12 item 7) ----------------------------------------------------
+
+
+def test_unlistable_subfolder_is_reported_and_fails_the_run(tmp_path, monkeypatch):
+    folder = scenes(tmp_path / "in", 1)
+    scenes(folder / "locked", 1)
+    real_scandir = os.scandir
+
+    def scandir(path="."):  # chmod 000 does not stop root, so refuse the listing here
+        if Path(path) == folder / "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    items, skipped = discover([folder])
+    assert [i.relative.as_posix() for i in items] == ["00.png"]
+    assert [(s.path, s.unreadable) for s in skipped] == [(folder / "locked", True)]
+    assert "Permission denied" in skipped[0].reason
+    out = tmp_path / "out"
+    result = run(str(folder), "--classes", "red,blue", "--adapter", "synthetic", "--out", str(out), "--image-size", "96")
+    assert result.exit_code == 1, result.output
+    assert f"skipping {folder / 'locked'}" in result.output and "Permission denied" in result.output
+    assert (out / "00.png").exists()
+
+
+def test_zero_images_is_exit_1_with_a_message(tmp_path, monkeypatch):
+    folder = scenes(tmp_path / "in", 1)
+    real_scandir = os.scandir
+    monkeypatch.setattr(
+        os, "scandir", lambda path=".": (_ for _ in ()).throw(PermissionError(13, "Permission denied", str(path)))
+        if Path(path) == folder else real_scandir(path)
+    )
+    result = run(str(folder), "--classes", "red,blue", "--adapter", "synthetic", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 1, result.output
+    assert "no images" in result.output and "Permission denied" in result.output
+    assert not (tmp_path / "out").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("x")
+    result = run(str(empty), "--classes", "red,blue", "--adapter", "synthetic", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 1 and "no images" in result.output, result.output
+
+
+def test_directory_symlinks_are_followed_once_and_loops_are_skipped(tmp_path):
+    folder = scenes(tmp_path / "in", 1)
+    elsewhere = scenes(tmp_path / "elsewhere", 2)
+    (folder / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (folder / "again").symlink_to(elsewhere, target_is_directory=True)  # the same folder twice
+    (folder / "sub").mkdir()
+    (folder / "sub" / "up").symlink_to(folder, target_is_directory=True)  # a loop
+    (folder / "self.png").symlink_to(folder / "self.png")  # a symlink-loop file
+    (folder / "gone.png").symlink_to(tmp_path / "missing.png")
+    items, skipped = discover([folder])
+    assert [i.relative.as_posix() for i in items] == ["00.png", "again/00.png", "again/01.png"]
+    reasons = {s.path.relative_to(folder).as_posix(): (s.reason, s.unreadable) for s in skipped}
+    assert set(reasons) == {"linked", "sub/up", "self.png", "gone.png"}
+    assert "again" in reasons["linked"][0] and not reasons["linked"][1]
+    assert "loop" in reasons["sub/up"][0] and not reasons["sub/up"][1]
+    assert reasons["self.png"] == ("symlink loop", True)
+    assert reasons["gone.png"] == ("broken symlink", True)
+    result = run(str(folder), "--classes", "red,blue", "--adapter", "synthetic", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 1, result.output  # two inputs could not be read
+    assert "Traceback" not in result.output and len(list((tmp_path / "out").rglob("*.png"))) == 3
+    assert "skipping" in result.output and "self.png: symlink loop" in result.output

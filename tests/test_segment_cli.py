@@ -68,7 +68,7 @@ def test_outputs_layout_palette_and_manifest(scenes, segmented):
     root, _ = scenes
     out, result = segmented
     assert result.exit_code == 0, result.output
-    assert "skipping non-image file" in result.output and "notes.txt" in result.output
+    assert "notes.txt: not an image file" in result.output
     assert json.loads((out / "classes.json").read_text()) == {"0": "background", "1": "red", "2": "green", "3": "blue"}
     records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert len(records) == 3 and {r["status"] for r in records} == {"ok"}

@@ -145,7 +145,7 @@ def segment(
             gpus_per_worker=gpus_per_worker,
             cpus_per_worker=cpus_per_worker,
         )
-        if job.run().failed:
+        if not job.run().ok:
             raise typer.Exit(EXIT_INPUT_FAILED)
         return
     job = SegmentJob(
@@ -165,5 +165,5 @@ def segment(
         class_source=class_source,
     )
     summary = job.run()
-    if summary.failed:
+    if not summary.ok:
         raise typer.Exit(EXIT_INPUT_FAILED)

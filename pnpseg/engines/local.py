@@ -15,8 +15,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pnpseg.engines.parallel import Finisher, auto_batch_size, prefetch
-from pnpseg.errors import ClassNameError, ImageError, PnpsegError
-from pnpseg.io.images import InputItem, discover, load_image
+from pnpseg.errors import ClassNameError, ImageError, NoImagesError, PnpsegError
+from pnpseg.io.images import InputItem, Skipped, discover, load_image
 from pnpseg.io.outputs import Manifest, class_fractions, save_label_png, save_overlay, write_json
 from pnpseg.method.profiling import stage
 from pnpseg.method.prompts import validate_names
@@ -51,8 +51,19 @@ class Summary:
     skipped_done: int = 0
     failed: int = 0
     not_images: int = 0
+    unreadable: int = 0
     seconds: float = 0.0
     errors: list[tuple[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def for_skipped(cls, skipped: Sequence[Skipped]) -> Summary:
+        unreadable = sum(s.unreadable for s in skipped)
+        return cls(not_images=len(skipped) - unreadable, unreadable=unreadable)
+
+    @property
+    def ok(self) -> bool:
+        """No image failed and no path that may hold one was unreadable (exit status 0)."""
+        return not (self.failed or self.unreadable)
 
 
 class SegmentJob:
@@ -80,7 +91,8 @@ class SegmentJob:
         self.workers = workers
         self.viz, self.overwrite = viz, overwrite
         self.console = console or Console(stderr=True)
-        self.items, self.not_images = discover(inputs)
+        self.items, self.skipped = discover(inputs)
+        report_skipped(self.console, self.skipped, inputs, bool(self.items))
         self._guard_inputs()
         self.manifest = Manifest(self.out / "manifest.jsonl")
         self._check_previous_classes()
@@ -134,9 +146,7 @@ class SegmentJob:
 
     # -- running --------------------------------------------------------------------
     def run(self) -> Summary:
-        summary = Summary(not_images=len(self.not_images))
-        for path in self.not_images:
-            self.console.print(f"[dim]skipping non-image file {path}[/]", highlight=False, soft_wrap=True)
+        summary = Summary.for_skipped(self.skipped)
         self.out.mkdir(parents=True, exist_ok=True)
         _remove_stale_temp_files(self.out)
         write_json(self.out / "classes.json", self.class_table())
@@ -401,6 +411,7 @@ def report(console: Console, summary: Summary, title: str, output: str, manifest
         ("already done", summary.skipped_done),
         ("failed", summary.failed),
         ("non-image files skipped", summary.not_images),
+        ("unreadable paths skipped", summary.unreadable),
         ("seconds", f"{summary.seconds:.1f}"),
         ("images/s", f"{rate:.2f}"),
         ("output", output),
@@ -411,6 +422,16 @@ def report(console: Console, summary: Summary, title: str, output: str, manifest
         console.print(f"[red]failed[/] {path}: {error}", highlight=False, soft_wrap=True)
     if len(summary.errors) > 20:
         console.print(f"... and {len(summary.errors) - 20} more; see {manifest}")
+
+
+def report_skipped(console: Console, skipped: Sequence[Skipped], inputs: Sequence[object], any_images: bool) -> None:
+    """One line per path discovery passed over; no image at all is an error (exit 1)."""
+    for entry in skipped:
+        style = "yellow" if entry.unreadable else "dim"
+        console.print(f"[{style}]skipping {entry.path}: {entry.reason}[/]", highlight=False, soft_wrap=True)
+    if not any_images:
+        listed = ", ".join(str(p) for p in inputs[:3]) + (", ..." if len(inputs) > 3 else "")
+        raise NoImagesError(f"no images found in {listed} ({len(skipped)} path(s) skipped, listed above)")
 
 
 def _remove_stale_temp_files(out: Path) -> None:

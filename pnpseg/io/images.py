@@ -7,6 +7,7 @@ one-line :class:`~pnpseg.errors.ImageError` here, so the CLI can report it and m
 
 from __future__ import annotations
 
+import errno
 import os
 import warnings
 from collections.abc import Sequence
@@ -63,35 +64,92 @@ class InputItem:
         return self.relative.with_suffix(suffix)
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """A path discovery passed over, and why. ``unreadable``: it may hold an image we could
+    not reach (an unlistable folder, a broken or looping symlink), so the run counts it as a
+    failed input; otherwise it is simply not an image (or a folder already walked)."""
+
+    path: Path
+    reason: str
+    unreadable: bool = False
+
+
+NOT_AN_IMAGE = "not an image file"
+
+
 def _hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _walk(root: Path) -> tuple[list[InputItem], list[Path]]:
+def _dead_link(path: Path) -> Skipped | None:
+    """A symlink that leads nowhere: broken, or a loop (``os.stat`` fails with ELOOP)."""
+    if not path.is_symlink():
+        return None
+    try:
+        path.stat()
+    except OSError as error:
+        return Skipped(path, "symlink loop" if error.errno == errno.ELOOP else "broken symlink", True)
+    return None
+
+
+def _walk(root: Path) -> tuple[list[InputItem], list[Skipped]]:
+    """Walk ``root``, following folder symlinks but entering each real folder once."""
     items: list[InputItem] = []
-    skipped: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not _hidden(d))  # prune .git etc.
+    skipped: list[Skipped] = []
+
+    def unlistable(error: OSError) -> None:
+        skipped.append(Skipped(Path(error.filename), f"cannot list folder ({error.strerror or error})", True))
+
+    walked: dict[tuple[int, int], Path] = {}
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unlistable, followlinks=True):
+        here = Path(dirpath)
+        if here == root:
+            walked[_identity(root)] = root
+        kept = []
+        for name in sorted(d for d in dirnames if not _hidden(d)):  # prune .git etc.
+            folder = here / name
+            first = walked.setdefault(_identity(folder), folder)
+            if first == folder:
+                kept.append(name)
+            elif first in folder.parents:
+                skipped.append(Skipped(folder, f"symlink loop (back to {first})"))
+            else:
+                skipped.append(Skipped(folder, f"same folder as {first}, walked once"))
+        dirnames[:] = kept
         for name in sorted(filenames):
             if _hidden(name):
                 continue
-            path = Path(dirpath) / name
-            if is_image_name(path):
+            path = here / name
+            dead = _dead_link(path)
+            if dead is not None:
+                skipped.append(dead)
+            elif is_image_name(path):
                 items.append(InputItem(path, path.relative_to(root)))
             else:
-                skipped.append(path)
+                skipped.append(Skipped(path, NOT_AN_IMAGE))
     items.sort(key=lambda item: item.relative.parts)
-    skipped.sort(key=lambda p: p.relative_to(root).parts)
+    skipped.sort(key=lambda s: s.path.relative_to(root).parts)
     return items, skipped
 
 
-def discover(inputs: Sequence[Path]) -> tuple[list[InputItem], list[Path]]:
-    """Expand files and folders into the images to process, plus the non-image files skipped.
+def _identity(folder: Path) -> tuple[int, int]:
+    stat = folder.stat()
+    return stat.st_dev, stat.st_ino
+
+
+def discover(inputs: Sequence[Path]) -> tuple[list[InputItem], list[Skipped]]:
+    """Expand files and folders into the images to process, plus the paths skipped.
 
     Folders are walked recursively in sorted order; hidden files and folders (``.DS_Store``,
-    ``.git``) inside them are ignored silently. A file given directly keeps its name as
-    ``relative`` (even if hidden) but is still skipped if its suffix is not an image suffix.
-    Inputs keep their command-line order; the same file reached twice is kept once.
+    ``.git``) inside them are ignored silently. Symlinked folders are followed, each real
+    folder once: a link back to an ancestor (a loop) or a second link to a folder already
+    walked is skipped with a note. Every other path passed over is returned as
+    :class:`Skipped` with its reason: non-image files, folders that cannot be listed, and
+    broken or looping symlinks (the last two ``unreadable``). A file given directly keeps
+    its name as ``relative`` (even if hidden) but is still skipped if its suffix is not an
+    image suffix. Inputs keep their command-line order; the same file reached twice is kept
+    once.
 
     Raises :class:`PnpsegError` if an input does not exist, or if two images would write
     the same output (``a/x.jpg`` + ``b/x.jpg`` given as files, or ``x.jpg`` + ``x.png`` in
@@ -99,7 +157,7 @@ def discover(inputs: Sequence[Path]) -> tuple[list[InputItem], list[Path]]:
     same suffix and may land on a case-insensitive file system.
     """
     items: list[InputItem] = []
-    skipped: list[Path] = []
+    skipped: list[Skipped] = []
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
@@ -110,7 +168,7 @@ def discover(inputs: Sequence[Path]) -> tuple[list[InputItem], list[Path]]:
             if is_image_name(path):
                 items.append(InputItem(path, Path(path.name)))
             else:
-                skipped.append(path)
+                skipped.append(Skipped(path, NOT_AN_IMAGE))
         elif path.exists() or path.is_symlink():
             raise PnpsegError(f"input is neither a file nor a folder: {path}")
         else:

@@ -262,7 +262,10 @@ class RaySegmentJob:
         if gpus_per_worker < 0:
             raise PnpsegError(f"--gpus-per-worker must be ≥ 0, got {gpus_per_worker}")
         self.gpus, self.cpus = gpus_per_worker, cpus_per_worker
-        self.items, self.not_images = discover_uris(inputs)
+        from pnpseg.engines.local import report_skipped
+
+        self.items, self.skipped = discover_uris(inputs)
+        report_skipped(self.console, self.skipped, inputs, bool(self.items))
         self.out = Store(out)
         self._guard_inputs()
         self.table = class_table(classes)
@@ -344,9 +347,7 @@ class RaySegmentJob:
         from pnpseg.io.outputs import write_json
 
         ray = self.ray
-        summary = Summary(not_images=len(self.not_images))
-        for path in self.not_images:
-            self.console.print(f"[dim]skipping non-image file {path}[/]", highlight=False, soft_wrap=True)
+        summary = Summary.for_skipped(self.skipped)
         self.out.mkdir()
         if self.out.local is not None:
             _remove_stale_temp_files(self.out.local)

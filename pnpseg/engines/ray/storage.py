@@ -9,7 +9,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pnpseg.errors import ImageError, PnpsegError
-from pnpseg.io.images import InputItem, discover, is_image_name, load_image
+from pnpseg.io.images import NOT_AN_IMAGE, InputItem, Skipped, discover, is_image_name, load_image
 from pnpseg.io.outputs import atomic_write_bytes
 
 PARTS = ".pnpseg-parts"
@@ -154,17 +154,17 @@ def store_for(location: str) -> Store:
     return _STORES[location]
 
 
-def discover_uris(inputs: Sequence[str | Path]) -> tuple[list[tuple[InputItem, str]], list[str]]:
+def discover_uris(inputs: Sequence[str | Path]) -> tuple[list[tuple[InputItem, str]], list[Skipped]]:
     """:func:`pnpseg.io.images.discover` for paths and URIs: ``[(item, root location)]`` and the
     non-image files. A URI item's ``path`` is the URI string; its root is the folder given
     (or the file's parent), from which workers open it."""
     found: list[tuple[InputItem, str]] = []
-    skipped: list[str] = []
+    skipped: list[Skipped] = []
     local = [Path(p) for p in inputs if not _has_scheme(str(p))]
     if local:
         items, skip = discover(local)
         found += [(item, "") for item in items]
-        skipped += [str(p) for p in skip]
+        skipped += skip
     import pyarrow.fs as pafs
 
     for uri in (str(p) for p in inputs if _has_scheme(str(p))):
@@ -177,7 +177,7 @@ def discover_uris(inputs: Sequence[str | Path]) -> tuple[list[tuple[InputItem, s
                 (
                     found.append((InputItem(store.uri(rel), Path(rel)), uri))
                     if is_image_name(Path(rel))  # type: ignore[arg-type]
-                    else skipped.append(store.uri(rel))
+                    else skipped.append(Skipped(store.uri(rel), NOT_AN_IMAGE))  # type: ignore[arg-type]
                 )
         elif info.type == pafs.FileType.File:
             name = PurePosixPath(store.root).name
@@ -185,7 +185,7 @@ def discover_uris(inputs: Sequence[str | Path]) -> tuple[list[tuple[InputItem, s
             if is_image_name(Path(name)):
                 found.append((InputItem(uri, Path(name)), parent))  # type: ignore[arg-type]
             else:
-                skipped.append(uri)
+                skipped.append(Skipped(uri, NOT_AN_IMAGE))  # type: ignore[arg-type]
         else:
             raise PnpsegError(f"input not found: {uri}")
     unique, seen, by_output = [], set(), {}
