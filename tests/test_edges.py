@@ -3,6 +3,8 @@ killed runs with workers, and the decompression-bomb limit."""
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import signal
 import subprocess
@@ -153,3 +155,107 @@ def test_directory_symlinks_are_followed_once_and_loops_are_skipped(tmp_path):
     assert result.exit_code == 1, result.output  # two inputs could not be read
     assert "Traceback" not in result.output and len(list((tmp_path / "out").rglob("*.png"))) == 3
     assert "skipping" in result.output and "self.png: symlink loop" in result.output
+
+
+# -- --out that cannot be written, and a full disk (issue 12 item 10) ---------------------
+
+ARGS = ["--classes", "red,blue", "--adapter", "synthetic", "--image-size", "96", "--device", "cpu"]
+
+
+def one_error_line(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.strip() and not line.startswith("skipping")]
+    assert len(lines) == 1 and lines[0].startswith("error:"), output
+    return lines[0]
+
+
+def test_out_that_is_a_file_or_an_input_is_a_usage_error_before_the_model(tmp_path):
+    folder = scenes(tmp_path / "in", 2)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    for out in (a_file, folder / "00.png", a_file / "sub"):
+        before = Path(str(out).split("/sub")[0]).read_bytes()
+        result = run(str(folder), *ARGS, "--adapter", "no-such-adapter", "--out", str(out))
+        assert result.exit_code == 2, result.output
+        assert "not a folder" in one_error_line(result.output)
+        assert Path(str(out).split("/sub")[0]).read_bytes() == before
+
+
+@pytest.fixture
+def readonly(tmp_path, monkeypatch):
+    """A folder nobody may write into (chmod; as root, which chmod does not stop, os too)."""
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.geteuid() == 0:
+        real_open, real_mkdir = os.open, os.mkdir
+
+        def refuse(real):
+            def call(path, *args, **kwargs):
+                if Path(path).parent == folder or folder in Path(path).parents:
+                    raise PermissionError(13, "Permission denied", str(path))
+                return real(path, *args, **kwargs)
+
+            return call
+
+        monkeypatch.setattr(os, "open", refuse(real_open))
+        monkeypatch.setattr(os, "mkdir", refuse(real_mkdir))
+    yield folder
+    folder.chmod(0o755)
+
+
+def test_read_only_out_is_an_environment_error(tmp_path, readonly):
+    folder = scenes(tmp_path / "in", 1)
+    for out in (readonly, readonly / "new" / "deeper"):
+        result = run(str(folder), *ARGS, "--adapter", "no-such-adapter", "--out", str(out))
+        assert result.exit_code == 3, result.output
+        assert "cannot write" in one_error_line(result.output)
+
+
+def manifest_lines(out: Path) -> list[dict]:
+    lines = (out / "manifest.jsonl").read_bytes().split(b"\n")
+    assert lines[-1] == b""  # ends with a newline: no cut line
+    return [json.loads(line) for line in lines[:-1]]  # every line parses
+
+
+def test_full_disk_mid_run_stops_cleanly_and_keeps_the_manifest_whole(tmp_path, monkeypatch):
+    import pnpseg.engines.local as local
+
+    folder = scenes(tmp_path / "in", 6)
+    out = tmp_path / "out"
+    real_save, saved = local.save_label_png, []
+
+    def save(path, labels):
+        if len(saved) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        saved.append(path)
+        real_save(path, labels)
+
+    monkeypatch.setattr(local, "save_label_png", save)
+    result = run(str(folder), *ARGS, "--out", str(out))
+    assert result.exit_code == 3, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("error: stopped: No space left") and "resume" in last, result.output
+    records = manifest_lines(out)
+    assert [r["status"] for r in records] == ["ok", "ok", "error"]
+    assert "No space left" in records[-1]["error"]
+    assert sorted(p.name for p in out.glob("*.png")) == ["00.png", "01.png"]
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+
+
+def test_full_disk_while_appending_to_the_manifest_leaves_no_cut_line(tmp_path, monkeypatch):
+    folder = scenes(tmp_path / "in", 6)
+    out = tmp_path / "out"
+    real_write, appended = os.write, []
+
+    def write(fd, data):
+        if b'"input"' in bytes(data):
+            if len(appended) == 2:
+                real_write(fd, bytes(data)[: len(data) // 2])
+                raise OSError(errno.ENOSPC, "No space left on device")
+            appended.append(data)
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    result = run(str(folder), *ARGS, "--out", str(out))
+    assert result.exit_code == 3, result.output
+    assert [r["status"] for r in manifest_lines(out)] == ["ok", "ok"]

@@ -15,7 +15,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pnpseg.engines.parallel import Finisher, auto_batch_size, prefetch
-from pnpseg.errors import ClassNameError, ImageError, NoImagesError, PnpsegError
+from pnpseg.errors import ClassNameError, EnvironmentProblem, ImageError, NoImagesError, PnpsegError
+from pnpseg.io.folders import check_output_folder, is_disk_full
 from pnpseg.io.images import InputItem, Skipped, discover, load_image
 from pnpseg.io.outputs import Manifest, class_fractions, save_label_png, save_overlay, write_json
 from pnpseg.method.profiling import stage
@@ -93,6 +94,7 @@ class SegmentJob:
         self.console = console or Console(stderr=True)
         self.items, self.skipped = discover(inputs)
         report_skipped(self.console, self.skipped, inputs, bool(self.items))
+        check_output_folder(self.out)  # before the model loads
         self._guard_inputs()
         self.manifest = Manifest(self.out / "manifest.jsonl")
         self._check_previous_classes()
@@ -305,6 +307,11 @@ class SegmentJob:
                         save_overlay(self.out / "overlays" / item.output_relative(".jpg"), image, labels, self.classes)
             except OSError as error:
                 self._record(item, summary, error=f"cannot write output: {error}")
+                if is_disk_full(error):  # every later image would fail the same way
+                    raise EnvironmentProblem(
+                        f"stopped: {error.strerror} writing {self.output_path(item)}; "
+                        "free some space and run the same command again to resume"
+                    ) from None
                 continue
             self._record(
                 item,
@@ -331,18 +338,22 @@ class SegmentJob:
         if not ok:
             summary.errors.append((str(item.path), error))
         proposal = self._proposals.pop(str(item.path), None)
-        self.manifest.append(
-            manifest_record(
-                str(item.path),
-                str(self.output_path(item)) if ok else None,
-                self.settings,
-                proposal.record() if proposal is not None else {"name": self.class_source.name},
-                error=error,
-                image=image,
-                fractions=fractions,
-                seconds=seconds,
-            )
+        record = manifest_record(
+            str(item.path),
+            str(self.output_path(item)) if ok else None,
+            self.settings,
+            proposal.record() if proposal is not None else {"name": self.class_source.name},
+            error=error,
+            image=image,
+            fractions=fractions,
+            seconds=seconds,
         )
+        try:
+            self.manifest.append(record)
+        except OSError as problem:  # the manifest is kept whole; the run cannot go on
+            raise EnvironmentProblem(
+                f"stopped: cannot write {self.manifest.path}: {problem.strerror or problem}"
+            ) from None
 
     def _report(self, summary: Summary) -> None:
         report(self.console, summary, "pnpseg segment", str(self.out), str(self.manifest.path))
