@@ -7,7 +7,8 @@ and ``--batch-size auto``.
   (``workers=0``) or in a pool of worker processes, so that the CRF of image *i* overlaps
   the model passes of image *i+1*. Results come back in submission order and are
   byte-identical to the serial path: the workers run the very same function
-  (:func:`pnpseg.method.segmenter.finish`) on the same inputs.
+  (:func:`pnpseg.method.segmenter.finish`) on the same inputs at the parent's torch
+  thread count (torch's bilinear upsampling differs in the last bit across thread counts).
 * :func:`auto_batch_size` probes the largest batch that fits on the GPU, halving on
   out-of-memory; on CPU it is 1 (batching does not speed up CPU inference).
 """
@@ -84,9 +85,12 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="pnpseg-parent-watchdog", daemon=True).start()
 
 
-def _init_worker(params: SegmentParams, chain: Sequence[Any], profile: bool, parent: int) -> None:
+def _init_worker(params: SegmentParams, chain: Sequence[Any], profile: bool, parent: int, threads: int) -> None:
     _exit_with_parent(parent)
-    torch.set_num_threads(1)  # the main process keeps the cores for the model
+    # The parent's thread count, not 1: torch splits work by thread count, and bilinear
+    # upsampling is not bitwise the same across splits (near-ties flip labels). The heavy
+    # parts of step 4 (scipy's blur, the CRF) are single-threaded whatever this says.
+    torch.set_num_threads(threads)
     _worker_state.update(params=params, chain=chain)
     profiling.enable(profile)
 
@@ -137,7 +141,7 @@ class Finisher:
                 max_workers=workers,
                 mp_context=multiprocessing.get_context("spawn"),  # fork + torch threads can deadlock
                 initializer=_init_worker,
-                initargs=(params, self.chain, profiling.enabled(), os.getpid()),
+                initargs=(params, self.chain, profiling.enabled(), os.getpid(), torch.get_num_threads()),
             )
 
     def __enter__(self) -> Finisher:
