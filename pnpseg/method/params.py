@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pnpseg.errors import PnpsegError
+from pnpseg.specs import split_specs
 
 Size = tuple[int, int]
 
@@ -103,7 +104,8 @@ def parse_size(value: int | str | Size | list[int]) -> Size:
 
 
 def parse_chain(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """``"blur,crf"`` → ("blur", "crf"); ``""`` or ``"none"`` → ()."""
-    items = value.split(",") if isinstance(value, str) else list(value)
+    """``"blur,crf"`` → ("blur", "crf"); ``"blur,islands:min_area=64"`` → ("blur",
+    "islands:min_area=64") (options as in :mod:`pnpseg.specs`); ``""`` or ``"none"`` → ()."""
+    items = split_specs(value) if isinstance(value, str) else list(value)
     names = tuple(item.strip() for item in items if item.strip())
     return () if names == ("none",) else names

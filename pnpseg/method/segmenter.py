@@ -16,7 +16,7 @@ from pnpseg.io.images import load_image, to_rgb
 from pnpseg.method.adapter import VLMAdapter
 from pnpseg.method.labels import labels_from_scores, scores_from_saliency
 from pnpseg.method.params import SegmentParams
-from pnpseg.method.postprocess import build_chain
+from pnpseg.method.postprocess import build_chain, run_chain
 from pnpseg.method.precision import autocast, check_precision
 from pnpseg.method.profiling import stage
 from pnpseg.method.prompts import Chunk, plan_prompts, validate_names
@@ -136,9 +136,7 @@ def finish(
         small = image if scale == 1.0 else image.resize((work[1], work[0]), Image.BILINEAR)
         rgb = np.asarray(small, dtype=np.uint8)
         scores = scores_from_saliency(saliency, work, p.threshold, p.background, p.compat)
-    for name, step in zip(p.postprocess, chain):
-        with stage(name):
-            scores = step(scores, rgb, p)
+    scores = run_chain(scores, rgb, p, chain)
     labels = labels_from_scores(scores, p.background).numpy().astype(np.uint8 if len(names) < 256 else np.int32)
     if scale != 1.0:
         labels = np.asarray(Image.fromarray(labels).resize((width, height), Image.NEAREST))
