@@ -74,11 +74,7 @@ def factory_options(factory: Callable[..., Any]) -> dict[str, Callable[[str], An
         return {}
     if any(p.kind is p.VAR_KEYWORD for p in parameters):
         return None
-    return {
-        p.name: _converter(p.default)
-        for p in parameters
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    }
+    return {p.name: _converter(p.default) for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def _converter(default: Any) -> Callable[[str], Any]:

@@ -110,7 +110,9 @@ def test_unlistable_subfolder_is_reported_and_fails_the_run(tmp_path, monkeypatc
     assert [(s.path, s.unreadable) for s in skipped] == [(folder / "locked", True)]
     assert "Permission denied" in skipped[0].reason
     out = tmp_path / "out"
-    result = run(str(folder), "--classes", "red,blue", "--adapter", "synthetic", "--out", str(out), "--image-size", "96")
+    result = run(
+        str(folder), "--classes", "red,blue", "--adapter", "synthetic", "--out", str(out), "--image-size", "96"
+    )
     assert result.exit_code == 1, result.output
     assert f"skipping {folder / 'locked'}" in result.output and "Permission denied" in result.output
     assert (out / "00.png").exists()
@@ -120,8 +122,13 @@ def test_zero_images_is_exit_1_with_a_message(tmp_path, monkeypatch):
     folder = scenes(tmp_path / "in", 1)
     real_scandir = os.scandir
     monkeypatch.setattr(
-        os, "scandir", lambda path=".": (_ for _ in ()).throw(PermissionError(13, "Permission denied", str(path)))
-        if Path(path) == folder else real_scandir(path)
+        os,
+        "scandir",
+        lambda path=".": (
+            (_ for _ in ()).throw(PermissionError(13, "Permission denied", str(path)))
+            if Path(path) == folder
+            else real_scandir(path)
+        ),
     )
     result = run(str(folder), "--classes", "red,blue", "--adapter", "synthetic", "--out", str(tmp_path / "out"))
     assert result.exit_code == 1, result.output

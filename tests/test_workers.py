@@ -156,11 +156,15 @@ def test_postprocessor_options_reach_the_factory_and_the_manifest(plugin, tmp_pa
         assert "\n" not in line and all(word in line for word in words), line
 
 
-PLUGIN_FILE = '''
+PLUGIN_FILE = """
 import multiprocessing
 import os
 
 import pnpseg
+
+
+if os.environ.get("BREAK_IN_WORKERS") and multiprocessing.parent_process() is not None:
+    raise RuntimeError("this plugin refuses to load in a worker")
 
 
 class Cube:
@@ -170,10 +174,8 @@ class Cube:
 
 @pnpseg.hookimpl
 def register_postprocessors(register):
-    if os.environ.get("BREAK_IN_WORKERS") and multiprocessing.parent_process() is not None:
-        raise RuntimeError("this plugin refuses to load in a worker")
     register("cube", Cube)
-'''
+"""
 
 
 def test_a_plugins_dir_postprocessor_works_under_workers(tmp_path):

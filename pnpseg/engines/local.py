@@ -167,6 +167,8 @@ class SegmentJob:
         seg = self.segmenter
         with self._progress() as progress, Finisher(seg.params, seg.chain, self.workers) as finisher:
             task = progress.add_task("segment", total=len(todo), rate="")
+            if finisher.in_process_reason:
+                self.console.print(f"[yellow]{finisher.in_process_reason}[/]", highlight=False, soft_wrap=True)
 
             def advance(count: int) -> None:
                 progress.advance(task, count)

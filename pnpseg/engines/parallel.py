@@ -20,19 +20,22 @@ import ctypes
 import importlib.util
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from importlib.machinery import PathFinder
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from PIL import Image
 
-from pnpseg.errors import PnpsegError
+from pnpseg.errors import EnvironmentProblem, PnpsegError
 from pnpseg.method import profiling
 from pnpseg.method.params import SegmentParams
 
@@ -85,14 +88,61 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="pnpseg-parent-watchdog", daemon=True).start()
 
 
-def _init_worker(params: SegmentParams, chain: Sequence[Any], profile: bool, parent: int, threads: int) -> None:
+def _init_worker(
+    params: SegmentParams, chain: bytes, modules: dict[str, str], profile: bool, parent: int, threads: int
+) -> None:
     _exit_with_parent(parent)
     # The parent's thread count, not 1: torch splits work by thread count, and bilinear
     # upsampling is not bitwise the same across splits (near-ties flip labels). The heavy
     # parts of step 4 (scipy's blur, the CRF) are single-threaded whatever this says.
     torch.set_num_threads(threads)
-    _worker_state.update(params=params, chain=chain)
     profiling.enable(profile)
+    try:  # a failure is reported by _worker_problem, not as a BrokenProcessPool per image
+        for name, path in modules.items():
+            _load_module_file(name, path)
+        _worker_state.update(params=params, chain=pickle.loads(chain))
+    except Exception as error:  # noqa: BLE001 - shown to the user in one line
+        _worker_state["problem"] = f"{type(error).__name__}: {error}"
+
+
+def _load_module_file(name: str, path: str) -> None:
+    """Execute a plugin file under the module name it had in the parent (``--plugins-dir``)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+
+
+def _worker_problem() -> str | None:
+    return _worker_state.get("problem")
+
+
+def _module_files(chain: Sequence[Any]) -> dict[str, str]:
+    """Modules of the chain's classes that a fresh process cannot import by name (plugin
+    files from ``--plugins-dir``), with the file each was loaded from."""
+    files = {}
+    for step in chain:
+        module = sys.modules.get(type(step).__module__)
+        name = getattr(module, "__name__", "")
+        top = name.partition(".")[0]  # PathFinder: searched on sys.path, not in sys.modules
+        if name != "__main__" and getattr(module, "__file__", None) and PathFinder.find_spec(top) is None:
+            files[name] = module.__file__
+    return files
+
+
+def _unsendable(specs: Sequence[str], chain: Sequence[Any]) -> list[str]:
+    """The postprocessors that cannot be sent to a worker process, each with the reason."""
+    found = []
+    for spec, step in zip(specs, chain):
+        module = sys.modules.get(type(step).__module__)
+        try:
+            pickle.dumps(step)
+        except Exception as error:  # noqa: BLE001 - lambdas, local classes, open handles...
+            found.append(f"{spec} ({type(error).__name__}: {error})")
+            continue
+        if getattr(module, "__name__", "") == "__main__" and not getattr(module, "__file__", None):
+            found.append(f"{spec} (defined in an interactive session)")
+    return found
 
 
 def _finish_labels(
@@ -109,6 +159,8 @@ def _finish_labels(
 
 
 def _finish_in_worker(image: Image.Image, saliency: torch.Tensor, names: list[str]):
+    if "problem" in _worker_state:
+        raise RuntimeError(_worker_state["problem"])
     return _finish_labels(image, saliency, names, _worker_state["params"], _worker_state["chain"])
 
 
@@ -129,20 +181,40 @@ class Finisher:
         self._pending: collections.deque[tuple[Any, Future]] = collections.deque()
         self._done: collections.deque[tuple[Any, Any, float, BaseException | None]] = collections.deque()
         self._pool: ProcessPoolExecutor | None = None
-        if workers:
-            for step in self.chain:
-                module = type(step).__module__
-                if module == "__main__" or importlib.util.find_spec(module.split(".")[0]) is None:
-                    raise PnpsegError(
-                        f"--workers needs postprocessors importable by module name; {type(step).__name__} "
-                        f"comes from {module!r} (use --workers 0)"
-                    )
+        #: Why step 4 runs in the main process although workers were asked for, or None.
+        self.in_process_reason: str | None = None
+        unsendable = _unsendable(params.postprocess, self.chain) if workers else []
+        if unsendable:
+            self.in_process_reason = (
+                f"--workers {workers}: postprocessor {'; '.join(unsendable)} cannot be sent to a worker "
+                "process; blur/CRF run in the main process"
+            )
+            self.workers = 0
+        elif workers:
             self._pool = ProcessPoolExecutor(
                 max_workers=workers,
                 mp_context=multiprocessing.get_context("spawn"),  # fork + torch threads can deadlock
                 initializer=_init_worker,
-                initargs=(params, self.chain, profiling.enabled(), os.getpid(), torch.get_num_threads()),
+                initargs=(
+                    params,
+                    pickle.dumps(self.chain),
+                    _module_files(self.chain),
+                    profiling.enabled(),
+                    os.getpid(),
+                    torch.get_num_threads(),
+                ),
             )
+            self._check_workers()
+
+    def _check_workers(self) -> None:
+        """Fail before the first image, in one line, if a worker cannot set itself up."""
+        try:
+            problem = self._pool.submit(_worker_problem).result()
+        except BrokenProcessPool as error:
+            problem = f"the worker process died while starting ({error})"
+        if problem:
+            self.close()
+            raise PnpsegError(f"--workers: a worker process cannot run the postprocessors: {problem}; use --workers 0")
 
     def __enter__(self) -> Finisher:
         return self
@@ -173,6 +245,12 @@ class Finisher:
             return False
         try:
             labels, seconds, stages = future.result()
+        except BrokenProcessPool:
+            self.close()
+            raise EnvironmentProblem(
+                "a --workers process died (killed, or out of memory?); the images saved so far are "
+                "kept: run the same command again to resume, or use --workers 0"
+            ) from None
         except Exception as error:  # noqa: BLE001 - reported per image by the caller
             self._done.append((tag, None, 0.0, error))
             return True

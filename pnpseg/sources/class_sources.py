@@ -203,7 +203,9 @@ class ClipSource:
     name = "clip"
 
     def __init__(self, options: str = "", vocabulary: Sequence[str] = ()) -> None:
-        opts = parse_options("--class-source clip", options, {**KEEP_OPTIONS, "model": str, "scorer": str, "device": str})
+        opts = parse_options(
+            "--class-source clip", options, {**KEEP_OPTIONS, "model": str, "scorer": str, "device": str}
+        )
         self.threshold, self.top = opts.get("threshold"), opts.get("top")
         if self.threshold is None and self.top is None:
             self.threshold = 0.1
