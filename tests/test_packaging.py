@@ -4,10 +4,15 @@ dependencies, typed packages, and the files a user looks for."""
 from __future__ import annotations
 
 import re
-import tomllib
+import sys
 from pathlib import Path
 
 import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pytest depends on tomli on Python 3.10
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
