@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -49,9 +49,14 @@ def build_chain(specs: Sequence[str]) -> list[Postprocessor]:
 
 
 def run_chain(
-    scores: torch.Tensor, image: np.ndarray, params: SegmentParams, chain: Sequence[Postprocessor]
+    scores: torch.Tensor,
+    image: np.ndarray,
+    params: SegmentParams,
+    chain: Sequence[Postprocessor],
+    on_stage: Callable[[str, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
-    """Apply the chain, checking each step returns a float tensor shaped like its input."""
+    """Apply the chain, checking each step returns a float tensor shaped like its input;
+    ``on_stage(spec, scores)`` sees the scores after each step."""
     for spec, step in zip(params.postprocess, chain):
         name = parse_spec(spec, "--postprocess")[0]
         with stage(name):
@@ -60,6 +65,8 @@ def run_chain(
         if problem:
             raise PostprocessorError(f"postprocessor {name!r} {problem} (C, H, W of its input scores)")
         scores = out
+        if on_stage is not None:
+            on_stage(spec, scores)
     return scores
 
 
