@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import collections
 import ctypes
-import importlib.util
 import multiprocessing
 import os
 import pickle
@@ -29,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from importlib.machinery import PathFinder
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -89,7 +89,7 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _init_worker(
-    params: SegmentParams, chain: bytes, modules: dict[str, str], profile: bool, parent: int, threads: int
+    params: SegmentParams, chain: bytes, plugin_dirs: list[str], profile: bool, parent: int, threads: int
 ) -> None:
     _exit_with_parent(parent)
     # The parent's thread count, not 1: torch splits work by thread count, and bilinear
@@ -98,36 +98,30 @@ def _init_worker(
     torch.set_num_threads(threads)
     profiling.enable(profile)
     try:  # a failure is reported by _worker_problem, not as a BrokenProcessPool per image
-        for name, path in modules.items():
-            _load_module_file(name, path)
+        from pnpseg.plugins import load_plugins_dir
+
+        for folder in plugin_dirs:
+            load_plugins_dir(Path(folder))
         _worker_state.update(params=params, chain=pickle.loads(chain))
     except Exception as error:  # noqa: BLE001 - shown to the user in one line
         _worker_state["problem"] = f"{type(error).__name__}: {error}"
-
-
-def _load_module_file(name: str, path: str) -> None:
-    """Execute a plugin file under the module name it had in the parent (``--plugins-dir``)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
 
 
 def _worker_problem() -> str | None:
     return _worker_state.get("problem")
 
 
-def _module_files(chain: Sequence[Any]) -> dict[str, str]:
-    """Modules of the chain's classes that a fresh process cannot import by name (plugin
-    files from ``--plugins-dir``), with the file each was loaded from."""
-    files = {}
+def _plugin_dirs(chain: Sequence[Any]) -> list[str]:
+    """Folders of the chain's modules that a fresh process cannot import by name: plugin
+    files from ``--plugins-dir``, which the workers load the same way."""
+    folders = []
     for step in chain:
         module = sys.modules.get(type(step).__module__)
         name = getattr(module, "__name__", "")
         top = name.partition(".")[0]  # PathFinder: searched on sys.path, not in sys.modules
         if name != "__main__" and getattr(module, "__file__", None) and PathFinder.find_spec(top) is None:
-            files[name] = module.__file__
-    return files
+            folders.append(str(Path(module.__file__).parent))
+    return sorted(set(folders))
 
 
 def _unsendable(specs: Sequence[str], chain: Sequence[Any]) -> list[str]:
@@ -198,7 +192,7 @@ class Finisher:
                 initargs=(
                     params,
                     pickle.dumps(self.chain),
-                    _module_files(self.chain),
+                    _plugin_dirs(self.chain),
                     profiling.enabled(),
                     os.getpid(),
                     torch.get_num_threads(),
