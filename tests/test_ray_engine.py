@@ -80,7 +80,7 @@ def test_ray_engine_matches_the_local_engine(scenes, local_run, tmp_path):
     out = tmp_path / "ray"
     result = segment(str(scenes), *ARGS, "--out", str(out), "--viz", "--engine", "ray", "--workers", "2")
     assert result.exit_code == 1, result.output
-    assert "skipping non-image file" in result.output and "broken.png" in result.output
+    assert "notes.txt: not an image file" in result.output and "broken.png" in result.output
     assert outputs(out) == outputs(local_run)  # label PNGs, overlays and classes.json, byte for byte
     assert records(out) == records(local_run)  # same records in the same (input) order
     assert [r["status"] for r in records(out)].count("error") == 1

@@ -439,11 +439,12 @@ def report(console: Console, summary: Summary, title: str, output: str, manifest
 
 
 def report_skipped(console: Console, skipped: Sequence[Skipped], inputs: Sequence[object], any_images: bool) -> None:
-    """One line per path discovery passed over; no image at all is an error (exit 1)."""
+    """One line per path discovery passed over; inputs without any image are an error (exit 1).
+    (No inputs at all is the Ray engine's worker, which builds a job only for its settings.)"""
     for entry in skipped:
         style = "yellow" if entry.unreadable else "dim"
         console.print(f"[{style}]skipping {entry.path}: {entry.reason}[/]", highlight=False, soft_wrap=True)
-    if not any_images:
+    if inputs and not any_images:
         listed = ", ".join(str(p) for p in inputs[:3]) + (", ..." if len(inputs) > 3 else "")
         raise NoImagesError(f"no images found in {listed} ({len(skipped)} path(s) skipped, listed above)")
 
