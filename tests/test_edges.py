@@ -266,3 +266,13 @@ def test_full_disk_while_appending_to_the_manifest_leaves_no_cut_line(tmp_path, 
     result = run(str(folder), *ARGS, "--out", str(out))
     assert result.exit_code == 3, result.output
     assert [r["status"] for r in manifest_lines(out)] == ["ok", "ok"]
+
+
+def test_checking_out_leaves_no_trace(tmp_path):
+    from pnpseg.io.folders import check_output_folder
+
+    check_output_folder(tmp_path / "new" / "deeper")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()
+    check_output_folder(tmp_path / "kept")
+    assert list((tmp_path / "kept").iterdir()) == []

@@ -23,17 +23,22 @@ def is_disk_full(error: OSError) -> bool:
 
 
 def check_output_folder(out: Path) -> None:
-    """Create ``out`` (and its parents) and prove a file can be written in it.
+    """Prove that ``out`` can be created and written into, leaving no trace.
 
-    Raises :class:`PnpsegError` (exit 2) when ``out`` or an ancestor is a file, and
-    :class:`EnvironmentProblem` (exit 3) when the folder cannot be created or written.
+    The missing part of the path is created, a probe file written and removed, and the
+    folders this created are removed again: a run that fails later (a bad class list, a
+    model that will not load) leaves nothing behind. Raises :class:`PnpsegError` (exit 2)
+    when ``out`` or an ancestor is a file, and :class:`EnvironmentProblem` (exit 3) when
+    the folder cannot be created or written.
     """
+    missing = []
     for folder in (out, *out.parents):
         if folder.exists() or folder.is_symlink():
             if not folder.is_dir():
                 where = "" if folder == out else f" ({folder} is a file)"
                 raise PnpsegError(f"--out {out} is not a folder{where}; choose another --out")
             break
+        missing.append(folder)
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".pnpseg-probe-", dir=out)
@@ -48,3 +53,9 @@ def check_output_folder(out: Path) -> None:
         if error.errno in ENVIRONMENT_ERRNOS:
             raise EnvironmentProblem(message) from None
         raise PnpsegError(message) from None
+    finally:
+        for folder in missing:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:
+                break
