@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pnpseg.cli import app
-from pnpseg.errors import PnpsegError
+from pnpseg.errors import MissingDependencyError
 from pnpseg.evaluation.datasets import DatasetError, get_dataset
 from pnpseg.sources.gpt4o import COCO_THING_IDS
 
@@ -143,7 +143,7 @@ def test_coco_object_authors_errors(tmp_path, monkeypatch):
     with pytest.raises(DatasetError, match="annotation file .* not found"):
         get_dataset("coco-object-authors", tmp_path).samples()
     monkeypatch.setitem(sys.modules, "pycocotools.coco", None)
-    with pytest.raises(PnpsegError, match=r"pip install 'pnpseg\[coco\]'"):
+    with pytest.raises(MissingDependencyError, match=r"pip install 'pnpseg\[coco\]'"):
         get_dataset("coco-object-authors", root).load_label(dataset.samples()[0])
 
 

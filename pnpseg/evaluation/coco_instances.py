@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pnpseg.errors import PnpsegError
+from pnpseg.errors import MissingDependencyError
 from pnpseg.evaluation.datasets import DatasetError
 
 
@@ -25,7 +25,7 @@ class InstancePainter:
         try:
             from pycocotools.coco import COCO
         except ImportError:
-            raise PnpsegError(
+            raise MissingDependencyError(
                 "COCO-Object from instance annotations needs pycocotools: pip install 'pnpseg[coco]'"
             ) from None
         try:
