@@ -2,15 +2,16 @@
 
 import numpy as np
 import torch
-from fakes import word_tokenize
+from fakes import LinearAdapter, word_tokenize
 from PIL import Image
 
+from pnpseg.method import saliency
 from pnpseg.method.dropout import drop_patches, drop_topk
 from pnpseg.method.gradcam import class_maps
 from pnpseg.method.params import SegmentParams
 from pnpseg.method.postprocess import build_chain
 from pnpseg.method.prompts import plan_prompts, token_weights
-from pnpseg.method.saliency import piece_sums
+from pnpseg.method.saliency import Batch, piece_sums, saliency_maps
 from pnpseg.method.segmenter import finish
 
 # "A picture of traffic light cat": [CLS] A picture of traffic light cat [SEP] → tokens 4, 5 | 6.
@@ -77,3 +78,42 @@ def test_empty_background_channel_labels_the_whole_image_background():
         assert (results["authors", chain].labels == 0).all()
         assert torch.isnan(results["authors", chain].scores[0]).all()
         assert (results["paper", chain].labels == 1).any()
+
+
+def released_saliency(adapter, pixels, prompt, class_tokens, rounds, k):
+    """The released code's loop written out plainly: patch lists, per-token rows, argsort."""
+    text = word_tokenize([prompt])
+    dropped: list[int] = []
+    per_round = []
+    for _round in range(rounds):
+        image = pixels.clone()
+        image[0, 0].view(-1)[dropped] = 0.0
+        attention = adapter.attention(image, text).requires_grad_(True)
+        (attention * adapter.values[None, :, : attention.shape[2]]).sum().backward()
+        head = (attention.grad.clamp(min=0) * attention.detach())[0, 0]
+        maps = []
+        for c, tokens in enumerate(class_tokens):
+            merged = head[tokens].sum(0)
+            maps.append(merged / len(tokens) if c + 1 < len(class_tokens) else merged)
+        maps = torch.stack(maps)
+        maps[:, dropped] = 0
+        per_round.append(maps)
+        score = head[[t for tokens in class_tokens for t in tokens]].sum(0).numpy().copy()
+        score[dropped] = 0
+        dropped += np.argsort(score, kind="stable")[-k:].tolist()
+    return per_round[0] + sum(per_round)
+
+
+def test_saliency_rounds_match_the_released_loop(monkeypatch):
+    # Seed and offset chosen so that averaging the drop score (the paper's) drops other patches.
+    torch.manual_seed(4)
+    adapter = LinearAdapter(torch.rand(2, 10, 6) - 0.5)
+    pixels = torch.rand(1, 1, 2, 3)
+    params = SegmentParams.build(adapter.default_params, {"drop_rounds": 3, "compat": "authors", "drop_rule": "topk:2"})
+    plan = plan_prompts(["traffic light", "cat", "big dog"], adapter.tokenize, 16)
+    calls = []
+    monkeypatch.setattr(saliency, "drop_patches", lambda *args: calls.append(args) or drop_patches(*args))
+    maps = saliency_maps(adapter, pixels, Batch.build([plan], [3]), params)[0]
+    expected = released_saliency(adapter, pixels, "A picture of traffic light cat big dog", [[4, 5], [6], [7, 8]], 3, 2)
+    assert torch.allclose(maps.flatten(1), expected, atol=1e-6)
+    assert [(rule, compat) for rule, _, _, compat in calls] == [("topk:2", "authors")] * 2
