@@ -30,7 +30,7 @@ def eval_command(
         ...,
         "--dataset",
         "-d",
-        help="Dataset name: voc21, voc20, pc60, pc59, coco-object, coco-stuff, ade20k, cityscapes, or a plugin's.",
+        help="Dataset name: voc21, voc20, pc60, pc59, coco-object, coco-stuff, ade20k, cityscapes; their -authors variants (scored as the authors' released code: voc21-authors, pc60-authors, coco-object-authors, coco-stuff-authors, ade20k-authors); or a plugin's.",
     ),
     root: Path = typer.Option(
         ..., "--root", help="The dataset's root folder (MMSegmentation layout; see docs/evaluation.md)."
