@@ -89,7 +89,7 @@ def check_exact_gradients(adapter, text, layers, grid, reference, to_block, atol
     for attention, gradient in zip(attentions, gradients):
         assert gradient.shape == attention.shape == (2, adapter.num_heads, text.input_ids.shape[1], n_patches)
         assert gradient.abs().sum() > 0
-    model = adapter._ensure_model()
+    model = adapter.model
     assert all(not p.requires_grad and p.grad is None for p in model.parameters())
     for gradient, ref in zip(gradients, reference(adapter, pixels, text, layers)):
         torch.testing.assert_close(gradient, to_block(ref), rtol=1e-4, atol=atol)

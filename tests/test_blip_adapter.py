@@ -110,8 +110,8 @@ def test_match_logit_equals_hf_forward_with_interpolation(adapter: BlipAdapter, 
     inputs = dict(input_ids=text.input_ids, pixel_values=pixels, attention_mask=text.attention_mask)
 
     def reference(interpolate: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad(), capture_cross_attentions(adapter._model, [1]) as captured:
-            logit = adapter._model(**inputs, interpolate_pos_encoding=interpolate).itm_score[:, 1]
+        with torch.no_grad(), capture_cross_attentions(adapter.model, [1]) as captured:
+            logit = adapter.model(**inputs, interpolate_pos_encoding=interpolate).itm_score[:, 1]
         return logit, captured[1]
 
     logit, attention = reference(True)
@@ -129,13 +129,13 @@ def test_gradients_reach_every_captured_layer_and_no_parameter(adapter: BlipAdap
     for grad, attention in zip(grads, out.attentions):
         assert grad.shape == attention.shape
         assert grad.abs().sum() > 0
-    model = adapter._model
+    model = adapter.model
     assert all(not p.requires_grad and p.grad is None for p in model.parameters())
     assert not any(cross_attention_module(model, i)._forward_hooks for i in range(adapter.num_layers))
 
 
 def test_hooks_removed_when_forward_fails(adapter: BlipAdapter) -> None:
-    model = adapter._model
+    model = adapter.model
     with pytest.raises(RuntimeError, match="boom"):
         with capture_cross_attentions(model, [0, 2]):
             assert cross_attention_module(model, 0)._forward_hooks

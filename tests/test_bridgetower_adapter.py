@@ -88,7 +88,7 @@ def _reference_gradients(adapter, pixels, text, layers):
     """∂match/∂probs with a full autograd graph (parameters temporarily trainable)."""
     from pnpseg_bridgetower.adapter import cross_attention_module
 
-    model = adapter._ensure_model()
+    model = adapter.model
     captured, handles = {}, []
     for layer in layers:
         hook = lambda _m, _i, out, layer=layer: captured.__setitem__(layer, out[1])  # noqa: E731

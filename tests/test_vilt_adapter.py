@@ -33,7 +33,7 @@ def adapter(tiny_path):
 def force_patch_order(adapter, monkeypatch):
     """Make ``visual_embed`` emit the patches in a chosen order: ``order[j]`` is the
     row-major index of the patch at position j (the real one samples a random order)."""
-    embeddings = adapter._ensure_model().vilt.embeddings
+    embeddings = adapter.model.vilt.embeddings
     original = embeddings.visual_embed
 
     def install(make_order):
@@ -141,7 +141,7 @@ def test_cuda_matches_cpu(tiny_path, adapter):
 def _reference_gradients(adapter, pixels, text, layers):
     """∂score/∂probs with a full autograd graph (parameters temporarily trainable), with the
     patches embedded in row-major order by hand."""
-    model = adapter._ensure_model()
+    model = adapter.model
     b, _, h, w = pixels.shape
     model.requires_grad_(True)
     try:

@@ -15,7 +15,16 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .base import HFAdapter, broadcast_batch, capped_by_tokenizer, drop_image_cls, pil_resample, side
+from .base import (
+    HFAdapter,
+    broadcast_batch,
+    capped_by_tokenizer,
+    drop_image_cls,
+    pil_resample,
+    side,
+    text_config,
+    vision_config,
+)
 from .capture import capture_outputs, grad_leaf, start_graph_at
 from .loading import first_line, load_pretrained, looks_like_path, quiet_progress, resolve_source
 
@@ -40,4 +49,6 @@ __all__ = [
     "resolve_source",
     "side",
     "start_graph_at",
+    "text_config",
+    "vision_config",
 ]
