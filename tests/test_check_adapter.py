@@ -21,7 +21,7 @@ def test_synthetic_adapter_passes_every_clause():
 def test_exact_gradients_against_a_reference():
     def reference(adapter, pixels, text, layers):
         out = adapter.forward(pixels, text, layers)
-        return torch.autograd.grad(out.match_logit.sum(), out.attentions)
+        return [out.to_text_image(g) for g in torch.autograd.grad(out.match_logit.sum(), out.attentions)]
 
     assert "exact gradients" in check_adapter(SyntheticAdapter(), reference_gradients=reference).passed
 

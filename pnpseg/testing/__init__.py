@@ -13,7 +13,14 @@ and check an adapter against every clause of the protocol (docs/adapters.md)::
     check_adapter(MyAdapter(model=tiny_folder))   # raises AdapterCheckError naming each failed clause
 """
 
-from pnpseg.testing.conformance import CLAUSES, AdapterCheckError, AdapterReport, check_adapter
+from pnpseg.testing.conformance import (
+    CLAUSES,
+    AdapterCheckError,
+    AdapterReport,
+    check_adapter,
+    compare_devices,
+    repainted_patch_deviations,
+)
 from pnpseg.testing.images import COLOURS, make_scene, miou
 from pnpseg.testing.synthetic import SyntheticAdapter
 
@@ -24,6 +31,8 @@ __all__ = [
     "AdapterReport",
     "SyntheticAdapter",
     "check_adapter",
+    "compare_devices",
     "make_scene",
     "miou",
+    "repainted_patch_deviations",
 ]

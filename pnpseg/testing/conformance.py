@@ -7,7 +7,7 @@ It needs no real weights: a tiny randomly initialised model of the real classes 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,8 +25,9 @@ PROMPTS = ("A picture of red blue", "A picture of green", "A picture of white ye
 #: Class names for the chunking clause (colour words: the synthetic adapter knows them).
 CLASS_NAMES = ("red", "green", "blue", "yellow", "cyan", "magenta", "white")
 
-#: ``reference(adapter, pixels, text, layers)`` → ∂match/∂attention of each raw attention,
-#: computed another way (for instance with a full autograd graph).
+#: ``reference(adapter, pixels, text, layers)`` → ∂match/∂attention of each requested layer
+#: as a text→image block (B, heads, T, grid_h·grid_w, patches row-major), computed another
+#: way (for instance through the model's own forward with a full autograd graph).
 ReferenceGradients = Callable[[Any, torch.Tensor, TokenizedText, list[int]], Sequence[torch.Tensor]]
 
 CLAUSES = (
@@ -213,6 +214,10 @@ class _Run:
         for layer, grad in zip(self.layers, grads):
             assert grad is not None, f"the match logit does not depend on the attention of layer {layer}"
             assert out.to_text_image(grad).abs().sum() > 0, f"zero gradient on the text→image block of layer {layer}"
+        model = getattr(self.adapter, "model", None)
+        if isinstance(model, torch.nn.Module):
+            trained = [name for name, p in model.named_parameters() if p.requires_grad or p.grad is not None]
+            assert not trained, f"parameter {trained[0]} requires or holds a gradient; freeze the weights"
 
     def exact(self, reference: ReferenceGradients | None) -> str | None:
         if reference is None:
@@ -223,7 +228,7 @@ class _Run:
         grads = torch.autograd.grad(out.match_logit.sum(), out.attentions)
         expected = reference(self.adapter, pixels, text, list(self.layers))
         for layer, grad, ref in zip(self.layers, grads, expected):
-            _close(out.to_text_image(grad), out.to_text_image(ref), self.rtol, self.atol, f"gradient of layer {layer}")
+            _close(out.to_text_image(grad), ref, self.rtol, self.atol, f"gradient of layer {layer}")
         return None
 
     def broadcasting(self) -> None:
@@ -287,6 +292,59 @@ class _Run:
             assert torch.equal(a, b), "two identical forwards gave different attentions"
 
 
+def repainted_patch_deviations(
+    adapter: Any,
+    pixels: torch.Tensor,
+    text: TokenizedText,
+    cells: Callable[[int, int], Sequence[tuple[int, int]]],
+    layer: int = 0,
+    seed: int = 0,
+) -> Iterator[tuple[int, int, int, torch.Tensor]]:
+    """For each ``(row, col)`` in ``cells(grid_h, grid_w)``: repaint that patch of ``pixels``
+    and yield ``(row, col, grid_w, deviation)``, ``deviation[p]`` being how much the
+    attention of ``layer`` to row-major column ``p`` changed beyond the softmax
+    normaliser's common factor.
+
+    In a layer whose keys are per-patch, ``deviation.argmax()`` is ``row * grid_w + col``
+    when the adapter's columns are row-major; a transposed grid or shuffled columns fail.
+    """
+    out = adapter.forward(pixels, text, [layer])
+    base = out.to_text_image(out.attentions[0].detach())
+    grid_h, grid_w = out.grid
+    p = adapter.patch_size
+    g = torch.Generator().manual_seed(seed)
+    for row, col in cells(grid_h, grid_w):
+        changed = pixels.clone()
+        noise = 2 * torch.randn(3, p, p, generator=g)
+        changed[:, :, row * p : (row + 1) * p, col * p : (col + 1) * p] = noise.to(pixels.device)
+        out2 = adapter.forward(changed, text, [layer])
+        log_ratio = (out2.to_text_image(out2.attentions[0].detach()) / base).log()
+        deviation = (log_ratio - log_ratio.median(dim=-1, keepdim=True).values).abs().mean(dim=(0, 1, 2))
+        yield row, col, grid_w, deviation
+
+
+def compare_devices(
+    adapter: Any,
+    other: Any,
+    size: tuple[int, int],
+    layers: Sequence[int] = (0,),
+    prompts: Sequence[str] = PROMPTS[:2],
+    rtol: float = 1e-3,
+    atol: float = 1e-5,
+) -> None:
+    """Assert that two adapters (the same model on two devices) give the same attention
+    blocks, gradients and grid through the core's GradCAM capture."""
+    from pnpseg.method.gradcam import capture
+
+    g = torch.Generator().manual_seed(9)
+    pixels = torch.randn(len(prompts), 3, *size, generator=g)
+    results = [capture(a, pixels.to(a.device), a.tokenize(list(prompts)), list(layers)) for a in (adapter, other)]
+    (att, grad, grid), (att2, grad2, grid2) = results
+    assert grid == grid2, f"grids differ: {grid} and {grid2}"
+    for x, y in zip([*att, *grad], [*att2, *grad2]):
+        torch.testing.assert_close(y.cpu(), x.cpu(), rtol=rtol, atol=atol)
+
+
 class _ShortText:
     """``adapter`` with a text limit of about two class names, so that chunking happens."""
 
@@ -294,7 +352,8 @@ class _ShortText:
         from pnpseg.method.prompts import build_prompt
 
         self._adapter = adapter
-        self.max_text_length = int(adapter.tokenize([build_prompt(names[:2])[0]]).attention_mask.sum())
+        lengths = adapter.tokenize([build_prompt(group)[0] for group in [names[:2], *([n] for n in names)]])
+        self.max_text_length = int(lengths.attention_mask.sum(1).max())
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._adapter, name)
