@@ -80,6 +80,21 @@ class SegmentParams:
         return dataclasses.asdict(self)
 
 
+def adapter_defaults(adapter: Any) -> dict[str, Any]:
+    """The adapter's ``default_params`` (layer and head: those of :class:`SegmentParams`
+    when it gives none), with layer and head clamped to its model.
+
+    Defaults are written for a model family's usual checkpoint; a smaller checkpoint of the
+    family (fewer layers or heads) gets its last layer / head instead of an out-of-range
+    error. Explicit values are never clamped: out of range, they are an error.
+    """
+    params = dict(getattr(adapter, "default_params", {}))
+    for key, limit in (("layer", "num_layers"), ("head", "num_heads")):
+        default = int(params.get(key, getattr(SegmentParams, key)))
+        params[key] = max(1, min(default, int(getattr(adapter, limit))))
+    return params
+
+
 def parse_drop_rule(rule: str) -> tuple[str, int]:
     """``"median"`` → ("median", 0); ``"topk:10"`` → ("topk", 10)."""
     match = re.fullmatch(r"median|topk:(\d+)", rule.strip())
