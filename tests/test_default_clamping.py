@@ -23,13 +23,13 @@ class NoLayerDefaults(SyntheticAdapter):
 
 def test_defaults_beyond_the_model_are_clamped():
     segmenter = Segmenter(SmallCheckpoint())
-    assert (segmenter.params.layer, segmenter.params.head) == (4, 4)
+    assert (segmenter.params.layer, segmenter.params.head) == (3, 4)  # the last layer but one
     assert adapter_defaults(SmallCheckpoint())["threshold"] == 0.15
 
 
 def test_the_core_defaults_are_clamped_too():
     segmenter = Segmenter(NoLayerDefaults())  # SegmentParams' own layer 8, head 10
-    assert (segmenter.params.layer, segmenter.params.head) == (4, 4)
+    assert (segmenter.params.layer, segmenter.params.head) == (3, 4)
 
 
 def test_defaults_within_the_model_are_kept():

@@ -85,13 +85,16 @@ def adapter_defaults(adapter: Any) -> dict[str, Any]:
     when it gives none), with layer and head clamped to its model.
 
     Defaults are written for a model family's usual checkpoint; a smaller checkpoint of the
-    family (fewer layers or heads) gets its last layer / head instead of an out-of-range
-    error. Explicit values are never clamped: out of range, they are an error.
+    family (fewer layers or heads) gets its last layer but one (the last carries no class
+    signal) and its last head instead of an out-of-range error. Explicit values are never
+    clamped: out of range, they are an error.
     """
     params = dict(getattr(adapter, "default_params", {}))
-    for key, limit in (("layer", "num_layers"), ("head", "num_heads")):
-        default = int(params.get(key, getattr(SegmentParams, key)))
-        params[key] = max(1, min(default, int(getattr(adapter, limit))))
+    layers, heads = int(adapter.num_layers), int(adapter.num_heads)
+    layer, head = (int(params.get(key, getattr(SegmentParams, key))) for key in ("layer", "head"))
+    if layer > layers:  # the last layer but one: in the last, only [CLS] reaches the ITM head
+        layer = max(1, layers - 1)
+    params["layer"], params["head"] = layer, min(head, heads)
     return params
 
 
