@@ -166,3 +166,14 @@ def test_offline_default_model_is_one_line_error(tmp_path):
 
 def test_cli_segment_end_to_end(tmp_path, tiny_path):
     run_cli_segment(tmp_path, tiny_path, "flava", ["cat", "dog", "grass"], "--image-size", "64x96")
+
+
+def test_pnpseg_plugins_lists_flava():
+    from typer.testing import CliRunner
+
+    from pnpseg.cli import app
+
+    result = CliRunner().invoke(app, ["plugins"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    row = next(line for line in result.output.splitlines() if "pnpseg-flava" in line)
+    assert "flava" in row.split("pnpseg-flava")[1]
