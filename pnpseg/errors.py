@@ -34,6 +34,11 @@ class AdapterError(PnpsegError):
     """
 
 
+class MissingDependencyError(PnpsegError):
+    """An optional dependency that the chosen option needs is not installed (an environment
+    problem: the message names the extra to install)."""
+
+
 class ImageError(PnpsegError):
     """An input file that cannot be read as an image."""
 
