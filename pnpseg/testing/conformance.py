@@ -170,7 +170,7 @@ class _Run:
         assert [len(row) for row in text.offsets] == [t] * b, "offsets are not one span per token"
         assert [len(row) for row in text.unknown] == [t] * b, "unknown is not one flag per token"
         for prompt, spans, mask in zip(self.prompts, text.offsets, text.attention_mask.tolist()):
-            covered = set()
+            covered: set[int] = set()
             for (start, end), real in zip(spans, mask):
                 assert real or (start, end) == (0, 0), f"padding token of {prompt!r} has span {(start, end)}"
                 assert 0 <= start <= end <= len(prompt), f"span {(start, end)} outside {prompt!r}"
@@ -240,7 +240,7 @@ class _Run:
         assert tuple(one.match_logit.shape) == (k,), f"1 image × {k} prompts gave logits {tuple(one.match_logit.shape)}"
         _close(one.match_logit, repeated.match_logit, self.rtol, self.atol, "match logit")
         blocks = [out.to_text_image(out.attentions[0].detach()) for out in (one, repeated)]
-        _close(*blocks, self.rtol, self.atol, "attention block")
+        _close(blocks[0], blocks[1], self.rtol, self.atol, "attention block")
 
     def no_layers(self) -> None:
         text = self.adapter.tokenize(self.prompts[:2])
