@@ -103,3 +103,17 @@ def test_protocol_attributes_clause():
     adapter.default_params = {"layer": 0}
     report = check_adapter(adapter, raise_on_failure=False)
     assert "num_heads is 0" in report.failed["protocol attributes"]
+
+
+class DoubledLogit(SyntheticAdapter):
+    def forward(self, pixels, text, layers):
+        out = super().forward(pixels, text, layers)
+        return dataclasses.replace(out, match_logit=2 * out.match_logit)
+
+
+def test_compare_devices_passes_equal_adapters_and_catches_different_gradients():
+    from pnpseg.testing import compare_devices
+
+    compare_devices(SyntheticAdapter(), SyntheticAdapter(), (32, 48), [2])
+    with pytest.raises(AssertionError, match="not close"):
+        compare_devices(SyntheticAdapter(), DoubledLogit(), (32, 48), [2])
