@@ -74,6 +74,18 @@ class Plugin:
         register("as-int", lambda: lambda scores, image, params: (scores * 100).long())
         register("sharpen", lambda: lambda scores, image, params: scores**2)  # docs/plugins.md
         register("scale", Scale)
+        register("die-in-worker", DieInWorker)
+
+
+class DieInWorker:
+    """Kills the worker process that runs it, as the out-of-memory killer would."""
+
+    def __call__(self, scores, image, params):
+        import multiprocessing
+
+        if multiprocessing.parent_process() is not None:
+            os._exit(9)
+        return scores
 
 
 class Scale:
@@ -136,6 +148,16 @@ def test_an_unpicklable_postprocessor_runs_in_the_main_process_under_workers(plu
         pngs[workers] = {p.name: p.read_bytes() for p in sorted(out.glob("*.png"))}
     assert "sharpen" in result.output and "main process" in result.output
     assert len(pngs["0"]) == 2 and pngs["0"] == pngs["1"]
+
+
+def test_a_worker_that_dies_stops_the_run_in_one_line(plugin, tmp_path):
+    folder = scene_folder(tmp_path / "in")
+    out = tmp_path / "out"
+    result = segment(str(folder), *ARGS, "--postprocess", "die-in-worker", "--workers", "1", "--out", str(out))
+    assert result.exit_code == 3, result.output
+    assert "BrokenProcessPool" not in result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("error: a --workers process died") and "resume" in last, result.output
 
 
 def test_postprocessor_options_reach_the_factory_and_the_manifest(plugin, tmp_path):

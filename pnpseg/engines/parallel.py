@@ -231,7 +231,19 @@ class Finisher:
             return
         while len(self._pending) >= 2 * self.workers + 2:
             self._collect(self._pending.popleft(), wait=True)
-        self._pending.append((tag, self._pool.submit(_finish_in_worker, image, saliency, list(names))))
+        try:
+            future = self._pool.submit(_finish_in_worker, image, saliency, list(names))
+        except BrokenProcessPool:
+            raise self._worker_died() from None
+        self._pending.append((tag, future))
+
+    def _worker_died(self) -> EnvironmentProblem:
+        """One line for the whole run, never a BrokenProcessPool per image."""
+        self.close()
+        return EnvironmentProblem(
+            "a --workers process died (killed, or out of memory?); the images saved so far are "
+            "kept: run the same command again to resume, or use --workers 0"
+        )
 
     def _collect(self, entry: tuple[Any, Future], wait: bool) -> bool:
         tag, future = entry
@@ -240,11 +252,7 @@ class Finisher:
         try:
             labels, seconds, stages = future.result()
         except BrokenProcessPool:
-            self.close()
-            raise EnvironmentProblem(
-                "a --workers process died (killed, or out of memory?); the images saved so far are "
-                "kept: run the same command again to resume, or use --workers 0"
-            ) from None
+            raise self._worker_died() from None
         except Exception as error:  # noqa: BLE001 - reported per image by the caller
             self._done.append((tag, None, 0.0, error))
             return True
