@@ -218,6 +218,19 @@ def test_read_only_out_is_an_environment_error(tmp_path, readonly):
         assert "cannot write" in one_error_line(result.output)
 
 
+def test_full_disk_out_is_an_environment_error_before_the_model(tmp_path, monkeypatch):
+    folder = scenes(tmp_path / "in", 1)
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    result = run(str(folder), *ARGS, "--adapter", "no-such-adapter", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 3, result.output
+    assert "No space left" in one_error_line(result.output)
+    assert not (tmp_path / "out").exists()
+
+
 def manifest_lines(out: Path) -> list[dict]:
     lines = (out / "manifest.jsonl").read_bytes().split(b"\n")
     assert lines[-1] == b""  # ends with a newline: no cut line
