@@ -446,7 +446,8 @@ def report_skipped(console: Console, skipped: Sequence[Skipped], inputs: Sequenc
         console.print(f"[{style}]skipping {entry.path}: {entry.reason}[/]", highlight=False, soft_wrap=True)
     if inputs and not any_images:
         listed = ", ".join(str(p) for p in inputs[:3]) + (", ..." if len(inputs) > 3 else "")
-        raise NoImagesError(f"no images found in {listed} ({len(skipped)} path(s) skipped, listed above)")
+        noted = f" ({len(skipped)} path(s) skipped, listed above)" if skipped else ""
+        raise NoImagesError(f"no images found in {listed}{noted}")
 
 
 def _remove_stale_temp_files(out: Path) -> None:
