@@ -78,7 +78,10 @@ def test_workers_exit_when_the_run_is_killed(tmp_path):
     assert not left, "workers outlived their killed parent"
 
 
-def test_decompression_bomb_limit_is_an_option_and_the_path_is_named_once(tmp_path):
+def test_decompression_bomb_limit_is_an_option_and_the_path_is_named_once(tmp_path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # the CLI sets it process-wide
     folder = scenes(tmp_path / "in", 1, size=(120, 160))  # 19 200 pixels
     common = [str(folder), "--classes", "red,blue", "--adapter", "synthetic", "--image-size", "96", "--device", "cpu"]
     refused = run(*common, "--out", str(tmp_path / "a"), "--max-image-pixels", "5000")
