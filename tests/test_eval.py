@@ -590,3 +590,17 @@ def test_predictions_named_like_segment_outputs_are_found(tmp_path):
         str(tmp_path / "o2"),
     )
     assert missing.exit_code == 2 and "not found" in missing.output
+
+
+def test_relative_class_file_resolves_against_the_dataset_root(tmp_path, monkeypatch):
+    """Issue 13.9: ``classes="classes.txt"`` is read from the root, like img_dir/ann_dir."""
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    (root / "classes.txt").write_text("sky\nsea\n")
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    (elsewhere / "classes.txt").write_text("wrong\n")
+    monkeypatch.chdir(elsewhere)
+    data = folder_dataset(img_dir="images", ann_dir="labels", classes="classes.txt")(root)
+    assert data.class_names == ["sky", "sea"]
