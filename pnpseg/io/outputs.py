@@ -143,7 +143,8 @@ def _label_name(label: int, class_names: Sequence[str]) -> str:
     return class_names[label - 1] if label - 1 < len(class_names) else f"class {label}"
 
 
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+def label_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's default font at ``size`` where it scales (overlay legends, heat-maps)."""
     try:
         return ImageFont.load_default(size=size)  # scalable when Pillow has FreeType
     except Exception:
@@ -177,7 +178,7 @@ def render_overlay(
     over = Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8))
 
     size = max(12, min(48, round(max(rgb.size) / 50)))
-    font, pad = _font(size), max(4, size // 2)
+    font, pad = label_font(size), max(4, size // 2)
     entries = [(int(v), _label_name(int(v), class_names)[:60]) for v in np.unique(lab)]
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     text_w = max(probe.textbbox((0, 0), name, font=font)[2] for _, name in entries)
