@@ -152,14 +152,17 @@ def eval_command(
     with bar:
         if engine == "ray":
             from pnpseg.engines.ray import EvalConfig, ray_evaluate
+            from pnpseg.evaluation.evaluate import with_preset
 
-            adapter, model, params = _with_preset(preset, adapter, model, params, predictions is None, data)
+            if predictions is None:
+                adapter, model, params = with_preset(preset, adapter, model, params)
+                data.samples()  # dataset problems before any model loads
             config = EvalConfig(
                 data,
                 str(out),
                 protocol,
                 predictions=str(predictions) if predictions is not None else None,
-                adapter=adapter,
+                adapter=adapter or "blip",
                 model=model,
                 preset=str(preset) if preset else None,
                 device=device,
@@ -186,18 +189,6 @@ def eval_command(
                 **run,
             )
     _report(result)
-
-
-def _with_preset(preset, adapter, model, params, uses_model: bool, data):
-    """``--engine ray``: the preset merged on the driver, dataset problems before any model."""
-    if not uses_model:
-        return adapter or "blip", model, params
-    if preset is not None:
-        from pnpseg.method.preset import apply_preset, load_preset
-
-        adapter, model, params = apply_preset(load_preset(preset), adapter, model, params)
-    data.samples()
-    return adapter or "blip", model, params
 
 
 class _Bar:

@@ -185,13 +185,9 @@ def evaluate(
         predictor: Predictor = PredictionFolder(Path(predictions), dataset)
         settings = predictor.settings()
     else:
-        from pnpseg.method.preset import apply_preset, load_preset
         from pnpseg.method.segmenter import Segmenter
 
-        values = dict(params or {})
-        if preset is not None:
-            adapter, model, values = apply_preset(load_preset(preset), adapter, model, values)
-        adapter = adapter or "blip"
+        adapter, model, values = with_preset(preset, adapter, model, params or {})
         dataset.samples()  # dataset problems before any model loads
         segmenter = Segmenter.from_pretrained(adapter, model=model, device=device, **values)
         predictor = ModelPredictor(
@@ -222,3 +218,12 @@ def evaluate(
         overwrite=overwrite,
         progress=progress,
     ).run()
+
+
+def with_preset(
+    preset: str | Path | None, adapter: str | None, model: str | None, params: Mapping[str, Any]
+) -> tuple[str, str | None, dict[str, Any]]:
+    """``(adapter, model, params)`` with a preset file's choices below the explicit ones."""
+    from pnpseg.method.preset import apply_preset, load_preset
+
+    return apply_preset(load_preset(preset) if preset is not None else None, adapter, model, params)
