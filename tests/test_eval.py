@@ -663,3 +663,25 @@ def test_evaluate_is_a_library_call_with_a_result_and_no_console_output(tmp_path
     saved = pnpseg.evaluate("voc20", root, predictions=preds, out=tmp_path / "o")
     assert saved.out == tmp_path / "o" and (tmp_path / "o" / "results.json").exists()
     assert pnpseg.evaluate("voc20", root, predictions=preds, out=tmp_path / "o").reused == 1
+
+
+def test_a_model_result_is_redone_when_its_image_changes_and_old_state_files_are_refused(tmp_path):
+    root = tmp_path / "voc"
+    write_layout("voc21", root, [0, 5, 20], count=3)
+    data = get_dataset("voc21", root)
+    calls = []
+
+    def predictor(sample, label):  # a model: its prediction depends on the image only
+        calls.append(sample.id)
+        return np.zeros_like(label)
+
+    out = tmp_path / "o"
+    Evaluation(data, predictor, out).run()
+    assert Evaluation(data, predictor, out).run().reused == 3 and len(calls) == 3
+    rgb(data.samples()[2].image, 12, 16, seed=99)  # the image is replaced
+    again = Evaluation(data, predictor, out).run()
+    assert (again.reused, calls[3:]) == (2, [data.samples()[2].id])
+    np.savez(out / "eval_state.npz", confusion=np.zeros((21, 22)), done=np.array(["x"]), settings="{}")  # 0.1.0
+    with pytest.raises(pnpseg.PnpsegError, match="older pnpseg; use --overwrite"):
+        Evaluation(data, predictor, out).run()
+    assert Evaluation(data, predictor, out, overwrite=True).run().reused == 0
