@@ -263,15 +263,18 @@ def folder_dataset(
     ``reduce_zero_label`` label 0 is ignored and labels 1..N are classes 0..N-1; otherwise 0..N-1
     are the classes directly. ``ignore_index`` is the label value meaning "not scored" (255).
     """
+    class_file: Path | None = None
     fixed: list[list[str]] | None = None
-    if not isinstance(classes, (str, Path)):
+    if isinstance(classes, (str, Path)):
+        class_file = Path(classes)
+        if class_file.is_absolute():
+            fixed = read_class_file(class_file)
+    else:
         fixed = [[c] if isinstance(c, str) else list(c) for c in classes]
-    elif Path(classes).is_absolute():
-        fixed = read_class_file(classes)
     parse_background_policy(pnp_background)
 
     def factory(root: Path) -> Dataset:
-        class_list = fixed if fixed is not None else read_class_file(Path(root) / classes)
+        class_list = fixed if fixed is not None else read_class_file(Path(root) / str(class_file))
         return Dataset(
             name,
             Path(root),

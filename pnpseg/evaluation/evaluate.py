@@ -54,9 +54,12 @@ class Evaluation:
         self.dataset, self.predictor, self.protocol = dataset, predictor, protocol
         self.out = Path(out) if out is not None else None
         self.save_predictions = save_predictions
+        self.predictions_dir = self.out / "predictions" if save_predictions and self.out is not None else None
         self.checkpoint_every = max(1, checkpoint_every)
         self.overwrite = overwrite
-        self.inputs = inputs or getattr(predictor, "inputs", image_inputs)
+        if inputs is None:
+            inputs = getattr(predictor, "inputs", image_inputs)
+        self.inputs: Callable[[Sample], list[Path]] = inputs
         self.progress = progress or (lambda done, total, miou: None)
         self.settings = json.loads(
             json.dumps(
@@ -89,13 +92,13 @@ class Evaluation:
             if not self.overwrite:
                 state.load(self.out)
         keys = {sample.id: self.key(sample) for sample in self.samples}
-        saved = {s.id: state.get(s.id, keys[s.id]) if keys[s.id] else None for s in self.samples}
+        saved = {s.id: state.get(s.id, key) if (key := keys[s.id]) else None for s in self.samples}
         todo = [s for s in self.samples if saved[s.id] is None]
         reused = len(self.samples) - len(todo)
         by_id = {s.id: s for s in todo}
         cm = sum((m for m in saved.values() if m is not None), np.zeros((n, n + 1), np.int64))
-        if self.save_predictions:
-            write_json(self.out / "predictions" / "classes.json", prediction_classes(self.dataset))
+        if self.predictions_dir is not None:
+            write_json(self.predictions_dir / "classes.json", prediction_classes(self.dataset))
         start = time.perf_counter()
         since_save, done = 0, 0
         self.progress(0, len(todo), scores(cm, self.rule).miou)
@@ -116,11 +119,13 @@ class Evaluation:
     def confusions(self, todo: list[Sample]) -> Iterator[tuple[str, np.ndarray]]:
         """(sample id, its confusion matrix) for each sample, in order (predicted here; the Ray
         engine overrides this to predict on its workers)."""
+        if self.predictor is None:
+            raise PnpsegError("this evaluation has no predictor")
         for sample in todo:
             label = self.dataset.load_label(sample)
             pred = self.predictor(sample, label)
-            if self.save_predictions:
-                save_prediction(self.out / "predictions", self.dataset, sample, pred)
+            if self.predictions_dir is not None:
+                save_prediction(self.predictions_dir, self.dataset, sample, pred)
             yield sample.id, confusion_matrix(label, pred, self.dataset.num_classes)
 
     def _finish(self, cm: np.ndarray, reused: int, seconds: float) -> EvalResult:

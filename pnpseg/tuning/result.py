@@ -85,7 +85,8 @@ def _colour(value: float) -> tuple[int, int, int]:
     value = min(max(value, 0.0), 1.0) * (len(_VIRIDIS) - 1)
     i = min(int(value), len(_VIRIDIS) - 2)
     t = value - i
-    return tuple(round(a + (b - a) * t) for a, b in zip(_VIRIDIS[i], _VIRIDIS[i + 1]))
+    r, g, b = (round(low + (high - low) * t) for low, high in zip(_VIRIDIS[i], _VIRIDIS[i + 1]))
+    return r, g, b
 
 
 def save_heatmap(path: Path, grid: np.ndarray, best: tuple[int, int], title: str) -> None:

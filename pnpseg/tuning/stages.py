@@ -121,7 +121,7 @@ class RewardEvaluator:
         pending: dict[bytes, np.ndarray] = {}
         for start in range(0, len(trials), TRIAL_CHUNK):
             for masks in mask_fn(image, trials[start : start + TRIAL_CHUNK]):
-                row = []
+                row: list[bytes | None] = []
                 for c, mask in enumerate(masks):
                     if not mask.any():
                         row.append(None)  # empty mask: the masked image IS the black image

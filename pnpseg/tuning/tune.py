@@ -146,7 +146,7 @@ def tune(
             "blur_sigma": best2.blur_sigma,
             "image_size": list(segmenter.input_size),
         },
-        input_size=tuple(segmenter.input_size),
+        input_size=(segmenter.input_size[0], segmenter.input_size[1]),
         stage1=stage1,
         stage2=stage2,
         best_stage1=best1,
