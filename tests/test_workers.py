@@ -13,18 +13,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_models import build_tiny_blip
 from typer.testing import CliRunner
 
 from pnpseg import hookimpl
 from pnpseg.cli import app
 from pnpseg.plugins import pm
 from pnpseg.testing import make_scene
-
-
-@pytest.fixture(scope="module")
-def tiny_blip(tmp_path_factory):
-    return str(build_tiny_blip(tmp_path_factory.mktemp("blip")))
 
 
 def test_workers_match_serial_bit_for_bit_with_near_ties(tmp_path, tiny_blip):
@@ -40,7 +34,7 @@ def test_workers_match_serial_bit_for_bit_with_near_ties(tmp_path, tiny_blip):
             result = CliRunner().invoke(
                 app,
                 ["segment", str(tmp_path / "a.png"), "--classes", "cat,dog,grass", "--adapter", "blip"]
-                + ["--model", tiny_blip, "--layer", "2", "--head", "1", "--image-size", "64"]
+                + ["--model", str(tiny_blip), "--layer", "2", "--head", "1", "--image-size", "64"]
                 + ["--postprocess", "none", "--device", "cpu", "--out", str(out), "--workers", str(workers)],
             )
             assert result.exit_code == 0, result.output
