@@ -12,6 +12,7 @@ import typer
 
 from pnpseg.cli.app import app, console, friendly
 from pnpseg.errors import PnpsegError
+from pnpseg.method.defaults import DEFAULT_ADAPTER
 
 
 def _parse_slide(value: str | None) -> tuple[int, int] | None:
@@ -156,7 +157,7 @@ def eval_command(
                 raise PnpsegError("--preset needs pnpseg.method.preset (pnpseg tune), which is not installed") from None
             loaded = load_preset(preset)
             adapter, model, params = apply_preset(loaded, adapter, model, params)
-        adapter = adapter or "blip"
+        adapter = adapter or DEFAULT_ADAPTER
         data.samples()  # dataset problems before any model loads
         segmenter = Segmenter.from_pretrained(adapter, model=model, device=device, **params)
         predictor = ModelPredictor(
@@ -217,7 +218,7 @@ def _eval_on_ray(**o) -> None:
         str(o["out"]),
         o["protocol"],
         predictions=str(o["predictions"]) if o["predictions"] is not None else None,
-        adapter=adapter or "blip",
+        adapter=adapter or DEFAULT_ADAPTER,
         model=model,
         preset=str(preset) if preset else None,
         device=o["device"],

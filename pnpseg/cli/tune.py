@@ -13,6 +13,7 @@ from typing import Optional
 import typer
 
 from pnpseg.cli.app import app, friendly
+from pnpseg.method.defaults import DEFAULT_ADAPTER
 
 
 @app.command()
@@ -25,7 +26,7 @@ def tune(
         "-l",
         help="JSON object (image → list of class names) or CSV rows image,classes with the classes separated by ';'.",
     ),
-    adapter: str = typer.Option("blip", "--adapter", "-a", help="VLM adapter (see `pnpseg plugins`)."),
+    adapter: str = typer.Option(DEFAULT_ADAPTER, "--adapter", "-a", help="VLM adapter (see `pnpseg plugins`)."),
     model: Optional[str] = typer.Option(
         None, "--model", "-m", help="Checkpoint name or local folder; default: the adapter's."
     ),
@@ -63,18 +64,12 @@ def tune(
     """Search layer, head, threshold (stage 1) and blur σ (stage 2) by the CLIP reward; write a preset."""
     import numpy as np
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import Progress
     from rich.table import Table
 
     from pnpseg.errors import ClassNameError, PnpsegError
     from pnpseg.io.images import discover
+    from pnpseg.io.progress import progress_bar
     from pnpseg.method.preset import save_preset
     from pnpseg.method.segmenter import Segmenter, resolve_device
     from pnpseg.sources.image_classes import ImageClassesError
@@ -124,14 +119,7 @@ def tune(
     tuner = Tuner(segmenter, adapter, model, score, cache_dir)
 
     def progress() -> Progress:
-        return Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        )
+        return progress_bar(console)
 
     console.print(
         f"Tuning {adapter} on {len(labelled)} image(s) at {segmenter.input_size[0]}x{segmenter.input_size[1]} "

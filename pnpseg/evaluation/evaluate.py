@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from pnpseg.errors import PnpsegError
@@ -33,6 +33,7 @@ from pnpseg.evaluation.datasets import Dataset, DatasetError, Sample, parse_back
 from pnpseg.evaluation.metrics import confusion_matrix, scores, top_confusions
 from pnpseg.io.images import load_image
 from pnpseg.io.outputs import atomic_path, atomic_write_bytes, save_label_png, write_json
+from pnpseg.io.progress import progress_bar
 
 PROTOCOLS = ("pnp", "standard")
 STATE = "eval_state.npz"
@@ -413,16 +414,7 @@ class Evaluation:
             yield sample.id, confusion_matrix(label, pred, self.dataset.num_classes)
 
     def _progress(self) -> Progress:
-        return Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("mIoU {task.fields[miou]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=False,
-        )
+        return progress_bar(self.console, "mIoU {task.fields[miou]}")
 
     def prediction_classes(self) -> dict[str, str]:
         names = [c[0] for c in self.dataset.prompt_classes]

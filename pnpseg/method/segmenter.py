@@ -19,8 +19,10 @@ from pnpseg.method.params import SegmentParams
 from pnpseg.method.postprocess import build_chain
 from pnpseg.method.precision import autocast, check_precision
 from pnpseg.method.profiling import stage
+from pnpseg.method.resize import fit_longest_side
 from pnpseg.method.prompts import Chunk, plan_prompts, validate_names
 from pnpseg.method.saliency import Batch, saliency_maps
+from pnpseg.method.defaults import DEFAULT_ADAPTER
 
 ImageLike = Union[Image.Image, np.ndarray, str, Path]
 
@@ -72,7 +74,7 @@ class Segmenter:
 
     @classmethod
     def from_pretrained(
-        cls, adapter: str = "blip", model: str | None = None, device: str | torch.device = "auto", **params: Any
+        cls, adapter: str = DEFAULT_ADAPTER, model: str | None = None, device: str | torch.device = "auto", **params: Any
     ) -> Segmenter:
         """Build the named adapter (from any installed plugin) and a segmenter around it."""
         from pnpseg.plugins import lookup
@@ -130,17 +132,16 @@ def finish(
     """:meth:`Segmenter.finish` as a plain function, so worker processes can run it too."""
     p = params
     width, height = image.size
-    scale = min(1.0, p.max_postprocess_side / max(width, height))
-    work = (max(1, round(height * scale)), max(1, round(width * scale)))
     with stage("resize"):
-        small = image if scale == 1.0 else image.resize((work[1], work[0]), Image.BILINEAR)
+        small = fit_longest_side(image, p.max_postprocess_side)
+        work = (small.height, small.width)
         rgb = np.asarray(small, dtype=np.uint8)
         scores = scores_from_saliency(saliency, work, p.threshold, p.background, p.compat)
     for name, step in zip(p.postprocess, chain):
         with stage(name):
             scores = step(scores, rgb, p)
     labels = labels_from_scores(scores, p.background).numpy().astype(np.uint8 if len(names) < 256 else np.int32)
-    if scale != 1.0:
+    if small is not image:
         labels = np.asarray(Image.fromarray(labels).resize((width, height), Image.NEAREST))
     return SegmentationResult(labels, scores, saliency, list(names), p.background)
 

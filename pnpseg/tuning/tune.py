@@ -33,11 +33,12 @@ from PIL import Image, ImageDraw
 
 from pnpseg.errors import PnpsegError
 from pnpseg.io.images import InputItem, load_image
-from pnpseg.io.outputs import _font, atomic_path
+from pnpseg.io.outputs import atomic_path, label_font
 from pnpseg.method.gradcam import capture, gradcam
 from pnpseg.method.labels import labels_from_scores, scores_from_saliency
 from pnpseg.method.postprocess.blur import GaussianBlur
 from pnpseg.method.prompts import token_weights
+from pnpseg.method.resize import fit_longest_side
 from pnpseg.method.saliency import Batch
 from pnpseg.method.segmenter import Segmenter
 from pnpseg.sources.image_classes import ImageClasses
@@ -164,10 +165,7 @@ def all_head_maps(segmenter: Segmenter, image: Image.Image, classes: Sequence[st
 
 
 def scoring_image(image: Image.Image) -> np.ndarray:
-    scale = min(1.0, SCORE_SIDE / max(image.size))
-    if scale < 1.0:
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return np.asarray(fit_longest_side(image, SCORE_SIDE).convert("RGB"), dtype=np.uint8)
 
 
 # -- trials -----------------------------------------------------------------------------
@@ -302,7 +300,7 @@ def save_heatmap(path: Path, grid: np.ndarray, best: tuple[int, int], title: str
     """Layers as rows, heads as columns (like the paper's Table 6), values written in cells."""
     layers, heads = grid.shape
     cell, left, top, right, bottom = 44, 70, 56, 20, 40
-    font, small = _font(14), _font(11)
+    font, small = label_font(14), label_font(11)
     title_width = int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(title, font=font))
     width = max(left + heads * cell + right, title_width + 20)
     height = top + layers * cell + bottom
