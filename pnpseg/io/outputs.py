@@ -93,10 +93,15 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Pretty UTF-8 JSON, atomically. NaN/inf raise ValueError (they are not valid JSON)."""
+def json_bytes(obj: Any) -> bytes:
+    """Pretty UTF-8 JSON and a final newline. NaN/inf raise ValueError (they are not valid JSON)."""
     text = json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False, default=_json_default)
-    atomic_write_bytes(path, (text + "\n").encode("utf-8"))
+    return (text + "\n").encode("utf-8")
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """:func:`json_bytes`, atomically."""
+    atomic_write_bytes(path, json_bytes(obj))
 
 
 def palette(num_classes: int = 256) -> list[int]:
@@ -169,13 +174,15 @@ def label_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def _save_image(path: Path, im: Image.Image) -> None:
-    fmt = Image.registered_extensions().get(Path(path).suffix.lower())
+def encode_image(im: Image.Image, suffix: str) -> bytes:
+    """``im`` encoded in the format its file ``suffix`` names (JPEG at quality 90)."""
+    fmt = Image.registered_extensions().get(suffix.lower())
     if fmt is None:
-        raise ValueError(f"cannot tell the image format from the suffix of {path}")
+        raise ValueError(f"cannot tell the image format from the suffix {suffix!r}")
     options = {"quality": 90} if fmt == "JPEG" else {}
-    with atomic_path(path) as tmp:
-        im.save(tmp, format=fmt, **options)
+    buffer = io.BytesIO()
+    im.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
 
 
 def render_overlay(
@@ -227,7 +234,7 @@ def save_overlay(
 
     ``class_names[i - 1]`` names label ``i``; label 0 is "background".
     """
-    _save_image(path, render_overlay(image, labels, class_names, alpha))
+    atomic_write_bytes(path, encode_image(render_overlay(image, labels, class_names, alpha), Path(path).suffix))
 
 
 def class_fractions(labels: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:

@@ -8,21 +8,23 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pnpseg.errors import ImageError, PnpsegError
-from pnpseg.io.images import InputItem, discover, is_image_name, load_image
+from pnpseg.io.images import InputItem, check_output_clashes, discover, is_image_name, load_image
 from pnpseg.io.store import Store, has_scheme, store_for
 
 PARTS = ".pnpseg-parts"
 
 
-def discover_uris(inputs: Sequence[str | Path]) -> tuple[list[tuple[InputItem, str]], list[str]]:
+def discover_uris(
+    inputs: Sequence[str | Path], exclude: Sequence[Path] = ()
+) -> tuple[list[tuple[InputItem, str]], list[str]]:
     """:func:`pnpseg.io.images.discover` for paths and URIs: ``[(item, root location)]`` and the
     non-image files. A URI item's ``path`` is the URI string; its root is the folder given
-    (or the file's parent), from which workers open it."""
+    (or the file's parent), from which workers open it. ``exclude``: as for ``discover``."""
     found: list[tuple[InputItem, str]] = []
     skipped: list[str] = []
     local = [Path(p) for p in inputs if not has_scheme(str(p))]
     if local:
-        items, skip = discover(local)
+        items, skip = discover(local, exclude)
         found += [(item, "") for item in items]
         skipped += [str(p) for p in skip]
     import pyarrow.fs as pafs
@@ -48,21 +50,13 @@ def discover_uris(inputs: Sequence[str | Path]) -> tuple[list[tuple[InputItem, s
                 skipped.append(uri)
         else:
             raise PnpsegError(f"input not found: {uri}")
-    unique, seen, by_output = [], set(), {}
+    unique, seen = [], set()
     for item, root in found:
         key = str(item.path) if root else str(Path(item.path).resolve())
-        if key in seen:
-            continue
-        seen.add(key)
-        unique.append((item, root))
-        by_output.setdefault(item.relative.with_suffix("").as_posix().casefold(), []).append(item)
-    clashes = [group for group in by_output.values() if len(group) > 1]
-    if clashes:
-        shown = "; ".join(" and ".join(str(i.path) for i in group) for group in clashes[:5])
-        raise PnpsegError(
-            f"{len(clashes)} output name clash(es), these inputs would write the same output file: "
-            f"{shown}; rename them or process them separately"
-        )
+        if key not in seen:
+            seen.add(key)
+            unique.append((item, root))
+    check_output_clashes([item for item, _ in unique])
     return unique, skipped
 
 
