@@ -5,6 +5,7 @@ worker killed mid-run, and confusion matrices summed across workers."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ from typer.testing import CliRunner
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 
 from pnpseg.cli import app
+import pnpseg.engines.ray.actors as actors
+from pnpseg.engines.common.folder import LOCK
 from pnpseg.engines.ray import EvalConfig, RaySegmentJob, ray_evaluate
 from pnpseg.evaluation.datasets import folder_dataset
 from pnpseg.evaluation.evaluate import Evaluation, ModelPredictor
@@ -22,8 +25,9 @@ from pnpseg.testing import make_scene
 
 COLOURS = ["red", "green", "blue"]
 ARGS = ["--classes", ",".join(COLOURS), "--adapter", "synthetic", "--device", "cpu", "--image-size", "128"]
-#: Fields allowed to differ between engines: timing, and "output", which names each run's own --out.
-VOLATILE = ("seconds", "output")
+#: Fields allowed to differ between engines: timing, and "output" and "key", which name each
+#: run's own --out (the key is the input relative to it).
+VOLATILE = ("seconds", "output", "key")
 
 
 def segment(*args: str):
@@ -62,7 +66,7 @@ def outputs(out: Path) -> dict[str, bytes]:
     return {
         p.relative_to(out).as_posix(): p.read_bytes()
         for p in sorted(out.rglob("*"))
-        if p.is_file() and p.name != "manifest.jsonl"
+        if p.is_file() and p.name not in ("manifest.jsonl", LOCK)  # a file:// URI is not locked
     }
 
 
@@ -105,17 +109,28 @@ def test_uris_and_resume(scenes, local_run, tmp_path):
     assert other.exit_code == 2 and "other settings" in other.output
 
 
-def test_a_worker_killed_mid_run_still_does_every_image_once(scenes, local_run, tmp_path):
+def test_a_worker_killed_mid_run_still_does_every_image_once(scenes, local_run, tmp_path, monkeypatch):
     out, marker = tmp_path / "killed", tmp_path / "killed-once"
+
+    class DiesOnce(actors.SegmentActor):  # defined here, so Ray ships it to the workers by value
+        """The first actor to pass 2 images dies (os._exit), once."""
+
+        seen = 0
+
+        def __call__(self, batch):
+            self.seen += len(batch["input"])
+            if self.seen > 2:
+                try:
+                    os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                except FileExistsError:
+                    pass
+                else:
+                    os._exit(1)
+            return super().__call__(batch)
+
+    monkeypatch.setattr(actors, "SegmentActor", DiesOnce)
     job = RaySegmentJob(
-        [scenes],
-        COLOURS,
-        out,
-        adapter="synthetic",
-        device="cpu",
-        params={"image_size": "128"},
-        workers=2,
-        fault=(2, str(marker)),
+        [scenes], COLOURS, out, adapter="synthetic", device="cpu", params={"image_size": "128"}, workers=2
     )
     summary = job.run()
     assert marker.exists()  # an actor did die (os._exit) after its first images

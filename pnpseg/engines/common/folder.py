@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -27,12 +27,14 @@ from pnpseg.engines.common.job import class_table
 from pnpseg.engines.common.layout import OutputLayout
 from pnpseg.errors import PnpsegError
 from pnpseg.io.images import InputItem
-from pnpseg.io.outputs import Manifest, is_temp_name, json_bytes, manifest_line, parse_manifest
+from pnpseg.io.outputs import Manifest, is_temp_name, json_bytes, manifest_line, parse_manifest, record_key
 from pnpseg.io.store import Store, has_scheme
 
 LOCK = ".pnpseg.lock"
 MANIFEST = "manifest.jsonl"
 CLASSES = "classes.json"
+#: Folder where other writers of a run (Ray tasks) leave manifest records for the sink to merge.
+PARTS = ".pnpseg-parts"
 
 
 class OutputFolder:
@@ -47,6 +49,7 @@ class OutputFolder:
         self.manifest_uri = self.store.uri(MANIFEST)
         self._records: dict[str, dict] | None = None
         self._existing: set[str] | None = None
+        self._pending: list[dict] = []  # records for an object store, written at the end
 
     # -- checks (cheap, read-only: before the model loads, and again under the lock) ---------
     def check_classes(self) -> None:
@@ -110,19 +113,44 @@ class OutputFolder:
 
     # -- the run ----------------------------------------------------------------------------
     @contextmanager
-    def open(self, fingerprint: str) -> Iterator[OutputFolder]:
-        """Hold the folder for a run: lock it, check it again, reset it if ``--overwrite``
-        changes its classes or settings, remove dead runs' temp files, write ``classes.json``."""
+    def open(self, fingerprint: str, order: Sequence[str] = ()) -> Iterator[OutputFolder]:
+        """Hold the folder for a run: lock it, merge the record parts a killed run left (in
+        the input ``order`` of their keys), check it again, reset it if ``--overwrite``
+        changes its classes or settings, remove dead runs' temp files, write ``classes.json``.
+        On leaving, records not yet written are written and the parts removed."""
         self.store.mkdir()
         with self._lock():
             self._records = None
+            self._merge_parts(order)
             self.check_classes()
             self.check_fingerprint(fingerprint)
             if self.overwrite:
                 self._reset(fingerprint)
             self._remove_temp_files()
             self.store.write_bytes(CLASSES, json_bytes(self.table))
-            yield self
+            try:
+                yield self
+            finally:
+                self.flush()
+                self.store.delete_folder(PARTS)
+
+    def _merge_parts(self, order: Sequence[str]) -> None:
+        """Records that other writers of a killed run finished but the sink never appended."""
+        parts = [rel for rel in self.store.files(PARTS) if rel.endswith(".jsonl")]
+        if not parts:
+            return
+        records = self.records()
+        merged: dict[str, dict] = {}
+        for rel in parts:
+            merged.update(parse_manifest(self.store.read_bytes(rel) or b""))
+        position = {key: i for i, key in enumerate(order)}
+        new = sorted(
+            (r for key, r in merged.items() if records.get(key) != r),
+            key=lambda r: position.get(record_key(r), len(position)),
+        )
+        self.append(new)
+        self.flush()
+        self.store.delete_folder(PARTS)
 
     @contextmanager
     def _lock(self) -> Iterator[None]:
@@ -194,20 +222,24 @@ class OutputFolder:
         return self._exists(layout.label_file(item))
 
     def append(self, records: Iterable[Mapping[str, Any]]) -> None:
-        """Add records to the manifest: durably, line by line, on a local disk; on an object
-        store (no appends there) by rewriting it, so call it once with many records."""
+        """Add records to the manifest: on a local disk durably, at once, line by line; on an
+        object store (no appends there) at :meth:`flush`, which rewrites it once."""
         records = [dict(r) for r in records]
-        if not records:
-            return
         if self.store.local is not None:
             manifest = Manifest(self.store.local / MANIFEST)
             for record in records:
                 manifest.append(record)
         else:
-            old = self.store.read_bytes(MANIFEST) or b""
-            if old and not old.endswith(b"\n"):
-                old += b"\n"
-            self.store.write_bytes(MANIFEST, old + b"".join(manifest_line(r) for r in records))
+            self._pending += records
         if self._records is not None:
             self._records.update(parse_manifest(b"".join(manifest_line(r) for r in records)))
 
+    def flush(self) -> None:
+        """Write the records an object store is still owed."""
+        if not self._pending:
+            return
+        old = self.store.read_bytes(MANIFEST) or b""
+        if old and not old.endswith(b"\n"):
+            old += b"\n"
+        self.store.write_bytes(MANIFEST, old + b"".join(manifest_line(r) for r in self._pending))
+        self._pending = []
