@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -304,13 +304,31 @@ class EvalResult:
     seconds: float
 
 
+def save_prediction(out: Path, dataset: Dataset, sample: Sample, pred: np.ndarray) -> None:
+    """``out/predictions/<id>.png`` in ``pnpseg segment``'s convention (0 = background)."""
+    n = dataset.num_classes
+    if dataset.has_background:
+        labels = pred
+    else:  # dataset index k → k + 1, none → 0 (pnpseg segment's convention)
+        labels = np.where(pred == n, 0, pred + 1)
+    save_label_png(Path(out) / "predictions" / f"{sample.id}.png", labels)
+
+
+@runtime_checkable
+class BulkPredictor(Protocol):
+    """Predicts many samples elsewhere (the Ray engine) and returns their confusion matrices,
+    saving the predictions itself when asked to."""
+
+    def confusions(self, todo: list[Sample]) -> Iterator[tuple[str, np.ndarray]]: ...
+
+
 class Evaluation:
     """One evaluation run into ``out``; resumable through ``out/eval_state.npz``."""
 
     def __init__(
         self,
         dataset: Dataset,
-        predictor: Callable[[Sample, np.ndarray], np.ndarray],
+        predictor: Callable[[Sample, np.ndarray], np.ndarray] | BulkPredictor,
         out: Path,
         *,
         protocol: str = "pnp",
@@ -404,13 +422,16 @@ class Evaluation:
         return self._finish(cm, len(done), time.perf_counter() - start)
 
     def confusions(self, todo: list[Sample]) -> Iterator[tuple[str, np.ndarray]]:
-        """(sample id, its confusion matrix) for each sample, in order (predicted here; the Ray
-        engine overrides this to predict on its workers)."""
+        """(sample id, its confusion matrix) for each sample, in order: from a
+        :class:`BulkPredictor` (the Ray engine's workers), else predicted here."""
+        if isinstance(self.predictor, BulkPredictor):
+            yield from self.predictor.confusions(todo)
+            return
         for sample in todo:
             label = self.dataset.load_label(sample)
             pred = self.predictor(sample, label)
             if self.save_predictions:
-                self._save_prediction(sample, pred)
+                save_prediction(self.out, self.dataset, sample, pred)
             yield sample.id, confusion_matrix(label, pred, self.dataset.num_classes)
 
     def _progress(self) -> Progress:
@@ -419,14 +440,6 @@ class Evaluation:
     def prediction_classes(self) -> dict[str, str]:
         names = [c[0] for c in self.dataset.prompt_classes]
         return {"0": "background", **{str(i + 1): name for i, name in enumerate(names)}}
-
-    def _save_prediction(self, sample: Sample, pred: np.ndarray) -> None:
-        n = self.dataset.num_classes
-        if self.dataset.has_background:
-            labels = pred
-        else:  # dataset index k → k + 1, none → 0 (pnpseg segment's convention)
-            labels = np.where(pred == n, 0, pred + 1)
-        save_label_png(self.out / "predictions" / f"{sample.id}.png", labels)
 
     # -- reports --------------------------------------------------------------------------
     def _finish(self, cm: np.ndarray, images: int, seconds: float) -> EvalResult:

@@ -31,14 +31,14 @@ byte-identical); ``scheme://...`` URIs go through ``pyarrow.fs`` (``file://``, `
 """
 
 from pnpseg.engines.ray.cluster import init_ray
-from pnpseg.engines.ray.evaluate import EvalConfig, RayEvaluation, ray_evaluate
+from pnpseg.engines.ray.evaluate import EvalConfig, RayPredictions, ray_evaluate
 from pnpseg.engines.ray.actors import SegmentActor, finish_and_write
 from pnpseg.engines.ray.segment import RaySegmentJob
 from pnpseg.engines.ray.storage import discover_uris
 
 __all__ = [
     "EvalConfig",
-    "RayEvaluation",
+    "RayPredictions",
     "RaySegmentJob",
     "SegmentActor",
     "discover_uris",

@@ -30,7 +30,6 @@ class EvalConfig:
     params: dict[str, Any] | None = None
     predictor_options: dict[str, Any] | None = None
     save_predictions: bool = False
-    settings: dict[str, Any] | None = None
 
     def build(self) -> tuple[Any, Any, dict[str, Any]]:
         """(dataset, predictor, settings) exactly as ``pnpseg eval`` builds them locally."""
@@ -62,42 +61,31 @@ class EvalActor:
     """One predictor (model) per actor; returns each sample's confusion matrix."""
 
     def __init__(self, config: EvalConfig):
-        from pnpseg.evaluation.evaluate import Evaluation
-
-        data, predictor, _ = config.build()
-        self.job = Evaluation(data, predictor, Path(config.out), protocol=config.protocol, settings=config.settings)
-        self.samples = {s.id: s for s in data.samples()}
-        self.save = config.save_predictions
+        self.dataset, self.predictor, _ = config.build()
+        self.samples = {s.id: s for s in self.dataset.samples()}
+        self.out, self.save = Path(config.out), config.save_predictions
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from pnpseg.evaluation.evaluate import save_prediction
         from pnpseg.evaluation.metrics import confusion_matrix
 
         ids, matrices = [], []
-        data = self.job.dataset
+        data = self.dataset
         for sample_id in batch["id"].tolist():
             sample = self.samples[sample_id]
             label = data.load_label(sample)
-            pred = self.job.predictor(sample, label)
+            pred = self.predictor(sample, label)
             matrices.append(confusion_matrix(label, pred, data.num_classes).astype(np.int64).tobytes())
             if self.save:
-                self.job._save_prediction(sample, pred)
+                save_prediction(self.out, data, sample, pred)
             ids.append(sample_id)
         return {"id": np.array(ids, dtype=object), "confusion": np.array(matrices, dtype=object)}
 
 
-class RayEvaluation(Evaluation):
-    """:class:`~pnpseg.evaluation.evaluate.Evaluation` whose confusion matrices come from Ray actors."""
+class RayPredictions:
+    """A :class:`~pnpseg.evaluation.evaluate.BulkPredictor`: confusion matrices from Ray actors."""
 
-    def __init__(self, config: EvalConfig, *, workers: int = 1, gpus_per_worker: float = 0.0, **kwargs: Any):
-        super().__init__(
-            config.data,
-            None,
-            Path(config.out),  # type: ignore[arg-type]
-            protocol=config.protocol,
-            settings=config.settings,
-            save_predictions=config.save_predictions,
-            **kwargs,
-        )
+    def __init__(self, config: EvalConfig, *, workers: int = 1, gpus_per_worker: float = 0.0):
         self.config, self.workers, self.gpus = config, max(1, int(workers)), gpus_per_worker
 
     def confusions(self, todo: list[Any]) -> Iterator[tuple[str, np.ndarray]]:
@@ -116,7 +104,7 @@ class RayEvaluation(Evaluation):
             num_cpus=cpus,
             num_gpus=self.gpus or None,
         )
-        n = self.dataset.num_classes
+        n = self.config.data.num_classes
         for row in ds.iter_rows():
             yield str(row["id"]), np.frombuffer(row["confusion"], dtype=np.int64).reshape(n, n + 1)
 
@@ -132,5 +120,13 @@ def ray_evaluate(
     status, settings = ray.get(task(describe_eval).remote(config))
     if status != "ok":
         raise PnpsegError(settings)
-    config.settings = settings
-    return RayEvaluation(config, workers=workers, gpus_per_worker=gpus_per_worker, **kwargs).run()
+    predictions = RayPredictions(config, workers=workers, gpus_per_worker=gpus_per_worker)
+    return Evaluation(
+        config.data,
+        predictions,
+        Path(config.out),
+        protocol=config.protocol,
+        settings=settings,
+        save_predictions=config.save_predictions,
+        **kwargs,
+    ).run()
