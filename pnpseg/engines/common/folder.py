@@ -178,7 +178,7 @@ class OutputFolder:
         no longer count: their files are gone and their fingerprint differs."""
         for rel in self._stale(fingerprint):
             self.store.delete(rel)
-            self.store.delete(PurePosixPath("overlays", rel).with_suffix(".jpg").as_posix())
+            self.store.delete(PurePosixPath("overlays", rel).as_posix())
         self._existing = None
 
     def _relative(self, output: Any) -> str | None:

@@ -19,7 +19,8 @@ import numpy as np
 
 from pnpseg.errors import PnpsegError
 from pnpseg.io.images import InputItem
-from pnpseg.io.outputs import class_fractions, encode_image, encode_label_png, render_overlay
+from pnpseg.io.outputs import class_fractions, encode_label_png
+from pnpseg.io.overlay import encode_overlay
 from pnpseg.io.store import Store, has_scheme, store_for
 
 
@@ -66,7 +67,7 @@ class OutputLayout:
 
     @staticmethod
     def overlay_file(item: InputItem) -> str:
-        return PurePosixPath("overlays", item.output_relative(".jpg").as_posix()).as_posix()
+        return PurePosixPath("overlays", item.output_relative(".png").as_posix()).as_posix()
 
     # -- writing ----------------------------------------------------------------------------
     def write(self, item: InputItem, image: Any, labels: np.ndarray) -> str:
@@ -75,8 +76,7 @@ class OutputLayout:
         store = self.store
         store.write_bytes(self.label_file(item), encode_label_png(labels))
         if self.viz:
-            overlay = render_overlay(image, labels, list(self.classes))
-            store.write_bytes(self.overlay_file(item), encode_image(overlay, ".jpg"))
+            store.write_bytes(self.overlay_file(item), encode_overlay(image, labels, list(self.classes)))
         return store.uri(self.label_file(item))
 
     def record(
