@@ -215,3 +215,33 @@ def test_eval_command_on_ray_scores_predictions_like_the_local_engine(tmp_path):
     assert on_ray.exit_code == 0, on_ray.output
     for name in ("results.json", "per_class_iou.csv", "results.md"):
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+
+
+def test_a_step4_task_builds_the_postprocessor_chain_once(scenes, tmp_path, monkeypatch):
+    """It once rebuilt the chain for every image (``dict.setdefault(key, build_chain(...))``)."""
+    import numpy as np
+
+    import pnpseg.method.postprocess as postprocess
+    from pnpseg.engines.common import JobSpec, OutputFolder, fingerprint
+
+    spec = JobSpec(COLOURS, "synthetic", device="cpu", params={"image_size": "128"})
+    status, (settings, params) = actors.describe(spec)
+    folder = OutputFolder(tmp_path / "out", COLOURS)
+    layout = folder.layout(settings, fingerprint(folder.table, settings))
+    paths = [scenes / f"s{i}.png" for i in (0, 2, 4)]
+    batch = {
+        "idx": np.arange(3),
+        "input": np.array([str(p) for p in paths], dtype=object),
+        "root": np.array([""] * 3, dtype=object),
+        "relative": np.array([p.name for p in paths], dtype=object),
+    }
+    handed_on = actors.SegmentActor(spec, layout)(batch)
+    built = []
+    monkeypatch.setattr(postprocess, "build_chain", lambda names: built.append(names) or [])
+    actors.chain_for.cache_clear()
+    try:
+        result = actors.finish_and_write(handed_on, layout, params)
+    finally:
+        actors.chain_for.cache_clear()  # forget the stand-in chain
+    assert [json.loads(r)["status"] for r in result["record"]] == ["ok"] * 3
+    assert built == [("blur", "crf")]
