@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 
-from pnpseg.cli import app
 import pnpseg.engines.ray.actors as actors
+from pnpseg.cli import app
 from pnpseg.engines.common.folder import LOCK
 from pnpseg.engines.ray import EvalConfig, RaySegmentJob, ray_evaluate
 from pnpseg.evaluation.datasets import folder_dataset

@@ -109,9 +109,10 @@ class SegmentJob:
     def _segment(self, todo: list[InputItem], summary: Summary, start: float) -> None:
         """Batches through the step, step 4 through the Finisher, records into the folder."""
         seg, batch_size = self.segmenter, self._resolve_batch_size(todo)
-        with progress_bar(self.console, "{task.fields[rate]}") as progress, Finisher(
-            seg.params, seg.chain, self.workers
-        ) as finisher:
+        with (
+            progress_bar(self.console, "{task.fields[rate]}") as progress,
+            Finisher(seg.params, seg.chain, self.workers) as finisher,
+        ):
             task = progress.add_task("segment", total=len(todo), rate="")
 
             def record(records: list[dict]) -> None:

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-
 #: Every temp file this program writes starts with this (see :func:`temp_name`).
 TEMP_PREFIX = ".pnpseg-tmp-"
 

@@ -29,8 +29,8 @@ from typing import Any
 
 from pnpseg.errors import PnpsegError
 from pnpseg.io.outputs import write_json
-from pnpseg.method.params import SegmentParams
 from pnpseg.method.defaults import DEFAULT_ADAPTER
+from pnpseg.method.params import SegmentParams
 
 FORMAT = "pnpseg-preset"
 VERSION = 1

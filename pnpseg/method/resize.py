@@ -5,7 +5,9 @@ from __future__ import annotations
 from PIL import Image
 
 
-def fit_longest_side(image: Image.Image, side: int, resample: int = Image.BILINEAR) -> Image.Image:
+def fit_longest_side(
+    image: Image.Image, side: int, resample: Image.Resampling = Image.Resampling.BILINEAR
+) -> Image.Image:
     """``image`` shrunk (never enlarged) so that its longest side is at most ``side``.
 
     Returns ``image`` itself when it already fits, so callers can test ``result is image``.

@@ -14,15 +14,15 @@ from PIL import Image
 from pnpseg.errors import PnpsegError
 from pnpseg.io.images import load_image, to_rgb
 from pnpseg.method.adapter import VLMAdapter
+from pnpseg.method.defaults import DEFAULT_ADAPTER
 from pnpseg.method.labels import labels_from_scores, scores_from_saliency
 from pnpseg.method.params import SegmentParams
 from pnpseg.method.postprocess import build_chain
 from pnpseg.method.precision import autocast, check_precision
 from pnpseg.method.profiling import stage
-from pnpseg.method.resize import fit_longest_side
 from pnpseg.method.prompts import Chunk, plan_prompts, validate_names
+from pnpseg.method.resize import fit_longest_side
 from pnpseg.method.saliency import Batch, RoundHook, saliency_maps
-from pnpseg.method.defaults import DEFAULT_ADAPTER
 
 ImageLike = Union[Image.Image, np.ndarray, str, Path]
 
@@ -74,7 +74,11 @@ class Segmenter:
 
     @classmethod
     def from_pretrained(
-        cls, adapter: str = DEFAULT_ADAPTER, model: str | None = None, device: str | torch.device = "auto", **params: Any
+        cls,
+        adapter: str = DEFAULT_ADAPTER,
+        model: str | None = None,
+        device: str | torch.device = "auto",
+        **params: Any,
     ) -> Segmenter:
         """Build the named adapter (from any installed plugin) and a segmenter around it."""
         from pnpseg.plugins import lookup

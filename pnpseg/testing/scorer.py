@@ -48,7 +48,7 @@ class SyntheticScorer:
         protos = np.array([COLOURS[name.lower()] for name in class_names], dtype=np.float32) / 255.0
         rows = []
         for image in images:  # numpy only: no per-image torch ops (cheap under CPU contention)
-            pil = fit_longest_side(to_pil(image), SIDE, Image.BOX)
+            pil = fit_longest_side(to_pil(image), SIDE, Image.Resampling.BOX)
             pixels = np.asarray(pil, dtype=np.float32).reshape(-1, 3) / 255.0  # (P, 3)
             d2 = ((pixels[:, None, :] - protos[None]) ** 2).sum(-1)  # (P, K)
             rows.append(np.exp(-d2 / TAU).mean(0))

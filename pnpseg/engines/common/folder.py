@@ -224,15 +224,15 @@ class OutputFolder:
     def append(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Add records to the manifest: on a local disk durably, at once, line by line; on an
         object store (no appends there) at :meth:`flush`, which rewrites it once."""
-        records = [dict(r) for r in records]
+        rows = [dict(r) for r in records]
         if self.store.local is not None:
             manifest = Manifest(self.store.local / MANIFEST)
-            for record in records:
-                manifest.append(record)
+            for row in rows:
+                manifest.append(row)
         else:
-            self._pending += records
+            self._pending += rows
         if self._records is not None:
-            self._records.update(parse_manifest(b"".join(manifest_line(r) for r in records)))
+            self._records.update(parse_manifest(b"".join(manifest_line(r) for r in rows)))
 
     def flush(self) -> None:
         """Write the records an object store is still owed."""

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from pnpseg.errors import PnpsegError
 from pnpseg.io.images import InputItem
 from pnpseg.io.outputs import class_fractions, encode_label_png
 from pnpseg.io.overlay import encode_overlay

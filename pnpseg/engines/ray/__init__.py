@@ -30,9 +30,9 @@ byte-identical); ``scheme://...`` URIs go through ``pyarrow.fs`` (``file://``, `
 ``gs://``, ``hdfs://``, ...) or, for schemes pyarrow does not know, fsspec.
 """
 
+from pnpseg.engines.ray.actors import SegmentActor, finish_and_write
 from pnpseg.engines.ray.cluster import init_ray
 from pnpseg.engines.ray.evaluate import EvalConfig, RayPredictions, ray_evaluate
-from pnpseg.engines.ray.actors import SegmentActor, finish_and_write
 from pnpseg.engines.ray.segment import RaySegmentJob
 from pnpseg.engines.ray.storage import discover_uris
 

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pnpseg.engines.common import JobSpec, OutputFolder, Summary, fingerprint, report, say_skipped
 import pnpseg.engines.ray.actors as actors
+from pnpseg.engines.common import JobSpec, OutputFolder, Summary, fingerprint, report, say_skipped
 from pnpseg.engines.ray.cluster import init_ray
 from pnpseg.engines.ray.storage import discover_uris
 from pnpseg.errors import PnpsegError

@@ -36,11 +36,10 @@ def discover_uris(
             for rel in store.files():
                 if any(part.startswith(".") for part in rel.split("/")):
                     continue
-                (
-                    found.append((InputItem(store.uri(rel), Path(rel)), uri))
-                    if is_image_name(Path(rel))  # type: ignore[arg-type]
-                    else skipped.append(store.uri(rel))
-                )
+                if is_image_name(Path(rel)):  # a URI item's path is its URI
+                    found.append((InputItem(store.uri(rel), Path(rel)), uri))  # type: ignore[arg-type]
+                else:
+                    skipped.append(store.uri(rel))
         elif info.type == pafs.FileType.File:
             name = PurePosixPath(store.root).name
             parent = uri.rstrip("/")[: -len(name)].rstrip("/")
