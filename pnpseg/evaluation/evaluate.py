@@ -32,7 +32,7 @@ from pnpseg.errors import PnpsegError
 from pnpseg.evaluation.datasets import Dataset, DatasetError, Sample, parse_background_policy
 from pnpseg.evaluation.metrics import confusion_matrix, scores, top_confusions
 from pnpseg.io.images import load_image
-from pnpseg.io.outputs import atomic_path, atomic_write_bytes, save_label_png, write_json
+from pnpseg.io.outputs import atomic_path, atomic_write_bytes, class_table, save_label_png, write_json
 from pnpseg.io.progress import progress_bar
 
 PROTOCOLS = ("pnp", "standard")
@@ -439,7 +439,7 @@ class Evaluation:
 
     def prediction_classes(self) -> dict[str, str]:
         names = [c[0] for c in self.dataset.prompt_classes]
-        return {"0": "background", **{str(i + 1): name for i, name in enumerate(names)}}
+        return class_table(names)
 
     # -- reports --------------------------------------------------------------------------
     def _finish(self, cm: np.ndarray, images: int, seconds: float) -> EvalResult:

@@ -166,6 +166,12 @@ def label_name(label: int, class_names: Sequence[str]) -> str:
     return class_names[label - 1] if label - 1 < len(class_names) else f"class {label}"
 
 
+def class_table(classes: Sequence[str]) -> dict[str, str]:
+    """``classes.json``: label value → name, 0 being background (``segment`` and ``eval``'s
+    saved predictions alike)."""
+    return {"0": "background", **{str(i + 1): name for i, name in enumerate(classes)}}
+
+
 def class_fractions(labels: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
     """Fraction of pixels per label present (label 0 as "background"), rounded to 4 places."""
     lab = check_labels(labels)

@@ -17,7 +17,7 @@ use only these public names of each other's shared parts.
 """
 
 from pnpseg.engines.common.folder import OutputFolder
-from pnpseg.engines.common.job import Built, JobSpec, class_table, fingerprint
+from pnpseg.engines.common.job import Built, JobSpec, fingerprint
 from pnpseg.engines.common.layout import OutputLayout, to_vocabulary
 from pnpseg.engines.common.report import Summary, report, say_skipped
 from pnpseg.engines.common.step import BatchStep, Unfinished, complete, decode
@@ -30,7 +30,6 @@ __all__ = [
     "OutputLayout",
     "Summary",
     "Unfinished",
-    "class_table",
     "complete",
     "decode",
     "fingerprint",

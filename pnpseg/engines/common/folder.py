@@ -2,10 +2,10 @@
 
 An output folder holds exactly one class table (``classes.json``) and one settings
 fingerprint, which every manifest record carries. A run whose classes or settings differ
-is refused, unless ``--overwrite`` is given, and then the folder is reset: the outputs the
-manifest names are deleted and the manifest starts afresh, so no mask of the old class
-table survives next to the new ``classes.json``. A record with another fingerprint is never
-counted as done.
+is refused, unless ``--overwrite`` is given, and then the folder is reset: the outputs that
+records with another fingerprint name are deleted, so no mask of the old class table
+survives next to the new ``classes.json``. A record with another fingerprint is never
+counted as done. Records are keyed as :mod:`pnpseg.engines.common.layout` explains.
 
 One run at a time: a local folder is locked (``.pnpseg.lock``, an OS lock through
 ``filelock``, released by the OS if the run is killed) for the whole run, and a second run
@@ -23,11 +23,10 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pnpseg.engines.common.job import class_table
 from pnpseg.engines.common.layout import OutputLayout
 from pnpseg.errors import PnpsegError
 from pnpseg.io.images import InputItem
-from pnpseg.io.outputs import Manifest, is_temp_name, json_bytes, manifest_line, parse_manifest, record_key
+from pnpseg.io.outputs import Manifest, class_table, is_temp_name, json_bytes, manifest_line, parse_manifest, record_key
 from pnpseg.io.store import Store, has_scheme
 
 LOCK = ".pnpseg.lock"
@@ -117,7 +116,7 @@ class OutputFolder:
         """Hold the folder for a run: lock it, merge the record parts a killed run left (in
         the input ``order`` of their keys), check it again, reset it if ``--overwrite``
         changes its classes or settings, remove dead runs' temp files, write ``classes.json``.
-        On leaving, records not yet written are written and the parts removed."""
+        On leaving, records not yet written are written; after a complete run the parts are removed."""
         self.store.mkdir()
         with self._lock():
             self._records = None
@@ -131,8 +130,8 @@ class OutputFolder:
             try:
                 yield self
             finally:
-                self.flush()
-                self.store.delete_folder(PARTS)
+                self.flush()  # what was collected, even if the run stops early
+            self.store.delete_folder(PARTS)  # only after a complete run: parts hold what was not
 
     def _merge_parts(self, order: Sequence[str]) -> None:
         """Records that other writers of a killed run finished but the sink never appended."""

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pnpseg.method.defaults import DEFAULT_ADAPTER
-
-
-def class_table(classes: Sequence[str]) -> dict[str, str]:
-    """``classes.json``: label value → name, 0 being background."""
-    return {"0": "background", **{str(i + 1): name for i, name in enumerate(classes)}}
 
 
 def fingerprint(table: Mapping[str, str], settings: Mapping[str, Any]) -> str:
