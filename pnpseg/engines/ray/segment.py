@@ -82,7 +82,7 @@ class RaySegmentJob:
         with self.folder.open(self.layout.fingerprint, order) as folder:
             todo = [(i, root) for i, root in self.items if self.overwrite or not folder.is_done(self.layout, i)]
             summary.skipped_done = len(self.items) - len(todo)
-            actor_cpus, finish_cpus = self._cpu_shares()
+            actor_cpus, finish_cpus = self.cpu_shares()
             self.console.print(
                 f"Segmenting {len(todo)} image(s) into {len(self.classes)} classes with "
                 f"{self.layout.settings['adapter']} on Ray: {self.workers} worker(s) × ({actor_cpus:g} CPU, "
@@ -123,7 +123,7 @@ class RaySegmentJob:
             num_cpus=finish_cpus,
         )
 
-    def _cpu_shares(self) -> tuple[float, float]:
+    def cpu_shares(self) -> tuple[float, float]:
         """CPUs per actor and per blur/CRF task. Actors must leave room for the tasks, or
         the pipeline stalls; with no explicit ``--cpus-per-worker`` they get 1 each if the
         cluster has a CPU to spare, else an even share of all but one CPU."""
