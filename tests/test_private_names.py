@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = sorted([*(ROOT / "pnpseg").rglob("*.py"), *(ROOT / "plugins").rglob("*.py")])
+SOURCES = sorted(path for folder in ("pnpseg", "plugins", "examples") for path in (ROOT / folder).rglob("*.py"))
 
 
 def _private(name: str) -> bool:
