@@ -46,7 +46,9 @@ class OutputFolder:
         self.table = class_table(self.classes)
         self.overwrite = overwrite
         self.manifest_uri = self.store.uri(MANIFEST)
-        self._records: dict[str, dict] | None = None
+        #: On a local disk the manifest is appended to in place; an object store's is rewritten.
+        self.manifest = Manifest(self.store.local / MANIFEST) if self.store.local is not None else None
+        self._records: dict[str, dict] | None = None  # an object store's manifest, read once
         self._existing: set[str] | None = None
         self._pending: list[dict] = []  # records for an object store, written at the end
 
@@ -119,7 +121,7 @@ class OutputFolder:
         On leaving, records not yet written are written; after a complete run the parts are removed."""
         self.store.mkdir()
         with self._lock():
-            self._records = None
+            self._records = None  # read again, under the lock
             self._merge_parts(order)
             self.check_classes()
             self.check_fingerprint(fingerprint)
@@ -207,7 +209,9 @@ class OutputFolder:
 
     # -- records ----------------------------------------------------------------------------
     def records(self) -> dict[str, dict]:
-        """``{key: latest record}`` of the manifest (read once, then kept up to date)."""
+        """``{key: latest record}`` of the manifest."""
+        if self.manifest is not None:
+            return self.manifest.records()
         if self._records is None:
             self._records = parse_manifest(self.store.read_bytes(MANIFEST) or b"")
         return self._records
@@ -215,6 +219,9 @@ class OutputFolder:
     def is_done(self, layout: OutputLayout, item: InputItem) -> bool:
         """True if ``item``'s latest record is ok, carries ``layout``'s fingerprint, and its
         label PNG exists."""
+        wanted = {"fingerprint": layout.fingerprint}
+        if self.manifest is not None and self.store.local is not None:
+            return self.manifest.is_done(layout.key(item), self.store.local / layout.label_file(item), require=wanted)
         record = self.records().get(layout.key(item))
         if record is None or record.get("status") != "ok" or record.get("fingerprint") != layout.fingerprint:
             return False
@@ -224,12 +231,11 @@ class OutputFolder:
         """Add records to the manifest: on a local disk durably, at once, line by line; on an
         object store (no appends there) at :meth:`flush`, which rewrites it once."""
         rows = [dict(r) for r in records]
-        if self.store.local is not None:
-            manifest = Manifest(self.store.local / MANIFEST)
+        if self.manifest is not None:
             for row in rows:
-                manifest.append(row)
-        else:
-            self._pending += rows
+                self.manifest.append(row)
+            return
+        self._pending += rows
         if self._records is not None:
             self._records.update(parse_manifest(b"".join(manifest_line(r) for r in rows)))
 
