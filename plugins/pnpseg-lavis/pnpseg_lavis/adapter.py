@@ -92,6 +92,11 @@ class LavisAdapter(pnpseg.BaseAdapter):
     def weights_loaded(self) -> bool:
         return self._model is not None
 
+    @property
+    def model(self) -> Any:
+        """The LAVIS model itself (``BlipITM`` / ``AlbefRetrieval``), built on first use."""
+        return self._ensure_model()
+
     def _ensure_model(self) -> Any:
         """Build the LAVIS model for the checkpoint's shapes and load it (eval, frozen, fp32)."""
         if self._model is None:
@@ -186,7 +191,9 @@ class LavisAdapter(pnpseg.BaseAdapter):
         attention_mask = text.attention_mask.to(self.device)
         batch = max(pixels.shape[0], input_ids.shape[0])
         if pixels.shape[0] not in (1, batch) or input_ids.shape[0] not in (1, batch):
-            raise ValueError(f"{pixels.shape[0]} images and {input_ids.shape[0]} prompts: batch sizes must match or be 1")
+            raise ValueError(
+                f"{pixels.shape[0]} images and {input_ids.shape[0]} prompts: batch sizes must match or be 1"
+            )
         grid = self.grid_for((pixels.shape[2], pixels.shape[3]))
         architecture.set_grid(model.visual_encoder, self._native_pos_embed, grid)
         with torch.no_grad():
