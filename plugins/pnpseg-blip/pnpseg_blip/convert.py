@@ -16,6 +16,7 @@ OUT_DIR`` loads, so their exact weights run on current transformers:
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import pickle
@@ -210,17 +211,25 @@ def resized_position_embedding(table: torch.Tensor, grid: int) -> torch.Tensor:
 
 
 def _tokenizer(checkpoint: Path, folder: str | None) -> Any:
-    """BERT's tokenizer: ``folder``, else a ``vocab.txt`` beside the checkpoint, else bert-base-uncased."""
+    """BERT's tokenizer: ``folder``, else a ``vocab.txt`` beside the checkpoint, else bert-base-uncased.
+
+    bert-base-uncased's ``vocab.txt`` comes from the Hugging Face cache, or the hub if it
+    answers (asked for by file: transformers 5 builds an empty 5-token tokenizer, without
+    an error, for a tokenizer id it finds nowhere offline).
+    """
     from transformers import BertTokenizer
 
     if folder is None and (checkpoint.parent / "vocab.txt").is_file():
         folder = str(checkpoint.parent)
     if folder is not None:
-        path = Path(folder)
-        if not (path / "vocab.txt").is_file():
+        vocab = Path(folder) / "vocab.txt"
+        if not vocab.is_file():
             raise pnpseg.ModelLoadError(f"no BERT vocab.txt in {folder!r}")
-        return BertTokenizer.from_pretrained(str(path))
-    return load_pretrained(BertTokenizer.from_pretrained, BERT_TOKENIZER, None, "blip")
+    else:
+        from huggingface_hub import hf_hub_download
+
+        vocab = load_pretrained(functools.partial(hf_hub_download, filename="vocab.txt"), BERT_TOKENIZER, None, "blip")
+    return BertTokenizer(vocab=str(vocab))
 
 
 def with_blip_tokens(tokenizer: Any) -> Any:
