@@ -25,6 +25,9 @@ import pnpseg
 from . import architecture, checkpoints
 from .checkpoints import BLIP_RELEASE, NamedModel
 
+#: The modules an ITM forward runs through.
+ITM_PARTS = ("visual_encoder.", "text_encoder.", "itm_head.")
+
 
 class LavisAdapter(pnpseg.BaseAdapter):
     """Shared skeleton of the LAVIS adapters; subclasses set the class attributes.
@@ -108,7 +111,8 @@ class LavisAdapter(pnpseg.BaseAdapter):
                 lines = str(exc).strip().splitlines()
                 detail = lines[1].strip() if len(lines) > 1 else checkpoints.first_line(exc)
                 raise pnpseg.ModelLoadError(f"{self.name!r} does not fit {self.display_name} ({detail})") from None
-            missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
+            # what the ITM uses; momentum encoders and queues (retrieval training) may be absent
+            missing = [k for k in result.missing_keys if k.startswith(ITM_PARTS) and not k.endswith("position_ids")]
             if missing:
                 raise pnpseg.ModelLoadError(f"{self.name!r} does not fit {self.display_name} (missing {missing[0]})")
             self._model = model.float().eval().requires_grad_(False).to(self.device)

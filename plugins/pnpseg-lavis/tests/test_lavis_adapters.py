@@ -140,3 +140,21 @@ def test_bad_arguments(blip_adapter):
         blip_adapter.preprocess([scene()], (60, 64))
     with pytest.raises(ValueError, match="allows 64"):
         blip_adapter.forward(pixels, blip_adapter.tokenize(["cat " * 70]), [0])
+
+
+def test_albef_checkpoint_without_momentum_encoders(albef_checkpoint, albef_adapter, tmp_path):
+    """Only the ITM's parts are required: momentum encoders and queues serve retrieval training."""
+    import shutil
+
+    state = torch.load(albef_checkpoint, weights_only=True)["model"]
+    kept = {k: v for k, v in state.items() if "_m." not in k and "queue" not in k}
+    assert len(kept) < len(state)
+    torch.save({"model": kept}, tmp_path / "itm_only.pth")
+    shutil.copy(albef_checkpoint.parent / "vocab.txt", tmp_path / "vocab.txt")
+    slim = AlbefAdapter(str(tmp_path / "itm_only.pth"))
+    pixels = slim.preprocess([scene()], (64, 64))
+    text = slim.tokenize(PROMPTS)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            slim.forward(pixels, text, []).match_logit, albef_adapter.forward(pixels, text, []).match_logit
+        )
