@@ -27,6 +27,11 @@ class ModelLoadError(PnpsegError):
     """A model that is neither cached nor reachable, or a local path that is not a model."""
 
 
+class MissingDependencyError(PnpsegError):
+    """An optional dependency that the chosen option needs is not installed (an environment
+    problem: the message names the extra to install)."""
+
+
 class ImageError(PnpsegError):
     """An input file that cannot be read as an image."""
 
