@@ -13,6 +13,8 @@ the LAVIS model is built and filled on the first :meth:`forward`.
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.util
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
@@ -21,6 +23,7 @@ import torch
 from PIL import Image
 
 import pnpseg
+from pnpseg.errors import MissingDependencyError
 
 from . import architecture, checkpoints
 from .checkpoints import BLIP_RELEASE, NamedModel
@@ -56,6 +59,7 @@ class LavisAdapter(pnpseg.BaseAdapter):
     )
 
     def __init__(self, model: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu") -> None:
+        _require_lavis(self.adapter_name)
         self.name = str(model) if model is not None else self.default_model
         self.device = torch.device(device)
         source = checkpoints.resolve(self.name, self.names, self.adapter_name)
@@ -103,7 +107,6 @@ class LavisAdapter(pnpseg.BaseAdapter):
     def _ensure_model(self) -> Any:
         """Build the LAVIS model for the checkpoint's shapes and load it (eval, frozen, fp32)."""
         if self._model is None:
-            _require_lavis(self.adapter_name)
             model = self._build(_with_tokenizer(_import(self.model_class), self.tokenizer), self._state)
             try:
                 result = model.load_state_dict(self._state, strict=False)
@@ -143,10 +146,7 @@ class LavisAdapter(pnpseg.BaseAdapter):
                 f"image size {h}x{w} is not a positive multiple of {self.display_name}'s patch size {self.patch_size}"
             )
         if self._normalize is None:
-            _require_lavis(self.adapter_name)
-            from lavis.processors.blip_processors import BlipImageEvalProcessor
-
-            self._normalize = BlipImageEvalProcessor().normalize
+            self._normalize = _import("lavis.processors.blip_processors:BlipImageEvalProcessor")().normalize
         transform = transforms.Compose(
             [
                 transforms.Resize((h, w), interpolation=transforms.InterpolationMode.BICUBIC),
@@ -359,21 +359,23 @@ def drop_image_cls(attention: torch.Tensor) -> torch.Tensor:
 
 
 def _require_lavis(adapter: str) -> None:
-    """LAVIS importable, or one line saying how to get it."""
-    try:
-        import lavis  # noqa: F401
-    except ImportError as exc:
-        raise pnpseg.ModelLoadError(
-            f"adapter {adapter!r} needs salesforce-lavis 1.0.2 in its own environment "
-            f"(pip install -r requirements-lavis.txt; docs/lavis.md): {checkpoints.first_line(exc)}"
-        ) from None
+    """LAVIS installed, or one line saying how to get it (checked without importing it)."""
+    if importlib.util.find_spec("lavis") is None:
+        raise MissingDependencyError(
+            f"adapter {adapter!r} needs salesforce-lavis 1.0.2, which is not installed here; it lives in "
+            "its own environment: pip install -r requirements-lavis.txt (docs/lavis.md)"
+        )
 
 
 def _import(spec: str) -> Any:
-    import importlib
-
+    """``module:Name`` from LAVIS; a LAVIS whose own imports fail is one line too."""
     module, name = spec.split(":")
-    return getattr(importlib.import_module(module), name)
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"LAVIS cannot be imported ({checkpoints.first_line(exc)}); install requirements-lavis.txt (docs/lavis.md)"
+        ) from None
 
 
 def _with_tokenizer(model_class: Any, tokenizer: Any) -> Any:
