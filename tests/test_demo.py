@@ -85,13 +85,21 @@ def test_the_page_segments_and_re_renders_like_the_cli(served, scene, tmp_path):
     assert np.array_equal(np.array(Image.open(png)), expected) and not np.array_equal(expected, before)
 
 
-def test_a_missing_model_is_the_cli_message_in_the_page(scene, tmp_path, monkeypatch):
+def test_a_missing_model_is_the_cli_message_in_the_page(scene, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    session = DemoSession("blip", model="Salesforce/no-such-model", device="cpu")
-    with pytest.raises(Exception) as raised:
-        session.saliency(Image.open(scene).convert("RGB"), ["red"], "all", 1, 1)
-    message = str(raised.value)
-    assert "not in the local cache" in message and "--model PATH" in message and "\n" not in message
+    cli = CliRunner().invoke(app, ["segment", str(scene), "--classes", "red", "--model", "Salesforce/no-such-model"])
+    message = cli.output.strip().removeprefix("error:").strip()
+    assert cli.exit_code != 0 and "not in the local cache" in message
+    port = free_port()
+    page = build_demo(DemoSession("blip", model="Salesforce/no-such-model", device="cpu"))
+    page.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        with pytest.raises(Exception) as raised:
+            client.predict(handle_file(str(scene)), "red", "all", 1, 1, 0.15, 0.05, api_name="/segment")
+    finally:
+        page.close()
+    assert " ".join(message.split()) in " ".join(str(raised.value).split())
 
 
 def _browser():

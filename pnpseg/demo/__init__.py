@@ -86,9 +86,18 @@ class DemoSession:
         base = self._segmenter
         return Segmenter(base.adapter, base.params, precision=base.precision, **knobs)
 
-    def defaults(self) -> dict[str, Any]:
-        p = self.segmenter().params
-        return {name: getattr(p, name) for name in PAGE_PARAMS}
+    def page_defaults(self) -> tuple[dict[str, Any], int, int, str | None]:
+        """The page's starting knobs, layer and head counts, and the one-line problem if the
+        model cannot be loaded (the page still opens and shows it)."""
+        from pnpseg.method.params import SegmentParams
+
+        try:
+            segmenter = self.segmenter()
+        except PnpsegError as error:
+            p = SegmentParams.build(self.params)
+            return {name: getattr(p, name) for name in PAGE_PARAMS}, max(p.layer, 12), max(p.head, 12), str(error)
+        p, adapter = segmenter.params, segmenter.adapter
+        return {name: getattr(p, name) for name in PAGE_PARAMS}, adapter.num_layers, adapter.num_heads, None
 
     @_one_at_a_time
     def saliency(self, image: Image.Image, classes: list[str], source: str, layer: int, head: int) -> Cached:
@@ -159,8 +168,7 @@ def build_demo(session: DemoSession, image: Path | None = None, classes: str = "
     """The Gradio Blocks app around ``session``; ``image``/``classes`` prefill the page and
     segment it as soon as it opens."""
     gr = gradio()
-    defaults = session.defaults()
-    adapter = session.segmenter().adapter
+    defaults, num_layers, num_heads, problem = session.page_defaults()
     downloads = Path(tempfile.mkdtemp(prefix="pnpseg-demo-"))
 
     def fail(error: Exception) -> Exception:
@@ -215,14 +223,16 @@ def build_demo(session: DemoSession, image: Path | None = None, classes: str = "
             "Threshold and blur σ re-render instantly from the cached saliency; the class source, "
             "layer and head re-run the model."
         )
+        if problem:
+            gr.Markdown(f"**error:** {problem}")
         with gr.Row():
             with gr.Column(scale=1):
                 picture = gr.Image(type="pil", label="image", value=str(image) if image else None)
                 names = gr.Textbox(label="classes (comma-separated)", value=classes)
                 source = gr.Dropdown(["all", "itm"], value="all", label="class source")
                 with gr.Row():
-                    layer = gr.Dropdown(list(range(1, adapter.num_layers + 1)), value=defaults["layer"], label="layer")
-                    head = gr.Dropdown(list(range(1, adapter.num_heads + 1)), value=defaults["head"], label="head")
+                    layer = gr.Dropdown(list(range(1, num_layers + 1)), value=defaults["layer"], label="layer")
+                    head = gr.Dropdown(list(range(1, num_heads + 1)), value=defaults["head"], label="head")
                 threshold = gr.Slider(0.0, 1.0, value=defaults["threshold"], step=0.01, label="threshold")
                 blur = gr.Slider(0.0, 0.2, value=defaults["blur_sigma"], step=0.005, label="blur σ (× image size)")
                 run = gr.Button("Segment", variant="primary")
