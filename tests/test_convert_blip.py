@@ -115,6 +115,15 @@ def test_bad_inputs(checkpoint, tmp_path):
     albef_like = {k: v for k, v in state.items() if not k.startswith("text_encoder.encoder.layer.0.crossattention")}
     torch.save({"model": albef_like}, tmp_path / "albef.pth")
     one_line_failure([tmp_path / "albef.pth", tmp_path / "hf"], "does not cross-attend in every layer", tmp_path)
+    bigger = tmp_path / "bigger-vocab"
+    bigger.mkdir()
+    lines = (checkpoint.parent / "vocab.txt").read_text().split()
+    (bigger / "vocab.txt").write_text("\n".join(lines + ["zebra"]) + "\n")  # [ENC] would be one row too far
+    one_line_failure(
+        [checkpoint, tmp_path / "hf", "--tokenizer", bigger],
+        f"has token ids up to {len(lines) + 2} but the checkpoint embeds {len(lines) + 2}",
+        tmp_path,
+    )
     (tmp_path / "hf").mkdir()
     result = convert(checkpoint, tmp_path / "hf")
     assert result.exit_code == 2 and "already exists" in result.output

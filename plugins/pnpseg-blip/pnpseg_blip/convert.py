@@ -143,9 +143,10 @@ def blip_config(state: dict[str, torch.Tensor], image_size: int | None, tokenize
             "transformers port; use --adapter albef in the LAVIS environment)"
         )
     vocab, hidden = state["text_encoder.embeddings.word_embeddings.weight"].shape
-    if len(tokenizer) > vocab:
+    needed = max(tokenizer.get_vocab().values()) + 1  # ids, not len(): a vocab.txt may repeat a line
+    if needed > vocab:
         raise pnpseg.ModelLoadError(
-            f"the tokenizer with [DEC] and [ENC] has {len(tokenizer)} tokens but the checkpoint embeds {vocab}; "
+            f"the tokenizer with [DEC] and [ENC] has token ids up to {needed - 1} but the checkpoint embeds {vocab}; "
             "use the BERT vocabulary the checkpoint was trained with"
         )
     config = BlipConfig(

@@ -67,10 +67,11 @@ class LavisAdapter(pnpseg.BaseAdapter):
         self._state = self._rename(checkpoints.load_state_dict(path, self._suggestion()))
         checkpoints.check_keys(self._state, self.required_weights, self.name, self._suggestion())
         self.tokenizer = self._init_tokenizer(checkpoints.load_tokenizer(source, self.adapter_name))
-        vocab = self._state[architecture.TEXT + "embeddings.word_embeddings.weight"].shape[0]
-        if len(self.tokenizer) > vocab:
+        rows = self._state[architecture.TEXT + "embeddings.word_embeddings.weight"].shape[0]
+        needed = max(self.tokenizer.get_vocab().values()) + 1  # ids, not len(): a vocab.txt may repeat a line
+        if needed > rows:
             raise pnpseg.ModelLoadError(
-                f"the tokenizer has {len(self.tokenizer)} tokens but {self.name!r} embeds {vocab}; "
+                f"the tokenizer has token ids up to {needed - 1} but {self.name!r} embeds {rows}; "
                 "use the BERT tokenizer the checkpoint was trained with"
             )
         self.first_token_id = self.tokenizer.cls_token_id

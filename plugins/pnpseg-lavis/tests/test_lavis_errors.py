@@ -81,8 +81,18 @@ def test_checkpoint_without_itm_head(tmp_path, blip_checkpoint):
 
 def test_albef_checkpoint_is_not_a_blip_one(albef_checkpoint):
     """The tiny ALBEF embeds BERT's vocabulary only, without BLIP's [DEC] and [ENC]."""
+    rows = len((albef_checkpoint.parent / "vocab.txt").read_text().split())
     message = one_line_error(LavisBlipAdapter, str(albef_checkpoint))
-    assert "the tokenizer has" in message and "embeds" in message
+    assert f"the tokenizer has token ids up to {rows + 1} but {str(albef_checkpoint)!r} embeds {rows}" in message
+
+
+def test_vocabulary_with_ids_beyond_the_embeddings(tmp_path, albef_checkpoint):
+    """A repeated line in vocab.txt leaves len(tokenizer) small but pushes later ids past the table."""
+    shutil.copy(albef_checkpoint, tmp_path / "albef.pth")
+    lines = (albef_checkpoint.parent / "vocab.txt").read_text().split()
+    (tmp_path / "vocab.txt").write_text("\n".join(lines[:10] + ["a"] + lines[10:]) + "\n")
+    message = one_line_error(AlbefAdapter, str(tmp_path / "albef.pth"))
+    assert f"token ids up to {len(lines)}" in message and f"embeds {len(lines)}" in message
 
 
 def test_checkpoint_of_other_shapes(tmp_path, blip_checkpoint):

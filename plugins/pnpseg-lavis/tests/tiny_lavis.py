@@ -23,7 +23,8 @@ def write_vocab(folder: Path) -> Path:
     """BERT specials, every lowercase letter and digit (plain and ``##``), a few words."""
     chars = string.ascii_lowercase + string.digits
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokens += list(chars) + [f"##{c}" for c in chars] + list(".,!?'-_/()") + WORDS
+    tokens += list(chars) + [f"##{c}" for c in chars] + list(".,!?'-_/()")
+    tokens += [w for w in WORDS if w not in tokens]  # a line per token: ids are line numbers
     path = Path(folder) / "vocab.txt"
     path.write_text("\n".join(tokens) + "\n")
     return path
