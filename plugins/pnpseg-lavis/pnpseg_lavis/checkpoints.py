@@ -47,11 +47,10 @@ class NamedModel:
 
 @dataclass(frozen=True)
 class Source:
-    """A resolved model: the checkpoint file (None until downloaded), its URL, the tokenizer."""
+    """A resolved model: the local checkpoint file (None for a name) and the tokenizer's source."""
 
     name: str
     path: Path | None
-    url: str | None
     tokenizer: str
 
 
@@ -60,11 +59,11 @@ def resolve(name: str, names: Mapping[str, NamedModel], adapter: str) -> Source:
     path = Path(name).expanduser()
     if path.is_file():
         vocab = path.parent / "vocab.txt"
-        return Source(name, path, None, str(path.parent) if vocab.is_file() else BERT_TOKENIZER)
+        return Source(name, path, str(path.parent) if vocab.is_file() else BERT_TOKENIZER)
     if path.is_dir():
         raise pnpseg.ModelLoadError(f"{name!r} is a folder; adapter {adapter!r} takes a checkpoint file (.pth)")
     if name in names:
-        return Source(name, None, None, BERT_TOKENIZER)
+        return Source(name, None, BERT_TOKENIZER)
     if os.sep in name or name.endswith((".pth", ".pt")):
         raise pnpseg.ModelLoadError(f"no checkpoint file at {name!r}")
     raise pnpseg.ModelLoadError(
