@@ -241,19 +241,19 @@ def manifest_lines(out: Path) -> list[dict]:
 
 
 def test_full_disk_mid_run_stops_cleanly_and_keeps_the_manifest_whole(tmp_path, monkeypatch):
-    import pnpseg.engines.local as local
+    from pnpseg.engines.common import OutputLayout
 
     folder = scenes(tmp_path / "in", 6)
     out = tmp_path / "out"
-    real_save, saved = local.save_label_png, []
+    real_write, saved = OutputLayout.write, []
 
-    def save(path, labels):
+    def write(layout, item, image, labels):
         if len(saved) == 2:
-            raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        saved.append(path)
-        real_save(path, labels)
+            raise OSError(errno.ENOSPC, "No space left on device", str(layout.label_file(item)))
+        saved.append(item)
+        return real_write(layout, item, image, labels)
 
-    monkeypatch.setattr(local, "save_label_png", save)
+    monkeypatch.setattr(OutputLayout, "write", write)
     result = run(str(folder), *ARGS, "--out", str(out))
     assert result.exit_code == 3, result.output
     last = result.output.strip().splitlines()[-1]

@@ -9,6 +9,7 @@ import typer
 
 from pnpseg.cli.app import EXIT_INPUT_FAILED, app, console, friendly
 from pnpseg.errors import PnpsegError
+from pnpseg.method.defaults import DEFAULT_ADAPTER
 
 
 @app.command()
@@ -132,7 +133,7 @@ def segment(
             inputs,
             names,
             out,
-            adapter=adapter or "blip",
+            adapter=adapter or DEFAULT_ADAPTER,
             model=model,
             device=device,
             params=params,

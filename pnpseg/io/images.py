@@ -93,8 +93,9 @@ def _dead_link(path: Path) -> Skipped | None:
     return None
 
 
-def _walk(root: Path) -> tuple[list[InputItem], list[Skipped]]:
-    """Walk ``root``, following folder symlinks but entering each real folder once."""
+def _walk(root: Path, exclude: frozenset[Path]) -> tuple[list[InputItem], list[Skipped]]:
+    """Walk ``root``, following folder symlinks but entering each real folder once, and
+    never entering a folder in ``exclude``."""
     items: list[InputItem] = []
     skipped: list[Skipped] = []
 
@@ -109,6 +110,8 @@ def _walk(root: Path) -> tuple[list[InputItem], list[Skipped]]:
         kept = []
         for name in sorted(d for d in dirnames if not _hidden(d)):  # prune .git etc.
             folder = here / name
+            if folder.resolve() in exclude:  # the output folder
+                continue
             first = walked.setdefault(_identity(folder), folder)
             if first == folder:
                 kept.append(name)
@@ -138,7 +141,7 @@ def _identity(folder: Path) -> tuple[int, int]:
     return stat.st_dev, stat.st_ino
 
 
-def discover(inputs: Sequence[Path]) -> tuple[list[InputItem], list[Skipped]]:
+def discover(inputs: Sequence[Path], exclude: Sequence[Path] = ()) -> tuple[list[InputItem], list[Skipped]]:
     """Expand files and folders into the images to process, plus the paths skipped.
 
     Folders are walked recursively in sorted order; hidden files and folders (``.DS_Store``,
@@ -149,7 +152,8 @@ def discover(inputs: Sequence[Path]) -> tuple[list[InputItem], list[Skipped]]:
     broken or looping symlinks (the last two ``unreadable``). A file given directly keeps
     its name as ``relative`` (even if hidden) but is still skipped if its suffix is not an
     image suffix. Inputs keep their command-line order; the same file reached twice is kept
-    once.
+    once. Folders in ``exclude`` (the output folder, when it lies inside an input folder)
+    are not walked.
 
     Raises :class:`PnpsegError` if an input does not exist, or if two images would write
     the same output (``a/x.jpg`` + ``b/x.jpg`` given as files, or ``x.jpg`` + ``x.png`` in
@@ -158,10 +162,11 @@ def discover(inputs: Sequence[Path]) -> tuple[list[InputItem], list[Skipped]]:
     """
     items: list[InputItem] = []
     skipped: list[Skipped] = []
+    excluded = frozenset(Path(p).resolve() for p in exclude)
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
-            found, skip = _walk(path)
+            found, skip = _walk(path, excluded)
             items += found
             skipped += skip
         elif path.is_file():
@@ -176,15 +181,21 @@ def discover(inputs: Sequence[Path]) -> tuple[list[InputItem], list[Skipped]]:
 
     unique: list[InputItem] = []
     seen_files: set[Path] = set()
-    by_output: dict[str, list[InputItem]] = {}
     for item in items:
         real = item.path.resolve()
         if real in seen_files:
             continue
         seen_files.add(real)
         unique.append(item)
-        key = item.relative.with_suffix("").as_posix().casefold()
-        by_output.setdefault(key, []).append(item)
+    check_output_clashes(unique)
+    return unique, skipped
+
+
+def check_output_clashes(items: Sequence[InputItem]) -> None:
+    """Refuse inputs that would write the same output file (suffix and letter case ignored)."""
+    by_output: dict[str, list[InputItem]] = {}
+    for item in items:
+        by_output.setdefault(item.relative.with_suffix("").as_posix().casefold(), []).append(item)
     clashes = [group for group in by_output.values() if len(group) > 1]
     if clashes:
         shown = "; ".join(" and ".join(str(i.path) for i in group) for group in clashes[:5])
@@ -193,7 +204,6 @@ def discover(inputs: Sequence[Path]) -> tuple[list[InputItem], list[Skipped]]:
             f"{len(clashes)} output name clash(es), these inputs would write the same "
             f"output file: {shown}{more}; rename them or process them separately"
         )
-    return unique, skipped
 
 
 def _scale_to_u8(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:
