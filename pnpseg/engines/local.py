@@ -21,7 +21,7 @@ from pnpseg.io.outputs import Manifest, class_fractions, save_label_png, save_ov
 from pnpseg.method.profiling import stage
 from pnpseg.method.prompts import validate_names
 from pnpseg.method.segmenter import Segmenter
-from pnpseg.sources.class_sources import ClassSourceImageError, Proposal, build_class_source, propose
+from pnpseg.sources.class_sources import ClassSourceImageError, Proposal, build_class_source, check_inputs, propose
 
 MAX_CLASSES = 255  # label PNGs are 8-bit; 0 is background
 
@@ -89,6 +89,7 @@ class SegmentJob:
         self.class_source = (
             class_source if spec is None and class_source is not None else build_class_source(spec, classes)
         )
+        check_inputs(self.class_source, self.items)
         self._proposals: dict[str, Proposal] = {}
         self.segmenter = Segmenter.from_pretrained(
             adapter, model=model, device=device, precision=precision, **(params or {})

@@ -14,7 +14,9 @@ NAME[:options]`` (empty if nothing) and the factory does every check it can up f
 (``item`` says where the image came from: ``item.path`` and ``item.relative``.)
 
 and raises :class:`ClassSourceImageError` for a problem with that one image (the CLI records
-it in the manifest and goes on). Built-ins: ``all``, ``file``, ``itm``, ``clip``, ``llm``
+it in the manifest and goes on). A source may also define ``check_inputs(items)``, which the
+engines call with every discovered :class:`InputItem` before the model loads (``file`` uses it
+to refuse a key that names several inputs). Built-ins: ``all``, ``file``, ``itm``, ``clip``, ``llm``
 (see docs/class-sources.md).
 """
 
@@ -72,7 +74,7 @@ class Proposal:
 
 
 class ClassSource(Protocol):
-    name: str
+    name: str  # optional method: check_inputs(items: Sequence[InputItem]) -> None
 
     def __call__(
         self, image: Image.Image, item: InputItem | None, vocabulary: Sequence[str], segmenter: Any
@@ -172,10 +174,16 @@ class FileSource:
         if vocabulary:
             self.table.check_vocabulary(vocabulary)
 
+    def check_inputs(self, items: Sequence[InputItem]) -> None:
+        """A key that lists several inputs (a bare file name in two folders) is an error."""
+        self.table.check_unambiguous(items)
+
     def __call__(self, image, item, vocabulary, segmenter) -> Proposal:
         names = self.table.lookup(item) if item is not None else None
         if names is None:
             raise ClassSourceImageError(f"image not listed in class file {self.table.path}")
+        if not names:
+            raise ClassSourceImageError(f"image listed with no classes in class file {self.table.path}")
         wanted = {name.casefold() for name in names}
         return Proposal([name for name in vocabulary if name.casefold() in wanted], source=self.name)
 
@@ -329,6 +337,13 @@ def build_class_source(spec: str | None, vocabulary: Sequence[str] = ()) -> Clas
     if not getattr(source, "name", None):
         source.name = name
     return source
+
+
+def check_inputs(source: ClassSource, items: Sequence[InputItem]) -> None:
+    """Let ``source`` check the whole input list before the model loads (if it wants to)."""
+    check = getattr(source, "check_inputs", None)
+    if check is not None:
+        check(items)
 
 
 def propose(

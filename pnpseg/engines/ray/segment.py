@@ -251,7 +251,7 @@ class RaySegmentJob:
         from rich.console import Console
 
         from pnpseg.engines.local import check_previous_classes, class_table
-        from pnpseg.sources.class_sources import build_class_source
+        from pnpseg.sources.class_sources import build_class_source, check_inputs
 
         self.console = console or Console(stderr=True)
         self.classes, self.overwrite, self.fault = classes, overwrite, fault
@@ -268,7 +268,8 @@ class RaySegmentJob:
         self.table = class_table(classes)
         if not overwrite:
             check_previous_classes(self.out.read_bytes("classes.json"), classes, str(out), self.out.uri("classes.json"))
-        build_class_source(class_source, classes)  # a bad spec fails here, before Ray starts
+        # a bad spec, or a file: key naming several inputs, fails here, before Ray starts
+        check_inputs(build_class_source(class_source, classes), [item for item, _ in self.items])
         self.config = SegmentConfig(
             list(classes), self.out.location, adapter, model, device, dict(params or {}), precision, class_source, viz
         )
