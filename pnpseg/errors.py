@@ -27,6 +27,14 @@ class ModelLoadError(PnpsegError):
     """A model that is neither cached nor reachable, or a local path that is not a model."""
 
 
+class EnvironmentProblem(PnpsegError):
+    """Something the run needs is missing from this machine or unreachable: exit status 3."""
+
+
+class MissingDependencyError(EnvironmentProblem):
+    """An optional package an option needs is not installed (the message names the extra)."""
+
+
 class ImageError(PnpsegError):
     """An input file that cannot be read as an image."""
 

@@ -265,7 +265,7 @@ class LlmSource:
     name = "llm"
 
     def __init__(self, options: str = "", vocabulary: Sequence[str] = ()) -> None:
-        from pnpseg.sources.llm import ENV_API_KEY, ENV_BASE_URL, ENV_MODEL, LLMClient
+        from pnpseg.sources.llm import ENV_API_KEY, ENV_BASE_URL, ENV_MODEL, LLMClient, is_plain_remote, parse_timeout
 
         opts = parse_options(
             "llm",
@@ -274,7 +274,7 @@ class LlmSource:
                 "url": str,
                 "model": str,
                 "key_env": str,
-                "timeout": float,
+                "timeout": parse_timeout,
                 "fallback": str,
                 **{f"fallback_{k}": v for k, v in KEEP_OPTIONS.items()},
             },
@@ -287,6 +287,13 @@ class LlmSource:
         ]
         if missing:
             raise PnpsegError(f"--class-source llm needs {' and '.join(missing)}")
+        if is_plain_remote(url):
+            log.warning(
+                "llm class source: %s is plain http to a host that is not this machine: "
+                "images%s travel unencrypted (use https)",
+                url,
+                " and the API key" if key else "",
+            )
         self.client = LLMClient(url, model, key, timeout=opts.get("timeout", 60.0))
         fallback = opts.get("fallback", "itm")
         if fallback not in ("itm", "all"):
@@ -302,10 +309,11 @@ class LlmSource:
             classes, unknown = parse_class_list(answer, vocabulary)
             if not classes:
                 raise LLMError(f"no class of the vocabulary in the answer {answer[:200]!r}")
-        except LLMError as error:
-            log.warning("llm class source: %s; using %s", error, self.fallback.name)
+        except Exception as error:  # any malformed answer or broken exchange: the documented fallback
+            reason = str(error) if isinstance(error, LLMError) else f"malformed answer ({type(error).__name__})"
+            log.warning("llm class source: %s; using %s", reason, self.fallback.name)
             proposal = self.fallback(image, item, vocabulary, segmenter)
-            proposal.fallback = {"name": self.fallback.name, "reason": str(error)}
+            proposal.fallback = {"name": self.fallback.name, "reason": reason}
             proposal.source = self.name
             return proposal
         notes = []
