@@ -57,7 +57,7 @@ def test_segment_folder_with_tiny_blip(blip, images, tmp_path):
 
 def test_too_many_classes_for_the_text_encoder_are_chunked(blip, images, tmp_path):
     segmenter = Segmenter.from_pretrained(
-        "blip", model=str(blip), device="cpu", image_size=64, drop_rounds=2, layer=2, head=1
+        str(blip), adapter="blip", device="cpu", image_size=64, drop_rounds=2, layer=2, head=1
     )
     names = VOC.split(",")
     plan = segmenter.plan(names)

@@ -161,7 +161,7 @@ def test_eval_on_ray_sums_the_same_confusion_matrix(tmp_path):
         has_background=True,
         pnp_background="always",
     )(root)
-    segmenter = Segmenter.from_pretrained("synthetic", device="cpu", image_size="128")
+    segmenter = Segmenter.from_pretrained(adapter="synthetic", device="cpu", image_size="128")
     settings = {"adapter": "synthetic", "model": None, "preset": None}
     predictor = ModelPredictor(segmenter, data, "pnp")
     local = Evaluation(data, predictor, tmp_path / "local", settings={**settings, **predictor.settings()}).run()

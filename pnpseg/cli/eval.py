@@ -158,7 +158,7 @@ def eval_command(
             adapter, model, params = apply_preset(loaded, adapter, model, params)
         adapter = adapter or "blip"
         data.samples()  # dataset problems before any model loads
-        segmenter = Segmenter.from_pretrained(adapter, model=model, device=device, **params)
+        segmenter = Segmenter.from_pretrained(model, adapter=adapter, device=device, **params)
         predictor = ModelPredictor(
             segmenter,
             data,

@@ -16,6 +16,8 @@ from rich.table import Table
 
 from pnpseg.engines.parallel import Finisher, auto_batch_size, prefetch
 from pnpseg.errors import ClassNameError, ImageError, PnpsegError
+from pnpseg.io.formats import DEFAULT_FORMATS, finished, write_formats
+from pnpseg.io.formats import check_available as check_formats
 from pnpseg.io.images import InputItem, discover, load_image
 from pnpseg.io.outputs import Manifest, class_fractions, save_label_png, save_overlay, write_json
 from pnpseg.method.profiling import stage
@@ -53,6 +55,22 @@ class Summary:
     not_images: int = 0
     seconds: float = 0.0
     errors: list[tuple[str, str]] = field(default_factory=list)
+    #: Files written per ``--format`` other than png (rebuilt from every finished image).
+    formats: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_json(self, output: str, manifest: str) -> dict[str, Any]:
+        """The ``--json`` summary of a run."""
+        return {
+            "segmented": self.done,
+            "already_done": self.skipped_done,
+            "failed": self.failed,
+            "non_images_skipped": self.not_images,
+            "seconds": round(self.seconds, 3),
+            "output": output,
+            "manifest": manifest,
+            "formats": self.formats,
+            "errors": [{"input": path, "error": error} for path, error in self.errors],
+        }
 
 
 class SegmentJob:
@@ -75,8 +93,11 @@ class SegmentJob:
         workers: int = 0,
         precision: str = "fp32",
         class_source: Any = "all",
+        formats: Sequence[str] = DEFAULT_FORMATS,
     ):
         self.classes, self.out, self.batch_size = classes, Path(out), batch_size
+        self.formats = tuple(formats)
+        check_formats(self.formats)  # a missing library for a format: before the model loads
         self.workers = workers
         self.viz, self.overwrite = viz, overwrite
         self.console = console or Console(stderr=True)
@@ -92,7 +113,7 @@ class SegmentJob:
         check_inputs(self.class_source, self.items)
         self._proposals: dict[str, Proposal] = {}
         self.segmenter = Segmenter.from_pretrained(
-            adapter, model=model, device=device, precision=precision, **(params or {})
+            model, adapter=adapter, device=device, precision=precision, **(params or {})
         )
         self.segmenter.plan(classes)  # tokenizer-level checks, before any weights load
         self.settings = {"adapter": adapter, "model": model, "params": self.segmenter.params.to_dict()}
@@ -167,6 +188,11 @@ class SegmentJob:
                 advance(self._write_results(finisher, summary, wait=False))
             advance(self._write_results(finisher, summary, wait=True))
         summary.seconds = time.perf_counter() - start
+        extra = [name for name in self.formats if name != "png"]  # png: written per image above
+        written = write_formats(
+            self.out, extra, self.classes, finished(self.manifest.records(), self.out) if extra else []
+        )
+        summary.formats = {name: [str(path) for path in paths] for name, paths in written.items()}
         self._report(summary)
         return summary
 

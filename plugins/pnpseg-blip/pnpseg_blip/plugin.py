@@ -10,3 +10,8 @@ from .adapter import BlipAdapter
 @pnpseg.hookimpl
 def register_adapters(register: pnpseg.hookspecs.Register) -> None:
     register("blip", BlipAdapter)
+
+
+@pnpseg.hookimpl
+def register_model_types(register: pnpseg.hookspecs.Register) -> None:
+    register(BlipAdapter.model_type, "blip")  # Segmenter.from_pretrained("<a blip checkpoint>") picks this adapter

@@ -10,3 +10,8 @@ from .adapter import ViltAdapter
 @pnpseg.hookimpl
 def register_adapters(register: pnpseg.hookspecs.Register) -> None:
     register("vilt", ViltAdapter)
+
+
+@pnpseg.hookimpl
+def register_model_types(register: pnpseg.hookspecs.Register) -> None:
+    register(ViltAdapter.model_type, "vilt")  # Segmenter.from_pretrained("<a vilt checkpoint>") picks this adapter
