@@ -590,3 +590,18 @@ def test_predictions_named_like_segment_outputs_are_found(tmp_path):
         str(tmp_path / "o2"),
     )
     assert missing.exit_code == 2 and "not found" in missing.output
+
+
+def test_json_summary_on_stdout(tmp_path):
+    """``eval --json``: one JSON document on stdout with the numbers of results.json; tables on stderr."""
+    root, preds = tmp_path / "voc", tmp_path / "preds"
+    voc_with_known_predictions(root, preds)
+    out = tmp_path / "o"
+    result = run("--dataset", "voc20", "--root", str(root), "--predictions", str(preds), "--out", str(out), "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    saved = json.loads((out / "results.json").read_text())
+    assert summary["command"] == "eval" and summary["output"] == str(out)
+    assert summary["mIoU"] == saved["mIoU"] == pytest.approx(100 * (6 / 7 + 5 / 8) / 2, abs=1e-3)
+    assert summary["per_class_iou"] == saved["per_class_iou"]
+    assert "mIoU" in result.stderr

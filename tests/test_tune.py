@@ -53,8 +53,21 @@ def scenes(tmp_path_factory):
 def tuned(scenes, tmp_path_factory):
     root, labels, _ = scenes
     out = tmp_path_factory.mktemp("tuned") / "preset.json"
-    result = invoke("tune", root, "--labels", labels, "--out", out, "--trials", "200", *FAST)
+    result = invoke("tune", root, "--labels", labels, "--out", out, "--trials", "200", *FAST, "--json")
     return out, result
+
+
+def test_json_summary_on_stdout(tuned):
+    out, result = tuned
+    summary = json.loads(result.stdout)  # the only thing on stdout
+    preset = json.loads(out.read_text())
+    assert summary["command"] == "tune" and summary["preset"] == str(out)
+    assert (
+        summary["params"]["layer"] == preset["params"]["layer"]
+        and summary["params"]["head"] == preset["params"]["head"]
+    )
+    assert summary["reward"]["total"] == preset["reward"]["total"]
+    assert "best: layer" in result.stderr
 
 
 def test_tune_finds_the_planted_head(tuned):

@@ -6,12 +6,15 @@ Registered on :data:`pnpseg.cli.app.app`; heavy imports happen inside the comman
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from pnpseg.cli.app import app, console, friendly
+from pnpseg.cli.app import app, console, friendly, print_json
 from pnpseg.errors import PnpsegError
+
+if TYPE_CHECKING:
+    from pnpseg.evaluation.evaluate import EvalResult
 
 
 def _parse_slide(value: str | None) -> tuple[int, int] | None:
@@ -111,6 +114,9 @@ def eval_command(
     ),
     workers: int = typer.Option(1, "--workers", min=1, help="--engine ray: model workers (actors)."),
     gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0.0, help="--engine ray: GPUs per worker."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON summary on stdout (progress and tables stay on stderr)."
+    ),
 ) -> None:
     """Evaluate on a dataset: mIoU, per-class IoU and pixel accuracy; resumable."""
     from pnpseg.evaluation.datasets import get_dataset
@@ -130,7 +136,10 @@ def eval_command(
     if engine not in ("local", "ray"):
         raise PnpsegError(f"--engine must be local or ray, got {engine!r}")
     if engine == "ray":
-        return _eval_on_ray(**locals())
+        result = _eval_on_ray(**locals())
+        if as_json:
+            print_json({"command": "eval", **result.to_json(), "output": str(out)})
+        return
     if predictions is not None:
         predictor = PredictionFolder(predictions, data)
         settings = predictor.settings()
@@ -187,10 +196,12 @@ def eval_command(
         overwrite=overwrite,
         console=console,
     )
-    job.run()
+    result = job.run()
+    if as_json:
+        print_json({"command": "eval", **result.to_json(), "output": str(out)})
 
 
-def _eval_on_ray(**o) -> None:
+def _eval_on_ray(**o) -> EvalResult:
     """``eval --engine ray``: the same predictor, rebuilt on each Ray worker from its options."""
     from pnpseg.engines.ray import EvalConfig, ray_evaluate
 
@@ -231,7 +242,7 @@ def _eval_on_ray(**o) -> None:
             short_side=o["short_side"],
         ),
     )
-    ray_evaluate(
+    return ray_evaluate(
         config,
         address=o["ray_address"],
         workers=o["workers"],

@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from pnpseg.cli.app import app, friendly
+from pnpseg.cli.app import app, friendly, print_json
 
 
 @app.command()
@@ -59,6 +59,9 @@ def tune(
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (VLM and scorer)."),
     top: int = typer.Option(10, "--top", min=1, help="Rows in the table of best trials."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON summary on stdout (progress and tables stay on stderr)."
+    ),
 ) -> None:
     """Search layer, head, threshold (stage 1) and blur σ (stage 2) by the CLIP reward; write a preset."""
     import numpy as np
@@ -234,3 +237,19 @@ def tune(
         highlight=False,
         soft_wrap=True,
     )
+    if as_json:
+        print_json(
+            {
+                "command": "tune",
+                "preset": str(out),
+                "heatmap": str(heat_path),
+                "adapter": adapter,
+                "model": model,
+                "params": chosen,
+                "reward": best2.reward.to_dict(),
+                "images": len(labelled),
+                "trials": len(stage1) + len(stage2),
+                "vlm_passes": tuner.vlm_passes,
+                "seconds": round(seconds, 3),
+            }
+        )

@@ -302,6 +302,19 @@ class EvalResult:
     confusion: np.ndarray
     seconds: float
 
+    def to_json(self) -> dict[str, Any]:
+        """The ``eval --json`` summary: the headline numbers of ``results.json`` (percent)."""
+        return {
+            "dataset": self.dataset,
+            "protocol": self.protocol,
+            "averaging": self.rule,
+            "images": self.images,
+            "mIoU": _pct(self.miou),
+            "aAcc": _pct(self.aacc),
+            "per_class_iou": {k: _pct(v) for k, v in self.per_class.items()},
+            "seconds": round(self.seconds, 3),
+        }
+
 
 class Evaluation:
     """One evaluation run into ``out``; resumable through ``out/eval_state.npz``."""
