@@ -62,9 +62,12 @@ def test_unclaimed_or_unreachable_checkpoints_are_one_line_errors(tmp_path, monk
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
     with pytest.raises(pnpseg.PnpsegError, match="no installed adapter claims .*'llama'.*adapter=NAME"):
         pnpseg.Segmenter.from_pretrained(str(tmp_path))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+    from huggingface_hub import constants
+
     from pnpseg.errors import EnvironmentProblem
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
 
     with pytest.raises(EnvironmentProblem, match="not in the local cache"):
         adapter_for("some-org/not-cached-model")

@@ -48,7 +48,9 @@ def eval_command(
         None, "--adapter", "-a", help="VLM adapter (default: the preset's, else blip)."
     ),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint name or local folder."),
-    preset: Optional[Path] = typer.Option(None, "--preset", help="A parameter preset written by `pnpseg tune`."),
+    preset: Optional[str] = typer.Option(
+        None, "--preset", help="A parameter preset written by `pnpseg tune`: a file or hf://ORG/REPO/FILE.json."
+    ),
     limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Evaluate only the first N images."),
     out: Optional[Path] = typer.Option(
         None, "--out", "-o", help="Output folder (default: pnpseg-eval/<dataset>-<protocol>)."

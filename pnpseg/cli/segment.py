@@ -66,8 +66,10 @@ def segment(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Redo images already done; allow a different class list."
     ),
-    preset: Optional[Path] = typer.Option(
-        None, "--preset", help="Parameters (and adapter/model) from `pnpseg tune`; explicit flags win."
+    preset: Optional[str] = typer.Option(
+        None,
+        "--preset",
+        help="Parameters (and adapter/model) from `pnpseg tune`: a file or hf://ORG/REPO/FILE.json; explicit flags win.",
     ),
     class_source: str = typer.Option(
         "all",

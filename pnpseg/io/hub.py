@@ -103,3 +103,14 @@ def hub_file(repo_id: str, filename: str, what: str = "file") -> Path:
         raise PnpsegError(f"{where} does not exist on the hub (or is private)") from None
     except (OSError, HfHubHTTPError) as error:
         raise EnvironmentProblem(f"{where} could not be downloaded: {str(error).splitlines()[0][:160]}") from None
+
+
+HF_SCHEME = "hf://"
+
+
+def hf_uri_file(uri: str, what: str = "file") -> Path:
+    """``hf://org/repo/path/in/repo.json`` → the local (cached) copy of that file (:func:`hub_file`)."""
+    parts = uri[len(HF_SCHEME) :].strip("/").split("/")
+    if len(parts) < 3 or not all(parts):
+        raise PnpsegError(f"{uri!r}: expected hf://ORG/REPO/PATH/IN/REPO (e.g. hf://org/presets/blip.json)")
+    return hub_file("/".join(parts[:2]), "/".join(parts[2:]), what)
