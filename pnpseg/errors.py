@@ -32,7 +32,8 @@ class EnvironmentProblem(PnpsegError):
 
 
 class MissingDependencyError(EnvironmentProblem):
-    """An optional package an option needs is not installed (the message names the extra)."""
+    """An optional dependency that the chosen option needs is not installed (an environment
+    problem: the message names the extra to install)."""
 
 
 class ImageError(PnpsegError):
