@@ -66,6 +66,10 @@ def test_unclaimed_or_unreachable_checkpoints_are_one_line_errors(tmp_path, monk
 
     from pnpseg.errors import EnvironmentProblem
 
+    with pytest.raises(
+        pnpseg.PnpsegError, match=r"adapter name, not a checkpoint: use from_pretrained\(adapter='synthetic'\)"
+    ):
+        pnpseg.Segmenter.from_pretrained("synthetic")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
 

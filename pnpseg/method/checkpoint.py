@@ -39,7 +39,10 @@ def read_config(model: str) -> dict[str, Any]:
 
 def adapter_for(model: str) -> str:
     """The name of the adapter that claims ``model``'s architecture or model type."""
-    from pnpseg.plugins import model_types
+    from pnpseg.plugins import adapters, model_types
+
+    if model in adapters() and not Path(model).expanduser().exists():
+        raise PnpsegError(f"{model!r} is an adapter name, not a checkpoint: use from_pretrained(adapter={model!r})")
 
     config = read_config(model)
     claims = model_types()

@@ -14,4 +14,5 @@ def register_adapters(register: pnpseg.hookspecs.Register) -> None:
 
 @pnpseg.hookimpl
 def register_model_types(register: pnpseg.hookspecs.Register) -> None:
-    register(BlipAdapter.model_type, "blip")  # Segmenter.from_pretrained("<a blip checkpoint>") picks this adapter
+    """``Segmenter.from_pretrained(<a blip checkpoint>)`` picks this adapter."""
+    register(BlipAdapter.model_type, "blip")

@@ -14,6 +14,5 @@ def register_adapters(register: pnpseg.hookspecs.Register) -> None:
 
 @pnpseg.hookimpl
 def register_model_types(register: pnpseg.hookspecs.Register) -> None:
-    register(
-        BridgeTowerAdapter.model_type, "bridgetower"
-    )  # Segmenter.from_pretrained("<a bridgetower checkpoint>") picks this adapter
+    """``Segmenter.from_pretrained(<a bridgetower checkpoint>)`` picks this adapter."""
+    register(BridgeTowerAdapter.model_type, "bridgetower")

@@ -14,4 +14,5 @@ def register_adapters(register: pnpseg.hookspecs.Register) -> None:
 
 @pnpseg.hookimpl
 def register_model_types(register: pnpseg.hookspecs.Register) -> None:
-    register(ViltAdapter.model_type, "vilt")  # Segmenter.from_pretrained("<a vilt checkpoint>") picks this adapter
+    """``Segmenter.from_pretrained(<a vilt checkpoint>)`` picks this adapter."""
+    register(ViltAdapter.model_type, "vilt")
