@@ -1,17 +1,28 @@
 """pnpseg: training-free open-vocabulary semantic segmentation from off-the-shelf VLMs."""
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from pnpseg.errors import ClassNameError, ImageError, ModelLoadError, PnpsegError, model_unavailable
 from pnpseg.hookspecs import hookimpl
 from pnpseg.method.adapter import BaseAdapter, TokenizedText, VLMAdapter, VLMOutput, zero_patches
 from pnpseg.method.params import SegmentParams
-from pnpseg.method.segmenter import SegmentationResult, Segmenter
 
 try:
     __version__ = version("pnpseg")  # single source: the package metadata (pyproject.toml)
 except PackageNotFoundError:  # a source tree that is not installed
     __version__ = "0.0.0"
+
+#: Imported on first use, so that ``import pnpseg`` (and ``pnpseg --help``) stays light.
+_LAZY = {"Segmenter": "pnpseg.method.segmenter", "SegmentationResult": "pnpseg.method.segmenter"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'pnpseg' has no attribute {name!r}")
+
 
 __all__ = [
     "BaseAdapter",
