@@ -278,6 +278,7 @@ def test_llm_source_good_malformed_and_server_error(scenes, tmp_path, monkeypatc
     )
     assert all(c in next(p["text"] for p in parts if p["type"] == "text") for c in VOCAB)
 
+    assert not [p for p in out.rglob("*") if p.is_file() and b"sk-test" in p.read_bytes()]  # no key on disk
     recs = records(out)
     good_rec = recs["s0"]["class_source"]
     assert good_rec["name"] == "llm" and good_rec["fallback"] is None
