@@ -56,7 +56,9 @@ class SegmentationResult:
         """Per present class: the mean of its final score over the pixels it labels."""
         channels = self.scores.detach().float().cpu()
         height, width = channels.shape[-2:]
-        small = np.asarray(Image.fromarray(self.labels.astype(np.int32)).resize((width, height), Image.NEAREST))
+        small = np.asarray(
+            Image.fromarray(self.labels.astype(np.int32)).resize((width, height), Image.Resampling.NEAREST)
+        )
         offset = 1 if self.background else 0  # channel of label value v is v - 1 + offset
         result = {}
         for i in self.present():

@@ -110,7 +110,7 @@ class LLMClient:
 
     def _exchange(self, image: Image.Image, vocabulary: Sequence[str], deadline: float) -> str:
         prompt = PROMPT.format(classes=", ".join(vocabulary), example=vocabulary[0] if vocabulary else "cat")
-        messages = [
+        messages: list[Any] = [
             {
                 "role": "user",
                 "content": [
@@ -167,7 +167,9 @@ def image_data_url(image: Image.Image, max_side: int = 1024) -> str:
     image = image.convert("RGB")
     scale = max_side / max(image.size)
     if scale < 1:
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
+        image = image.resize(
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BILINEAR
+        )
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=90)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -183,7 +185,8 @@ def parse_class_list(text: str, vocabulary: Sequence[str]) -> tuple[list[str], l
     """
     items = _items(text if isinstance(text, str) else "")
     lookup = {" ".join(name.split()).casefold(): name for name in vocabulary}
-    found, unknown = set(), []
+    found: set[str] = set()
+    unknown: list[str] = []
     for item in items:
         key = " ".join(str(item).split()).strip(" .\"'`*-").casefold()
         if not key:
