@@ -156,7 +156,8 @@ class Segmenter:
                 f"text→image attention layers of {a.num_heads} heads (both 1-based)"
             )
         patch = a.patch_size
-        self.input_size = tuple(max(patch, side // patch * patch) for side in p.image_size)
+        height, width = (max(patch, side // patch * patch) for side in p.image_size)
+        self.input_size = (height, width)
 
     def plan(self, classes: Sequence[str]) -> list[Chunk]:
         """Validate class names and split them into prompts (cached per class list)."""
