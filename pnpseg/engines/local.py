@@ -16,10 +16,10 @@ from rich.table import Table
 
 from pnpseg.engines.parallel import Finisher, auto_batch_size, prefetch
 from pnpseg.errors import ClassNameError, ImageError, PnpsegError
-from pnpseg.io.formats import DEFAULT_FORMATS, finished, write_formats
+from pnpseg.io.formats import DEFAULT_FORMATS, labelled, render
 from pnpseg.io.formats import check_available as check_formats
 from pnpseg.io.images import InputItem, discover, load_image
-from pnpseg.io.outputs import Manifest, class_fractions, save_label_png, write_json
+from pnpseg.io.outputs import Manifest, atomic_write_bytes, class_fractions, save_label_png, write_json
 from pnpseg.io.overlay import save_overlay
 from pnpseg.method.profiling import stage
 from pnpseg.method.prompts import validate_names
@@ -189,13 +189,27 @@ class SegmentJob:
                 advance(self._write_results(finisher, summary, wait=False))
             advance(self._write_results(finisher, summary, wait=True))
         summary.seconds = time.perf_counter() - start
-        extra = [name for name in self.formats if name != "png"]  # png: written per image above
-        written = write_formats(
-            self.out, extra, self.classes, finished(self.manifest.records(), self.out) if extra else []
-        )
-        summary.formats = {name: [str(path) for path in paths] for name, paths in written.items()}
+        summary.formats = self._write_formats()
         self._report(summary)
         return summary
+
+    def _write_formats(self) -> dict[str, list[str]]:
+        """``--format`` documents, rebuilt from every finished image of the folder (resumed ones too)."""
+        extra = [name for name in self.formats if name != "png"]  # png: written per image
+        if not extra:
+            return {}
+        images = []
+        for input_path, record in sorted(self.manifest.records().items()):
+            path = Path(record.get("output") or "")
+            if record.get("status") == "ok" and path.is_file():
+                relative = path.resolve().relative_to(self.out.resolve()).as_posix()
+                images.append(labelled(input_path, relative, path.read_bytes()))
+        written = {}
+        for name, files in render(extra, self.classes, images).items():
+            for relative, data in files.items():
+                atomic_write_bytes(self.out / relative, data)
+            written[name] = [str(self.out / relative) for relative in files]
+        return written
 
     def _progress(self) -> Progress:
         return Progress(

@@ -9,10 +9,10 @@ docs/formats.md documents every field.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import io
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from pathlib import PurePosixPath
 
 import numpy as np
 from PIL import Image
@@ -72,33 +72,15 @@ def check_available(formats: Iterable[str]) -> None:
             writer(name)([], [])  # rendering no image imports the library and writes nothing
 
 
-def finished(records: Mapping[str, Mapping[str, Any]], out: Path) -> list[Labelled]:
-    """The ``ok`` records of a manifest whose label PNG is on disk, in input order, as :class:`Labelled`."""
-    done = []
-    for input_path, record in sorted(records.items()):
-        output = record.get("output")
-        if record.get("status") != "ok" or not output or not Path(output).is_file():
-            continue
-        with Image.open(output) as im:
-            labels = np.array(im)
-        name = Path(output).resolve().relative_to(out.resolve()).with_suffix("").as_posix()
-        done.append(Labelled(input_path, name, labels.shape[1], labels.shape[0], labels))
-    return done
+def labelled(input: str, file: str, png: bytes) -> Labelled:
+    """A finished image from its label PNG's bytes; ``file`` is the PNG's path inside the output folder."""
+    with Image.open(io.BytesIO(png)) as im:
+        labels = np.array(im)
+    name = PurePosixPath(file).with_suffix("").as_posix()
+    return Labelled(input, name, labels.shape[1], labels.shape[0], labels)
 
 
-def write_formats(
-    out: Path, formats: Sequence[str], classes: Sequence[str], images: Sequence[Labelled]
-) -> dict[str, list[Path]]:
-    """Render every chosen format (but ``png``, written per image) and write its files atomically."""
-    from pnpseg.io.outputs import atomic_write_bytes
-
-    written: dict[str, list[Path]] = {}
-    for name in formats:
-        if name == "png":
-            continue
-        files = writer(name)(images, classes)
-        written[name] = []
-        for relative, data in files.items():
-            atomic_write_bytes(out / relative, data)
-            written[name].append(out / relative)
-    return written
+def render(formats: Sequence[str], classes: Sequence[str], images: Sequence[Labelled]) -> dict[str, dict[str, bytes]]:
+    """``{format: {path inside the output folder: bytes}}`` for every chosen format but ``png``
+    (written per image); the caller writes each file atomically."""
+    return {name: writer(name)(images, classes) for name in formats if name != "png"}
