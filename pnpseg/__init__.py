@@ -4,7 +4,14 @@ import importlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from pnpseg.errors import ClassNameError, ImageError, ModelLoadError, PnpsegError, model_unavailable
+from pnpseg.errors import (
+    AdapterError,
+    ClassNameError,
+    ImageError,
+    ModelLoadError,
+    PnpsegError,
+    model_unavailable,
+)
 from pnpseg.hookspecs import hookimpl
 from pnpseg.method.adapter import BaseAdapter, TokenizedText, VLMAdapter, VLMOutput, zero_patches
 from pnpseg.method.params import SegmentParams
@@ -25,6 +32,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AdapterError",
     "BaseAdapter",
     "ClassNameError",
     "ImageError",

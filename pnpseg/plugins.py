@@ -33,6 +33,7 @@ _BUILTINS = (
     "pnpseg.tuning.scorers",
     "pnpseg.testing.plugin",
     "pnpseg.evaluation.datasets",
+    "pnpseg.evaluation.authors",
     "pnpseg.sources.class_sources",
 )
 _loaded = False

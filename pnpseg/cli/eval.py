@@ -33,7 +33,7 @@ def eval_command(
         ...,
         "--dataset",
         "-d",
-        help="Dataset name: voc21, voc20, pc60, pc59, coco-object, coco-stuff, ade20k, cityscapes, or a plugin's.",
+        help="Dataset name: voc21, voc20, pc60, pc59, coco-object, coco-stuff, ade20k, cityscapes; their -authors variants (scored as the authors' released code: voc21-authors, pc60-authors, coco-object-authors, coco-stuff-authors, ade20k-authors); or a plugin's.",
     ),
     root: Path = typer.Option(
         ..., "--root", help="The dataset's root folder (MMSegmentation layout; see docs/evaluation.md)."
@@ -67,7 +67,9 @@ def eval_command(
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Keep normalised saliency ≥ T."),
     blur_sigma: Optional[float] = typer.Option(None, "--blur-sigma", help="Blur σ as a fraction of max(H, W)."),
     drop_rounds: Optional[int] = typer.Option(None, "--drop-rounds", help="Saliency DropOut rounds."),
-    drop_rule: Optional[str] = typer.Option(None, "--drop-rule", help="median or topk:N."),
+    drop_rule: Optional[str] = typer.Option(
+        None, "--drop-rule", help="median or topk:N; default: median, or topk:10 with --compat authors."
+    ),
     postprocess: Optional[str] = typer.Option(None, "--postprocess", help='Postprocessor chain, e.g. "blur,crf".'),
     compat: Optional[str] = typer.Option(None, "--compat", help="paper or authors."),
     synonyms: Optional[bool] = typer.Option(

@@ -39,7 +39,9 @@ def segment(
     drop_rounds: Optional[int] = typer.Option(
         None, "--drop-rounds", help="Saliency DropOut rounds (1 = plain GradCAM)."
     ),
-    drop_rule: Optional[str] = typer.Option(None, "--drop-rule", help="median (paper) or topk:N (authors' code)."),
+    drop_rule: Optional[str] = typer.Option(
+        None, "--drop-rule", help="median or topk:N; default: median, or topk:10 with --compat authors."
+    ),
     postprocess: Optional[str] = typer.Option(
         None, "--postprocess", help='Postprocessor chain, e.g. "blur,crf" or "none".'
     ),

@@ -16,6 +16,9 @@ from pnpseg.errors import PnpsegError
 
 Size = tuple[int, int]
 
+#: The drop rule each ``compat`` mode uses unless one is given.
+COMPAT_DROP_RULES = {"paper": "median", "authors": "topk:10"}
+
 
 @dataclass(frozen=True)
 class SegmentParams:
@@ -28,8 +31,9 @@ class SegmentParams:
     blur_sigma: float = 0.05
     #: Saliency DropOut rounds R; 1 means plain GradCAM.
     drop_rounds: int = 4
-    #: ``"median"`` (paper) or ``"topk:N"`` (authors' updated code).
-    drop_rule: str = "median"
+    #: ``"median"`` (paper) or ``"topk:N"`` (authors' updated code); unset, the rule of
+    #: ``compat``: ``median`` under ``paper``, ``topk:10`` (their ``sort_thresh005``) under ``authors``.
+    drop_rule: str | None = None
     #: Model input size (height, width); must be multiples of the adapter's patch size.
     image_size: Size = (336, 336)
     #: Add a background channel where no class survives the threshold.
@@ -53,9 +57,11 @@ class SegmentParams:
             raise PnpsegError(f"blur sigma must be ≥ 0, got {self.blur_sigma}")
         if self.drop_rounds < 1:
             raise PnpsegError(f"drop rounds must be ≥ 1, got {self.drop_rounds}")
-        parse_drop_rule(self.drop_rule)
-        if self.compat not in ("paper", "authors"):
+        if self.compat not in COMPAT_DROP_RULES:
             raise PnpsegError(f"compat must be 'paper' or 'authors', got {self.compat!r}")
+        if self.drop_rule is None:
+            object.__setattr__(self, "drop_rule", COMPAT_DROP_RULES[self.compat])
+        parse_drop_rule(self.drop_rule)
         if min(self.image_size) < 1:
             raise PnpsegError(f"image size must be positive, got {self.image_size}")
 
@@ -78,6 +84,24 @@ class SegmentParams:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def adapter_defaults(adapter: Any) -> dict[str, Any]:
+    """The adapter's ``default_params`` (layer and head: those of :class:`SegmentParams`
+    when it gives none), with layer and head clamped to its model.
+
+    Defaults are written for a model family's usual checkpoint; a smaller checkpoint of the
+    family (fewer layers or heads) gets its last layer but one (the last carries no class
+    signal) and its last head instead of an out-of-range error. Explicit values are never
+    clamped: out of range, they are an error.
+    """
+    params = dict(getattr(adapter, "default_params", {}))
+    layers, heads = int(adapter.num_layers), int(adapter.num_heads)
+    layer, head = (int(params.get(key, getattr(SegmentParams, key))) for key in ("layer", "head"))
+    if layer > layers:  # the last layer but one: in the last, only [CLS] reaches the ITM head
+        layer = max(1, layers - 1)
+    params["layer"], params["head"] = layer, min(head, heads)
+    return params
 
 
 def parse_drop_rule(rule: str) -> tuple[str, int]:

@@ -153,7 +153,8 @@ def all_head_maps(segmenter: Segmenter, image: Image.Image, classes: Sequence[st
     batch = Batch.build([plan], [len(classes)])
     pixels = adapter.preprocess([image], segmenter.input_size)
     text = adapter.tokenize(batch.prompts)
-    weights = token_weights(batch.chunks, text.input_ids.shape[1], len(classes)).to(pixels.device)
+    weights = token_weights(batch.chunks, text.input_ids.shape[1], len(classes), segmenter.params.compat)
+    weights = weights.to(pixels.device)
     attentions, gradients, (gh, gw) = capture(
         adapter, pixels[batch.image.to(pixels.device)], text, range(adapter.num_layers)
     )
