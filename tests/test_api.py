@@ -50,6 +50,7 @@ def test_from_pretrained_picks_the_adapter_from_the_config(tmp_path):
         ({"model_type": "blip", "architectures": ["BlipForImageTextRetrieval"]}, "blip"),
         ({"model_type": "bridgetower", "architectures": ["BridgeTowerForImageAndTextRetrieval"]}, "bridgetower"),
         ({"model_type": "vilt", "architectures": ["ViltForImageAndTextRetrieval"]}, "vilt"),
+        ({"model_type": "flava", "architectures": ["FlavaForPreTraining"]}, "flava"),
     ],
 )
 def test_first_party_plugins_claim_their_model_types(tmp_path, config, adapter):

@@ -14,5 +14,6 @@ def register_adapters(register: pnpseg.hookspecs.Register) -> None:
 
 @pnpseg.hookimpl
 def register_model_types(register: pnpseg.hookspecs.Register) -> None:
-    """``Segmenter.from_pretrained(<a bridgetower checkpoint>)`` picks this adapter."""
-    register(BridgeTowerAdapter.model_type, "bridgetower")
+    """``Segmenter.from_pretrained(<a bridgetower checkpoint>)`` picks this adapter (a literal: no
+    transformers import to list what plugins claim)."""
+    register("bridgetower", "bridgetower")

@@ -14,5 +14,6 @@ def register_adapters(register: pnpseg.hookspecs.Register) -> None:
 
 @pnpseg.hookimpl
 def register_model_types(register: pnpseg.hookspecs.Register) -> None:
-    """``Segmenter.from_pretrained(<a vilt checkpoint>)`` picks this adapter."""
-    register(ViltAdapter.model_type, "vilt")
+    """``Segmenter.from_pretrained(<a vilt checkpoint>)`` picks this adapter (a literal: no
+    transformers import to list what plugins claim)."""
+    register("vilt", "vilt")
