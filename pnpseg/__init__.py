@@ -21,16 +21,6 @@ try:
 except PackageNotFoundError:  # a source tree that is not installed
     __version__ = "0.0.0"
 
-#: Imported on first use, so that ``import pnpseg`` (and ``pnpseg --help``) stays light.
-_LAZY = {"Segmenter": "pnpseg.method.segmenter", "SegmentationResult": "pnpseg.method.segmenter"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'pnpseg' has no attribute {name!r}")
-
-
 __all__ = [
     "AdapterError",
     "BaseAdapter",
@@ -44,8 +34,25 @@ __all__ = [
     "TokenizedText",
     "VLMAdapter",
     "VLMOutput",
+    "evaluate",
     "hookimpl",
     "model_unavailable",
+    "tune",
     "zero_patches",
     "__version__",
 ]
+
+#: Public names imported on first use, so that ``import pnpseg`` (and ``pnpseg --help``) stays
+#: light: the segmenter and the searches pull in torch, PIL and the scorers.
+_LAZY = {
+    "Segmenter": "pnpseg.method.segmenter",
+    "SegmentationResult": "pnpseg.method.segmenter",
+    "tune": "pnpseg.tuning.tune",
+    "evaluate": "pnpseg.evaluation.evaluate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'pnpseg' has no attribute {name!r}")
