@@ -29,19 +29,6 @@ from pnpseg.io.outputs import write_json
 #: ``progress(done, total, miou)``: images scored so far of those to do, and the running mIoU.
 Progress = Callable[[int, int, float], None]
 
-    def to_json(self) -> dict[str, Any]:
-        """The ``eval --json`` summary: the headline numbers of ``results.json`` (percent)."""
-        return {
-            "dataset": self.dataset,
-            "protocol": self.protocol,
-            "averaging": self.rule,
-            "images": self.images,
-            "mIoU": _pct(self.miou),
-            "aAcc": _pct(self.aacc),
-            "per_class_iou": {k: _pct(v) for k, v in self.per_class.items()},
-            "seconds": round(self.seconds, 3),
-        }
-
 
 class Evaluation:
     """One evaluation run; with ``out``, resumable through ``out/eval_state.npz`` and reported there."""
