@@ -12,6 +12,7 @@ import typer
 
 from pnpseg.cli.app import app, console, friendly, print_json
 from pnpseg.errors import PnpsegError
+from pnpseg.method.defaults import DEFAULT_ADAPTER
 
 
 def _parse_slide(value: str | None) -> tuple[int, int] | None:
@@ -169,7 +170,7 @@ def eval_command(
                 str(out),
                 protocol,
                 predictions=str(predictions) if predictions is not None else None,
-                adapter=adapter or "blip",
+                adapter=adapter or DEFAULT_ADAPTER,
                 model=model,
                 preset=str(preset) if preset else None,
                 device=device,
@@ -204,25 +205,10 @@ class _Bar:
     """A Rich progress bar with the running mIoU, fed by ``progress(done, total, miou)``."""
 
     def __init__(self, header: str) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from pnpseg.io.progress import progress_bar
 
         self.header = header
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("mIoU {task.fields[miou]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        )
+        self.progress = progress_bar(console, "mIoU {task.fields[miou]}")
         self.task = None
 
     def __enter__(self) -> _Bar:

@@ -9,6 +9,7 @@ import typer
 
 from pnpseg.cli.app import EXIT_INPUT_FAILED, app, console, friendly, print_json
 from pnpseg.errors import PnpsegError
+from pnpseg.method.defaults import DEFAULT_ADAPTER
 
 
 @app.command()
@@ -129,14 +130,11 @@ def segment(
     if engine == "ray":
         from pnpseg.engines.ray import RaySegmentJob
 
-        if chosen_formats != ("png",):
-            raise PnpsegError("--format other than png is not yet supported with --engine ray")
-
         job = RaySegmentJob(
             inputs,
             names,
             out,
-            adapter=adapter or "blip",
+            adapter=adapter or DEFAULT_ADAPTER,
             model=model,
             device=device,
             params=params,
@@ -147,13 +145,14 @@ def segment(
             workers=workers or 1,
             precision=precision,
             class_source=class_source,
+            formats=chosen_formats,
             address=ray_address,
             gpus_per_worker=gpus_per_worker,
             cpus_per_worker=cpus_per_worker,
         )
         summary = job.run()
         if as_json:
-            print_json({"command": "segment", **summary.to_json(str(out), job.out.uri("manifest.jsonl"))})
+            print_json({"command": "segment", **summary.to_json(job.folder.location, job.folder.manifest_uri)})
         if summary.failed:
             raise typer.Exit(EXIT_INPUT_FAILED)
         return
@@ -176,7 +175,7 @@ def segment(
     )
     summary = job.run()
     if as_json:
-        print_json({"command": "segment", **summary.to_json(str(job.out), str(job.manifest.path))})
+        print_json({"command": "segment", **summary.to_json(job.folder.location, job.folder.manifest_uri)})
     if summary.failed:
         raise typer.Exit(EXIT_INPUT_FAILED)
 

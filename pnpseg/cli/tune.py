@@ -13,6 +13,7 @@ import typer
 from rich.markup import escape
 
 from pnpseg.cli.app import app, console, friendly, print_json
+from pnpseg.method.defaults import DEFAULT_ADAPTER
 
 
 @app.command()
@@ -25,7 +26,7 @@ def tune(
         "-l",
         help="JSON object (image → list of class names) or CSV rows image,classes with the classes separated by ';'.",
     ),
-    adapter: str = typer.Option("blip", "--adapter", "-a", help="VLM adapter (see `pnpseg plugins`)."),
+    adapter: str = typer.Option(DEFAULT_ADAPTER, "--adapter", "-a", help="VLM adapter (see `pnpseg plugins`)."),
     model: Optional[str] = typer.Option(
         None, "--model", "-m", help="Checkpoint name or local folder; default: the adapter's."
     ),
@@ -123,24 +124,10 @@ class _Bars:
     NAMES = {"capture": "capture", "stage 1": "stage 1: layer/head/threshold", "stage 2": "stage 2: blur σ"}
 
     def __init__(self, header: str) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from pnpseg.io.progress import progress_bar
 
         self.header = header
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        )
+        self.progress = progress_bar(console)
         self.tasks: dict[str, object] = {}
 
     def __enter__(self) -> _Bars:

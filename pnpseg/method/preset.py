@@ -30,6 +30,7 @@ from typing import Any
 from pnpseg.errors import PnpsegError
 from pnpseg.io.hub import HF_SCHEME, hf_uri_file
 from pnpseg.io.outputs import write_json
+from pnpseg.method.defaults import DEFAULT_ADAPTER
 from pnpseg.method.params import SegmentParams
 
 FORMAT = "pnpseg-preset"
@@ -90,7 +91,7 @@ def apply_preset(
     adapter: str | None,
     model: str | None,
     params: Mapping[str, Any],
-    default_adapter: str = "blip",
+    default_adapter: str = DEFAULT_ADAPTER,
 ) -> tuple[str, str | None, dict[str, Any]]:
     """Merge a preset below explicit choices: returns ``(adapter, model, params)``.
 

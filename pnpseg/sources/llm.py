@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from PIL import Image
 
 from pnpseg.errors import MissingDependencyError, PnpsegError
+from pnpseg.method.resize import fit_longest_side
 
 ENV_BASE_URL = "PNPSEG_LLM_BASE_URL"
 ENV_MODEL = "PNPSEG_LLM_MODEL"
@@ -164,12 +165,7 @@ def message_text(body: bytes) -> str:
 
 
 def image_data_url(image: Image.Image, max_side: int = 1024) -> str:
-    image = image.convert("RGB")
-    scale = max_side / max(image.size)
-    if scale < 1:
-        image = image.resize(
-            (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BILINEAR
-        )
+    image = fit_longest_side(image.convert("RGB"), max_side)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=90)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
