@@ -18,13 +18,6 @@ class NoImagesError(PnpsegError):
     exit_code = 1
 
 
-class EnvironmentProblem(PnpsegError):
-    """The machine, not the command line, is at fault (an output folder that cannot be
-    written, a full disk): exit 3."""
-
-    exit_code = 3
-
-
 class UnknownNameError(PnpsegError, KeyError):
     """An adapter/postprocessor name that no plugin registered."""
 
@@ -52,7 +45,14 @@ class AdapterError(PnpsegError):
     """
 
 
-class MissingDependencyError(PnpsegError):
+class EnvironmentProblem(PnpsegError):
+    """Something the run needs is missing from this machine or unreachable, or the machine
+    cannot store the output (an unwritable folder, a full disk): exit status 3."""
+
+    exit_code = 3
+
+
+class MissingDependencyError(EnvironmentProblem):
     """An optional dependency that the chosen option needs is not installed (an environment
     problem: the message names the extra to install)."""
 

@@ -54,8 +54,21 @@ def scenes(tmp_path_factory):
 def tuned(scenes, tmp_path_factory):
     root, labels, _ = scenes
     out = tmp_path_factory.mktemp("tuned") / "preset.json"
-    result = invoke("tune", root, "--labels", labels, "--out", out, "--trials", "200", *FAST)
+    result = invoke("tune", root, "--labels", labels, "--out", out, "--trials", "200", *FAST, "--json")
     return out, result
+
+
+def test_json_summary_on_stdout(tuned):
+    out, result = tuned
+    summary = json.loads(result.stdout)  # the only thing on stdout
+    preset = json.loads(out.read_text())
+    assert summary["command"] == "tune" and summary["preset"] == str(out)
+    assert (
+        summary["params"]["layer"] == preset["params"]["layer"]
+        and summary["params"]["head"] == preset["params"]["head"]
+    )
+    assert summary["reward"]["total"] == preset["reward"]["total"]
+    assert "best: layer" in result.stderr
 
 
 def test_tune_finds_the_planted_head(tuned):
@@ -480,7 +493,7 @@ def pnpseg_tune_margin(scenes) -> dict:
     return result.margin
 
 
-@pytest.mark.parametrize("target", ["photo", "folder", "labels", "heatmap-photo", "txt"])
+@pytest.mark.parametrize("target", ["photo", "folder", "labels", "heatmap-photo", "txt", "non-image"])
 def test_tune_out_is_checked_before_the_search_and_never_overwrites_an_input(scenes, tmp_path, count_forward, target):
     """Issue 12.11: --out on an input photo overwrote it with JSON; on a folder it crashed at the end."""
     root, labels, _ = scenes
@@ -489,6 +502,8 @@ def test_tune_out_is_checked_before_the_search_and_never_overwrites_an_input(sce
     photo = inputs / "s0.png"
     photo.write_bytes((root / "s0.png").read_bytes())
     (inputs / "p-heatmap.png").write_bytes((root / "s2.png").read_bytes())
+    notes = inputs / "notes.json"  # a file discovery skips is still an input not to overwrite
+    notes.write_text("{}")
     label_file = tmp_path / "labels.json"
     label_file.write_text(json.dumps({"s0.png": ["red", "green"], "p-heatmap.png": ["cyan", "magenta"]}))
     out, message = {
@@ -497,9 +512,24 @@ def test_tune_out_is_checked_before_the_search_and_never_overwrites_an_input(sce
         "labels": (label_file, "would overwrite the input"),
         "heatmap-photo": (inputs / "p.json", "would overwrite the input"),
         "txt": (tmp_path / "preset.txt", "must name a .json preset file"),
+        "non-image": (notes, "would overwrite the input"),
     }[target]
-    before = {p: p.read_bytes() for p in (photo, inputs / "p-heatmap.png", label_file)}
+    before = {p: p.read_bytes() for p in (photo, inputs / "p-heatmap.png", label_file, notes)}
     result = invoke("tune", inputs, "--labels", label_file, "--out", out, *FAST)
     assert result.exit_code == 2 and message in result.output, result.output
     assert "Traceback" not in result.output and count_forward == []  # before any VLM pass
     assert {p: p.read_bytes() for p in before} == before
+
+
+def test_an_image_listed_with_no_classes_is_unlabelled(tmp_path):
+    """The labels file shares the class-file format: ``[]`` means "no classes", not an error."""
+    from pnpseg.io.images import discover
+    from pnpseg.tuning.capture import read_labels
+
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (8, 8)).save(tmp_path / name)
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"a.png": ["red", "blue"], "b.png": []}))
+    labelled, unlabelled = read_labels(labels, discover([tmp_path])[0])
+    assert [(e.item.path.name, e.classes) for e in labelled] == [("a.png", ["red", "blue"])]
+    assert [item.path.name for item in unlabelled] == ["b.png"]

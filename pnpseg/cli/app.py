@@ -29,8 +29,16 @@ EXIT_USAGE = 2
 EXIT_ENVIRONMENT = 3
 
 
+def print_json(summary: Any) -> None:
+    """A command's ``--json`` summary: one JSON document on stdout (everything else goes to stderr)."""
+    import json
+
+    typer.echo(json.dumps(summary, ensure_ascii=False, default=str))
+
+
 def friendly(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn PnpsegError into one red line and its exit status (2 unless it says otherwise), never a traceback."""
+    """Turn PnpsegError into one red line and its exit status (2 unless it says otherwise:
+    3 for an environment problem), never a traceback."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from pnpseg.cli.app import app, console, friendly
+from pnpseg.cli.app import app, console, friendly, print_json
 from pnpseg.errors import PnpsegError
 from pnpseg.method.defaults import DEFAULT_ADAPTER
 
@@ -46,7 +46,9 @@ def eval_command(
         None, "--adapter", "-a", help="VLM adapter (default: the preset's, else blip)."
     ),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint name or local folder."),
-    preset: Optional[Path] = typer.Option(None, "--preset", help="A parameter preset written by `pnpseg tune`."),
+    preset: Optional[str] = typer.Option(
+        None, "--preset", help="A parameter preset written by `pnpseg tune`: a file or hf://ORG/REPO/FILE.json."
+    ),
     limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Evaluate only the first N images."),
     out: Optional[Path] = typer.Option(
         None, "--out", "-o", help="Output folder (default: pnpseg-eval/<dataset>-<protocol>)."
@@ -114,6 +116,9 @@ def eval_command(
     ),
     workers: int = typer.Option(1, "--workers", min=1, help="--engine ray: model workers (actors)."),
     gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0.0, help="--engine ray: GPUs per worker."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON summary on stdout (progress and tables stay on stderr)."
+    ),
 ) -> None:
     """Evaluate on a dataset: mIoU, per-class IoU and pixel accuracy; resumable."""
     from pnpseg.evaluation.datasets import get_dataset
@@ -192,6 +197,8 @@ def eval_command(
                 **run,
             )
     _report(result)
+    if as_json:
+        print_json({"command": "eval", **result.to_json()})
 
 
 class _Bar:

@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from pnpseg.cli.app import app, console, friendly
+from pnpseg.cli.app import app, console, friendly, print_json
 from pnpseg.method.defaults import DEFAULT_ADAPTER
 
 
@@ -60,6 +60,9 @@ def tune(
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (VLM and scorer)."),
     top: int = typer.Option(10, "--top", min=1, help="Rows in the table of best trials."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON summary on stdout (progress and tables stay on stderr)."
+    ),
 ) -> None:
     """Search layer, head, threshold (stage 1) and blur σ (stage 2) by the CLIP reward; write a preset."""
     from pnpseg.tuning.tune import tune as run_tune
@@ -111,6 +114,8 @@ def tune(
         highlight=False,
         soft_wrap=True,
     )
+    if as_json:
+        print_json({"command": "tune", "preset": str(out), "heatmap": str(heatmap_path(out)), **result.to_json()})
 
 
 class _Bars:

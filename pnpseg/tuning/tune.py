@@ -77,7 +77,7 @@ def tune(
         raise PnpsegError(f"trials must be at least 1, got {trials}")
     items, skipped = discover([Path(p) for p in inputs])
     if out is not None:
-        check_out(Path(out), [*(item.path for item in items), *skipped, Path(labels)])
+        check_out(Path(out), [*(item.path for item in items), *(s.path for s in skipped), Path(labels)])
     labelled, unlabelled = read_labels(Path(labels), items)
     if not labelled:
         raise ImageClassesError(f"none of the inputs is listed in {labels}")
@@ -96,7 +96,7 @@ def tune(
         raise PnpsegError(f"blur scales must be ≥ 0, got {blur_values}")
 
     dev = resolve_device(device)
-    segmenter = Segmenter.from_pretrained(adapter, model=model, device=dev, layer=1, head=1, image_size=image_size)
+    segmenter = Segmenter.from_pretrained(model, adapter=adapter, device=dev, layer=1, head=1, image_size=image_size)
     vlm = segmenter.adapter
     layer_values = parse_int_range(layers or f"1-{vlm.num_layers}", 1, vlm.num_layers, "layers")
     head_values = parse_int_range(heads or f"1-{vlm.num_heads}", 1, vlm.num_heads, "heads")
