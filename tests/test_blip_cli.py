@@ -33,6 +33,7 @@ def segment(*args):
     )
 
 
+@pytest.mark.slow
 def test_segment_folder_with_tiny_blip(tiny_blip, images, tmp_path):
     result = segment(
         str(images),

@@ -117,6 +117,7 @@ def _reference_gradients(adapter, pixels, text, layers):
             handle.remove()
 
 
+@pytest.mark.slow
 def test_conformance(adapter):
     """Every clause of the protocol; gradients equal the full-graph ones of the model's own
     forward, although the adapter's graph starts at the first requested layer."""
@@ -159,6 +160,7 @@ def test_checkpoint_without_itm_head_is_refused(tmp_path, tiny_bridgetower):
         adapter.forward(random_pixels(adapter, (32, 32)), text, [0])
 
 
+@pytest.mark.slow
 def test_offline_default_model_is_one_line_error(tmp_path):
     from pnpseg_bridgetower import BridgeTowerAdapter
 
@@ -167,6 +169,7 @@ def test_offline_default_model_is_one_line_error(tmp_path):
     assert "--model PATH" in message and "'bridgetower'" in message and "\n" not in message
 
 
+@pytest.mark.slow
 def test_cli_segment_end_to_end(tmp_path, tiny_bridgetower):
     out = run_cli_segment(tmp_path, tiny_bridgetower, "bridgetower", ["cat", "dog", "grass"], "--image-size", "64")
     assert json.loads((out / "classes.json").read_text()) == {"0": "background", "1": "cat", "2": "dog", "3": "grass"}

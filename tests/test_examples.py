@@ -63,6 +63,7 @@ def test_islands_gives_small_islands_to_the_next_best_label():
         islands.RemoveIslands(min_area=-1)
 
 
+@pytest.mark.slow
 def test_segment_through_example_adapter_and_postprocessor(example_plugins, tmp_path):
     image, truth = make_scene(120, 200, ["red", "blue"], seed=5)
     image.save(tmp_path / "x.png")
@@ -104,6 +105,7 @@ def test_segment_through_example_adapter_and_postprocessor(example_plugins, tmp_
     assert miou(np.array(Image.open(tmp_path / "isl" / "x.png")), truth, 3) >= 0.85
 
 
+@pytest.mark.slow
 def test_pip_installed_examples_show_up_in_plugins(tmp_path):
     pytest.importorskip("setuptools")
     target = tmp_path / "site"

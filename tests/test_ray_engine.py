@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+pytestmark = pytest.mark.slow  # a few seconds each: not in the quick loop
+
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 
 import pnpseg.engines.ray.actors as actors

@@ -183,6 +183,7 @@ def odd_images(folder: Path) -> dict[str, tuple[int, int]]:
     }
 
 
+@pytest.mark.slow
 def test_odd_images_work_and_bad_files_are_recorded(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -277,6 +278,7 @@ def test_output_may_not_overwrite_inputs(tmp_path):
 
 
 @pytest.mark.parametrize("offline", ["HF_HUB_OFFLINE=1", "hub unreachable"])
+@pytest.mark.slow
 def test_missing_model_is_one_line(tmp_path, offline):
     image, _ = make_scene(64, 64, ["red"], seed=0)
     image.save(tmp_path / "x.png")
@@ -310,6 +312,7 @@ def test_missing_model_is_one_line(tmp_path, offline):
     assert time.perf_counter() - started < 30  # no minute of retries
 
 
+@pytest.mark.slow
 def test_killed_run_leaves_no_partial_png_and_resumes(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()

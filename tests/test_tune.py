@@ -133,6 +133,7 @@ def count_forward(monkeypatch):
     return calls
 
 
+@pytest.mark.slow
 def test_one_vlm_pass_per_image_whatever_the_trials_and_cache_resume(scenes, tmp_path, count_forward):
     root, labels, _ = scenes
     for trials, folder in ((3, "a"), (60, "b")):
@@ -352,6 +353,7 @@ def test_clip_scorer_end_to_end(scenes, tmp_path, tiny_clip, count_forward):
     assert bad.exit_code == 2 and "neither a file nor a known tag" in bad.output
 
 
+@pytest.mark.slow
 def test_clip_weights_unavailable_offline_is_one_line(scenes, tmp_path):
     pytest.importorskip("open_clip")
     root, labels, _ = scenes

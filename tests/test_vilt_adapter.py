@@ -209,6 +209,7 @@ def test_checkpoint_without_retrieval_head_is_refused(tmp_path, tiny_vilt):
         adapter.forward(random_pixels(adapter, (64, 64)), text, [0])
 
 
+@pytest.mark.slow
 def test_offline_default_model_is_one_line_error(tmp_path):
     from pnpseg_vilt import ViltAdapter
 
