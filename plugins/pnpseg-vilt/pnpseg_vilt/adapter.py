@@ -49,14 +49,7 @@ class ViltAdapter(HFAdapter):
     position table to any grid.
     """
 
-    default_params = {
-        "layer": 8,
-        "head": 10,
-        "threshold": 0.15,
-        "blur_sigma": 0.05,
-        "drop_rounds": 4,
-        "image_size": (384, 384),
-    }
+    default_params = {"image_size": (384, 384)}  # only what differs from SegmentParams' defaults
     adapter_name = ADAPTER
     display_name = "ViLT"
     default_model = DEFAULT_MODEL
