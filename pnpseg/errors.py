@@ -4,7 +4,26 @@ from __future__ import annotations
 
 
 class PnpsegError(Exception):
-    """Base class for errors caused by user input or the environment, not by a bug."""
+    """Base class for errors caused by user input or the environment, not by a bug.
+
+    ``exit_code`` is the CLI's exit status for it: 2 (usage) unless a subclass says otherwise.
+    """
+
+    exit_code = 2
+
+
+class EnvironmentProblem(PnpsegError):
+    """Not the user's input but this machine: a missing model, dependency or service (exit 3)."""
+
+    exit_code = 3
+
+
+class MissingDependencyError(EnvironmentProblem, ImportError):
+    """An optional package an option needs is not installed."""
+
+
+class ServiceUnavailableError(EnvironmentProblem):
+    """A service an option needs (an LLM endpoint, a Ray cluster) cannot be reached."""
 
 
 class UnknownNameError(PnpsegError, KeyError):
@@ -23,7 +42,7 @@ class ClassNameError(PnpsegError, ValueError):
     """A class list the pipeline cannot use (empty, duplicates, blank, untokenisable...)."""
 
 
-class ModelLoadError(PnpsegError):
+class ModelLoadError(EnvironmentProblem):
     """A model that is neither cached nor reachable, or a local path that is not a model."""
 
 

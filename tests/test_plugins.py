@@ -145,7 +145,7 @@ def test_engine_ray_without_ray_says_which_extra(tmp_path, monkeypatch):
             str(tmp_path / "out"),
         ],
     )
-    assert result.exit_code == 2 and "pip install 'pnpseg[ray]'" in result.output, result.output
+    assert result.exit_code == 3 and "pip install 'pnpseg[ray]'" in result.output, result.output
 
 
 def test_core_source_has_no_transformers_import():

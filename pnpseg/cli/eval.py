@@ -10,7 +10,8 @@ from typing import Optional
 
 import typer
 
-from pnpseg.cli.app import app, console, friendly
+from pnpseg.cli import options as o
+from pnpseg.cli.app import app, console
 from pnpseg.errors import PnpsegError
 
 
@@ -24,56 +25,69 @@ def _parse_slide(value: str | None) -> tuple[int, int] | None:
 
 
 @app.command("eval")
-@friendly
 def eval_command(
+    ctx: typer.Context,
     dataset: str = typer.Option(
         ...,
         "--dataset",
         "-d",
         help="Dataset name: voc21, voc20, pc60, pc59, coco-object, coco-stuff, ade20k, cityscapes, or a plugin's.",
+        rich_help_panel=o.IO,
     ),
     root: Path = typer.Option(
-        ..., "--root", help="The dataset's root folder (MMSegmentation layout; see docs/evaluation.md)."
+        ...,
+        "--root",
+        help="The dataset's root folder (MMSegmentation layout; see docs/evaluation.md).",
+        rich_help_panel=o.IO,
     ),
-    protocol: str = typer.Option("pnp", "--protocol", help="pnp (the paper's) or standard (MMSegmentation-style)."),
+    protocol: o.Protocol = typer.Option(
+        o.Protocol.pnp,
+        "--protocol",
+        help="pnp (the paper's) or standard (MMSegmentation-style).",
+        rich_help_panel=o.METHOD,
+    ),
     predictions: Optional[Path] = typer.Option(
         None,
         "--predictions",
         help="Score label PNGs in this folder (DIR/<image id>.png, 0 = background, i = class i; classes.json honoured) instead of running a model.",
+        rich_help_panel=o.IO,
     ),
-    adapter: Optional[str] = typer.Option(
-        None, "--adapter", "-a", help="VLM adapter (default: the preset's, else blip)."
+    adapter: o.Adapter = None,
+    model: o.Model = None,
+    preset: o.PresetPath = None,
+    limit: Optional[int] = typer.Option(
+        None, "--limit", min=0, help="Evaluate only the first N images.", rich_help_panel=o.IO
     ),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint name or local folder."),
-    preset: Optional[Path] = typer.Option(None, "--preset", help="A parameter preset written by `pnpseg tune`."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Evaluate only the first N images."),
     out: Optional[Path] = typer.Option(
-        None, "--out", "-o", help="Output folder (default: pnpseg-eval/<dataset>-<protocol>)."
+        None, "--out", "-o", help="Output folder (default: pnpseg-eval/<dataset>-<protocol>).", rich_help_panel=o.IO
     ),
     save_predictions: bool = typer.Option(
-        False, "--save-predictions", help="Also write label PNGs to OUT/predictions/ (re-scorable with --predictions)."
+        False,
+        "--save-predictions",
+        help="Also write label PNGs to OUT/predictions/ (re-scorable with --predictions).",
+        rich_help_panel=o.IO,
     ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    image_size: Optional[str] = typer.Option(
-        None, "--image-size", help="Model input size: N or HxW (the paper's 'short side' 336/768)."
-    ),
-    layer: Optional[int] = typer.Option(None, "--layer", help="Text→image attention layer (1-based)."),
-    head: Optional[int] = typer.Option(None, "--head", help="Attention head (1-based)."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Keep normalised saliency ≥ T."),
-    blur_sigma: Optional[float] = typer.Option(None, "--blur-sigma", help="Blur σ as a fraction of max(H, W)."),
-    drop_rounds: Optional[int] = typer.Option(None, "--drop-rounds", help="Saliency DropOut rounds."),
-    drop_rule: Optional[str] = typer.Option(None, "--drop-rule", help="median or topk:N."),
-    postprocess: Optional[str] = typer.Option(None, "--postprocess", help='Postprocessor chain, e.g. "blur,crf".'),
-    compat: Optional[str] = typer.Option(None, "--compat", help="paper or authors."),
+    device: o.Device = "auto",
+    image_size: o.ImageSize = None,
+    layer: o.Layer = None,
+    head: o.Head = None,
+    threshold: o.Threshold = None,
+    blur_sigma: o.BlurSigma = None,
+    drop_rounds: o.DropRounds = None,
+    drop_rule: o.DropRule = None,
+    postprocess: o.Postprocess = None,
+    compat: o.CompatOption = None,
     synonyms: Optional[bool] = typer.Option(
         None,
         "--synonyms/--no-synonyms",
         help="Prompt every synonym of a class and max-pool them (default: on for standard, off for pnp).",
+        rich_help_panel=o.METHOD,
     ),
     pnp_background: Optional[str] = typer.Option(
         None,
         "--pnp-background",
         help="pnp protocol background channel: always, never or few:N (default: the dataset's; docs/method.md §4).",
+        rich_help_panel=o.METHOD,
     ),
     bg_threshold: float = typer.Option(
         0.0,
@@ -81,44 +95,45 @@ def eval_command(
         min=0.0,
         max=1.0,
         help="standard protocol, datasets with a background class: background also where the top class probability is below this (MMSeg's prob_thd; 0 = argmax only).",
+        rich_help_panel=o.METHOD,
     ),
     slide: Optional[str] = typer.Option(
-        None, "--slide", help="Sliding window CROP:STRIDE in pixels (after --short-side)."
+        None, "--slide", help="Sliding window CROP:STRIDE in pixels (after --short-side).", rich_help_panel=o.METHOD
     ),
     short_side: Optional[int] = typer.Option(
-        None, "--short-side", min=1, help="Resize images to this short side before segmenting."
+        None,
+        "--short-side",
+        min=1,
+        help="Resize images to this short side before segmenting.",
+        rich_help_panel=o.METHOD,
     ),
     checkpoint_every: int = typer.Option(
-        20, "--checkpoint-every", min=1, help="Save the resumable state every N images."
+        20, "--checkpoint-every", min=1, help="Save the resumable state every N images.", rich_help_panel=o.IO
     ),
     overwrite: bool = typer.Option(
-        False, "--overwrite", help="Start over instead of resuming the evaluation in --out."
+        False, "--overwrite", help="Start over instead of resuming the evaluation in --out.", rich_help_panel=o.IO
     ),
     export_classes: Optional[Path] = typer.Option(
         None,
         "--export-classes",
-        help="Write the dataset's prompted class names (one per line, for `pnpseg segment --classes-file`) and exit.",
+        help="Write the dataset's prompted class names to this file (one per line, for `pnpseg segment --classes-file`) and exit.",
+        rich_help_panel=o.IO,
     ),
-    engine: str = typer.Option(
-        "local",
-        "--engine",
-        help="local or ray (predict on Ray workers, confusion matrices summed; needs pnpseg[ray], docs/scale-out.md).",
+    engine: o.Engine = o.EngineName.local,
+    ray_address: o.RayAddress = None,
+    workers: int = typer.Option(
+        1, "--workers", min=1, help="--engine ray: model workers (actors).", rich_help_panel=o.ENGINE
     ),
-    ray_address: Optional[str] = typer.Option(
-        None,
-        "--ray-address",
-        help="--engine ray: auto, HOST:PORT or ray://HOST:PORT (default: $RAY_ADDRESS, else a local Ray instance).",
-    ),
-    workers: int = typer.Option(1, "--workers", min=1, help="--engine ray: model workers (actors)."),
-    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0.0, help="--engine ray: GPUs per worker."),
+    gpus_per_worker: o.GpusPerWorker = 0.0,
 ) -> None:
     """Evaluate on a dataset: mIoU, per-class IoU and pixel accuracy; resumable."""
     from pnpseg.evaluation.datasets import get_dataset
-    from pnpseg.evaluation.evaluate import PROTOCOLS, Evaluation, ModelPredictor, PredictionFolder
+    from pnpseg.evaluation.evaluate import Evaluation, ModelPredictor, PredictionFolder
     from pnpseg.io.outputs import atomic_write_bytes
+    from pnpseg.method.params import DEFAULT_ADAPTER
 
-    if protocol not in PROTOCOLS:
-        raise PnpsegError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    if export_classes is not None and export_classes.is_dir():
+        raise PnpsegError(f"--export-classes needs a file name, but {str(export_classes)!r} is a folder")
     data = get_dataset(dataset, root)
     if export_classes is not None:
         names = [c[0] for c in data.prompt_classes]
@@ -126,52 +141,55 @@ def eval_command(
         console.print(f"wrote {len(names)} class names to {export_classes}", highlight=False)
         return
     slide_window = _parse_slide(slide)
-    out = out or Path("pnpseg-eval") / f"{dataset}-{protocol}"
-    if engine not in ("local", "ray"):
-        raise PnpsegError(f"--engine must be local or ray, got {engine!r}")
-    if engine == "ray":
-        return _eval_on_ray(**locals())
-    if predictions is not None:
+    out = out or Path("pnpseg-eval") / f"{dataset}-{protocol.value}"
+    method = o.method_choice(ctx) if predictions is None else None
+    if method is not None:
+        data.samples()  # dataset problems before any model loads
+    predictor_options = dict(
+        synonyms=synonyms,
+        pnp_background=pnp_background,
+        bg_threshold=bg_threshold,
+        slide=slide_window,
+        short_side=short_side,
+    )
+    if engine == o.EngineName.ray:
+        from pnpseg.engines.ray import EvalConfig, ray_evaluate
+
+        config = EvalConfig(
+            data,
+            str(out),
+            protocol.value,
+            predictions=str(predictions) if predictions is not None else None,
+            adapter=method.adapter if method else DEFAULT_ADAPTER,
+            model=method.model if method else model,
+            preset=str(preset) if preset else None,
+            device=device,
+            params=method.params if method else {},
+            save_predictions=save_predictions,
+            predictor_options=predictor_options,
+        )
+        ray_evaluate(
+            config,
+            address=ray_address,
+            workers=workers,
+            gpus_per_worker=gpus_per_worker,
+            limit=limit,
+            checkpoint_every=checkpoint_every,
+            overwrite=overwrite,
+            console=console,
+        )
+        return
+    if method is None:
         predictor = PredictionFolder(predictions, data)
         settings = predictor.settings()
     else:
         from pnpseg.method.segmenter import Segmenter
 
-        params = dict(
-            layer=layer,
-            head=head,
-            threshold=threshold,
-            blur_sigma=blur_sigma,
-            drop_rounds=drop_rounds,
-            drop_rule=drop_rule,
-            image_size=image_size,
-            postprocess=postprocess,
-            compat=compat,
-        )
-        loaded = None
-        if preset is not None:
-            try:
-                from pnpseg.method.preset import apply_preset, load_preset
-            except ImportError:  # pragma: no cover - pnpseg.method.preset ships with `pnpseg tune`
-                raise PnpsegError("--preset needs pnpseg.method.preset (pnpseg tune), which is not installed") from None
-            loaded = load_preset(preset)
-            adapter, model, params = apply_preset(loaded, adapter, model, params)
-        adapter = adapter or "blip"
-        data.samples()  # dataset problems before any model loads
-        segmenter = Segmenter.from_pretrained(adapter, model=model, device=device, **params)
-        predictor = ModelPredictor(
-            segmenter,
-            data,
-            protocol,
-            synonyms=synonyms,
-            pnp_background=pnp_background,
-            bg_threshold=bg_threshold,
-            slide=slide_window,
-            short_side=short_side,
-        )
+        segmenter = Segmenter.from_pretrained(method.adapter, model=method.model, device=device, **method.params)
+        predictor = ModelPredictor(segmenter, data, protocol.value, **predictor_options)
         settings = {
-            "adapter": adapter,
-            "model": model,
+            "adapter": method.adapter,
+            "model": method.model,
             "preset": str(preset) if preset else None,
             **predictor.settings(),
         }
@@ -179,7 +197,7 @@ def eval_command(
         data,
         predictor,
         out,
-        protocol=protocol,
+        protocol=protocol.value,
         settings=settings,
         limit=limit,
         save_predictions=save_predictions,
@@ -188,56 +206,3 @@ def eval_command(
         console=console,
     )
     job.run()
-
-
-def _eval_on_ray(**o) -> None:
-    """``eval --engine ray``: the same predictor, rebuilt on each Ray worker from its options."""
-    from pnpseg.engines.ray import EvalConfig, ray_evaluate
-
-    params = dict(
-        layer=o["layer"],
-        head=o["head"],
-        threshold=o["threshold"],
-        blur_sigma=o["blur_sigma"],
-        drop_rounds=o["drop_rounds"],
-        drop_rule=o["drop_rule"],
-        image_size=o["image_size"],
-        postprocess=o["postprocess"],
-        compat=o["compat"],
-    )
-    adapter, model, preset = o["adapter"], o["model"], o["preset"]
-    if o["predictions"] is None:
-        if preset is not None:
-            from pnpseg.method.preset import apply_preset, load_preset
-
-            adapter, model, params = apply_preset(load_preset(preset), adapter, model, params)
-        o["data"].samples()  # dataset problems before any model loads
-    config = EvalConfig(
-        o["data"],
-        str(o["out"]),
-        o["protocol"],
-        predictions=str(o["predictions"]) if o["predictions"] is not None else None,
-        adapter=adapter or "blip",
-        model=model,
-        preset=str(preset) if preset else None,
-        device=o["device"],
-        params=params,
-        save_predictions=o["save_predictions"],
-        predictor_options=dict(
-            synonyms=o["synonyms"],
-            pnp_background=o["pnp_background"],
-            bg_threshold=o["bg_threshold"],
-            slide=o["slide_window"],
-            short_side=o["short_side"],
-        ),
-    )
-    ray_evaluate(
-        config,
-        address=o["ray_address"],
-        workers=o["workers"],
-        gpus_per_worker=o["gpus_per_worker"],
-        limit=o["limit"],
-        checkpoint_every=o["checkpoint_every"],
-        overwrite=o["overwrite"],
-        console=console,
-    )

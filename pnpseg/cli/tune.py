@@ -12,11 +12,11 @@ from typing import Optional
 
 import typer
 
-from pnpseg.cli.app import app, friendly
+from pnpseg.cli import options as o
+from pnpseg.cli.app import app
 
 
 @app.command()
-@friendly
 def tune(
     inputs: list[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
     labels: Path = typer.Option(
@@ -25,10 +25,10 @@ def tune(
         "-l",
         help="JSON object (image → list of class names) or CSV rows image,classes with the classes separated by ';'.",
     ),
-    adapter: str = typer.Option("blip", "--adapter", "-a", help="VLM adapter (see `pnpseg plugins`)."),
-    model: Optional[str] = typer.Option(
-        None, "--model", "-m", help="Checkpoint name or local folder; default: the adapter's."
+    adapter: Optional[str] = typer.Option(
+        None, "--adapter", "-a", help="VLM adapter (see `pnpseg plugins`); default: blip.", rich_help_panel=o.METHOD
     ),
+    model: o.Model = None,
     scorer: str = typer.Option(
         "clip", "--scorer", help="Reward scorer (clip, or synthetic for tests; see `pnpseg plugins`)."
     ),
@@ -54,10 +54,8 @@ def tune(
         None, "--cache", help="Capture cache folder (default: <out stem>.cache beside the preset)."
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Keep captures in memory only."),
-    image_size: Optional[str] = typer.Option(
-        None, "--image-size", help="Model input size: N or HxW (default: the adapter's)."
-    ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (VLM and scorer)."),
+    image_size: o.ImageSize = None,
+    device: o.Device = "auto",
     top: int = typer.Option(10, "--top", min=1, help="Rows in the table of best trials."),
 ) -> None:
     """Search layer, head, threshold (stage 1) and blur σ (stage 2) by the CLIP reward; write a preset."""
@@ -75,6 +73,7 @@ def tune(
 
     from pnpseg.errors import ClassNameError, PnpsegError
     from pnpseg.io.images import discover
+    from pnpseg.method.params import DEFAULT_ADAPTER
     from pnpseg.method.preset import save_preset
     from pnpseg.method.segmenter import Segmenter, resolve_device
     from pnpseg.sources.image_classes import ImageClassesError
@@ -96,6 +95,7 @@ def tune(
 
     console = Console(stderr=True)
     started = time.perf_counter()
+    adapter = adapter or DEFAULT_ADAPTER
     items, _ = discover(inputs)
     labelled, unlabelled = read_labels(labels, items)
     if not labelled:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pnpseg.errors import ModelLoadError, PnpsegError
+from pnpseg.errors import MissingDependencyError, ModelLoadError
 from pnpseg.hookspecs import hookimpl
 from pnpseg.io import hub
 
@@ -101,7 +101,7 @@ class ClipScorer:
         try:
             import open_clip
         except ImportError:
-            raise PnpsegError("the clip scorer needs open_clip_torch: pip install 'pnpseg[clip]'") from None
+            raise MissingDependencyError("the clip scorer needs open_clip_torch: pip install 'pnpseg[clip]'") from None
         arch, pretrained = parse_clip_spec(model)
         if arch not in open_clip.list_models() and not arch.startswith(("hf-hub:", "local-dir:")):
             raise ModelLoadError(f"unknown CLIP architecture {arch!r} (see open_clip.list_models())")

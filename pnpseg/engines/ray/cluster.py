@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from pnpseg.errors import PnpsegError
+from pnpseg.errors import MissingDependencyError
 
 
 def import_ray():
@@ -13,7 +13,7 @@ def import_ray():
         import ray
         import ray.data
     except ImportError:
-        raise PnpsegError("--engine ray needs Ray Data: pip install 'pnpseg[ray]'") from None
+        raise MissingDependencyError("--engine ray needs Ray Data: pip install 'pnpseg[ray]'") from None
     return ray
 
 
