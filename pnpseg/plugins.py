@@ -21,6 +21,7 @@ import pluggy
 
 from pnpseg import hookspecs
 from pnpseg.errors import PnpsegError, UnknownNameError
+from pnpseg.hookspecs import LazyFactory
 
 ENTRY_POINT_GROUP = "pnpseg"
 KINDS = ("adapters", "postprocessors", "scorers", "datasets", "class_sources")
@@ -57,14 +58,9 @@ class PluginManager(pluggy.PluginManager):
 pm = PluginManager("pnpseg")
 pm.add_hookspecs(hookspecs)
 
-_BUILTINS = (
-    "pnpseg.method.postprocess",
-    "pnpseg.tuning.scorers",
-    "pnpseg.testing.plugin",
-    "pnpseg.evaluation.datasets",
-    "pnpseg.sources.class_sources",
-)
-_loaded = False
+_BUILTINS = ("pnpseg.builtins", "pnpseg.evaluation.datasets")
+_installed_loaded = False
+_builtins_loaded = False
 _broken: dict[str, BrokenPlugin] = {}
 _dists: dict[str, tuple[str, str]] = {}  # plugin name → (distribution, version)
 
@@ -115,18 +111,17 @@ def _entry_points() -> list[importlib.metadata.EntryPoint]:
     return found
 
 
-def load_plugins() -> pluggy.PluginManager:
-    """Register built-ins and installed plugins once; return the plugin manager.
+def load_installed() -> pluggy.PluginManager:
+    """Register installed plugins (entry points, ``PNPSEG_PLUGINS_DIR``) once, not the built-ins.
 
-    A plugin that fails to import or implements an unknown hook is skipped and listed by
-    :func:`broken_plugins`; every other plugin still loads.
+    This is all ``pnpseg --help`` needs (the ``register_commands`` hook); plugins register
+    :func:`pnpseg.lazy` factories, so nothing heavy is imported. A plugin that fails to
+    import or implements an unknown hook is skipped and listed by :func:`broken_plugins`.
     """
-    global _loaded
-    if _loaded:
+    global _installed_loaded
+    if _installed_loaded:
         return pm
-    _loaded = True
-    for module_name in _BUILTINS:
-        pm.register(importlib.import_module(module_name), name=module_name)
+    _installed_loaded = True
     for ep in _entry_points():
         if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
             continue
@@ -139,6 +134,17 @@ def load_plugins() -> pluggy.PluginManager:
             _dists[ep.name] = (ep.dist.name, ep.dist.version)
     if os.environ.get("PNPSEG_PLUGINS_DIR"):
         load_plugins_dir(Path(os.environ["PNPSEG_PLUGINS_DIR"]))
+    return pm
+
+
+def load_plugins() -> pluggy.PluginManager:
+    """Register the built-ins (which import torch) and installed plugins once; return the manager."""
+    global _builtins_loaded
+    load_installed()
+    if not _builtins_loaded:
+        _builtins_loaded = True
+        for module_name in _BUILTINS:
+            pm.register(importlib.import_module(module_name), name=module_name)
     return pm
 
 
@@ -206,7 +212,8 @@ def lookup(kind: str, name: str) -> Callable[..., Any]:
     registry = _collect(kind)
     if name not in registry:
         raise UnknownNameError(kind[:-1], name, sorted(registry))
-    return registry[name]
+    factory = registry[name]
+    return factory.load() if isinstance(factory, LazyFactory) else factory
 
 
 @dataclass
@@ -221,7 +228,7 @@ class PluginInfo:
 
 def register_commands(cli: Any) -> None:
     """Let every plugin add its commands to the ``pnpseg`` Typer app (hook ``register_commands``)."""
-    for plugin in load_plugins().get_plugins():
+    for plugin in load_installed().get_plugins():
         hook = getattr(plugin, "register_commands", None)
         if hook is None:
             continue

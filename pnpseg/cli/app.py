@@ -114,9 +114,9 @@ def main_options(
         False, "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
     ),
 ) -> None:
-    from pnpseg.plugins import broken_plugins, load_plugins, load_plugins_dir
+    from pnpseg.plugins import broken_plugins, load_installed, load_plugins_dir
 
-    load_plugins()
+    load_installed()
     if plugins_dir is not None:
         load_plugins_dir(plugins_dir)
     for problem in broken_plugins():
