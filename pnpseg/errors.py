@@ -19,7 +19,8 @@ class EnvironmentProblem(PnpsegError):
 
 
 class MissingDependencyError(EnvironmentProblem, ImportError):
-    """An optional package an option needs is not installed."""
+    """An optional dependency that the chosen option needs is not installed (the message
+    names the extra to install)."""
 
 
 class ServiceUnavailableError(EnvironmentProblem):

@@ -232,5 +232,9 @@ def test_help_version_and_plugins_import_no_torch(args):
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "print('HEAVY', sorted(m for m in ('torch', 'transformers') if m in sys.modules), file=sys.stderr)\n"
     )
-    result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=120)
+    first_party = {
+        "PNPSEG_LOAD_PLUGINS": "pnpseg-blip,pnpseg-bridgetower,pnpseg-vilt"
+    }  # not whatever else is installed
+    env = {**os.environ, **first_party}
+    result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=120, env=env)
     assert "HEAVY []" in result.stderr, result.stderr

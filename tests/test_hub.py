@@ -26,3 +26,14 @@ def test_quiet_silences_and_restores_hub_logging():
     with hub.quiet():
         assert not logger.isEnabledFor(logging.WARNING)
     assert logger.level == logging.INFO
+
+
+def test_quiet_leaves_other_loggers_alone(caplog):
+    """Only huggingface_hub's and open_clip's chatter is silenced, not the application's."""
+    import logging
+
+    with caplog.at_level(logging.WARNING), hub.quiet():
+        logging.getLogger("myapp").warning("mine")
+        logging.warning("root, from the application")
+        logging.getLogger("huggingface_hub.utils").warning("retrying")
+    assert [r.getMessage() for r in caplog.records] == ["mine", "root, from the application"]

@@ -15,9 +15,7 @@ from pnpseg.io.outputs import (
     atomic_write_bytes,
     class_fractions,
     palette,
-    render_overlay,
     save_label_png,
-    save_overlay,
     write_json,
 )
 
@@ -147,37 +145,6 @@ def test_manifest_is_done(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- overlay / fractions
-
-
-def test_overlay_written_with_legend(tmp_path: Path) -> None:
-    image = Image.new("RGB", (60, 40), (200, 200, 200))
-    labels = np.zeros((40, 60), dtype=np.uint8)
-    labels[:, 30:] = 1
-    labels[:10, :10] = 3
-    save_overlay(tmp_path / "o.jpg", image, labels, ["cat", "dog", "a very long class name"])
-    save_overlay(tmp_path / "o.png", image, labels, ["cat", "dog", "bird"], alpha=0.5)
-    assert Image.open(tmp_path / "o.jpg").format == "JPEG"
-    out = Image.open(tmp_path / "o.png")
-    assert out.format == "PNG" and out.mode == "RGB"
-    assert out.width > 60 and out.height >= 40
-    px = np.asarray(out).astype(int)
-    assert np.abs(px[20, 45] - [164, 100, 100]).max() <= 1  # 0.5 * grey + 0.5 * VOC red
-    assert np.abs(px[20, 5] - [100, 100, 100]).max() <= 1  # background dimmed towards black
-    legend = px[:, 60:]
-    assert (np.all(legend == [128, 0, 0], axis=-1)).any()  # swatch for label 1
-    assert (np.all(legend == [128, 128, 0], axis=-1)).any()  # swatch for label 3
-    assert not (np.all(legend == [0, 128, 0], axis=-1)).any()  # label 2 absent: no swatch
-    assert _leftovers(tmp_path) == []
-
-
-def test_overlay_legend_taller_than_tiny_image() -> None:
-    out = render_overlay(Image.new("RGB", (1, 1)), np.array([[2]]), ["a", "b"])
-    assert out.width > 1 and out.height > 1
-
-
-def test_overlay_shape_mismatch() -> None:
-    with pytest.raises(ValueError):
-        render_overlay(Image.new("RGB", (4, 3)), np.zeros((4, 3), dtype=np.uint8), ["a"])
 
 
 def test_class_fractions() -> None:

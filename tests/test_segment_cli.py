@@ -76,7 +76,7 @@ def test_outputs_layout_palette_and_manifest(scenes, segmented):
         png = Image.open(out / Path(rel).with_suffix(".png"))
         assert png.mode == "P" and png.size == (w, h)
         assert png.getpalette()[3:6] == [128, 0, 0]
-        assert (out / "overlays" / Path(rel).with_suffix(".jpg")).exists()
+        assert (out / "overlays" / Path(rel).with_suffix(".png")).exists()
     record = next(r for r in records if r["input"].endswith("wide.png"))
     assert (record["width"], record["height"]) == (320, 200)
     assert set(record["classes"]) == {"background", "red", "green", "blue"}

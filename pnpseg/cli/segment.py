@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from pnpseg.cli import options as o
+import pnpseg.cli.options as o
 from pnpseg.cli.app import EXIT_INPUT_FAILED, app, console
 
 

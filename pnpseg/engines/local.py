@@ -17,7 +17,8 @@ from rich.table import Table
 from pnpseg.engines.parallel import Finisher, auto_batch_size, prefetch
 from pnpseg.errors import ClassNameError, ImageError, PnpsegError
 from pnpseg.io.images import InputItem, discover, load_image
-from pnpseg.io.outputs import Manifest, class_fractions, save_label_png, save_overlay, write_json
+from pnpseg.io.outputs import Manifest, class_fractions, save_label_png, write_json
+from pnpseg.io.overlay import save_overlay
 from pnpseg.method.profiling import stage
 from pnpseg.method.prompts import validate_names
 from pnpseg.method.segmenter import Segmenter
@@ -294,7 +295,7 @@ class SegmentJob:
                 with stage("I/O"):
                     save_label_png(self.output_path(item), labels)
                     if self.viz:
-                        save_overlay(self.out / "overlays" / item.output_relative(".jpg"), image, labels, self.classes)
+                        save_overlay(self.out / "overlays" / item.output_relative(".png"), image, labels, self.classes)
             except OSError as error:
                 self._record(item, summary, error=f"cannot write output: {error}")
                 continue

@@ -3,7 +3,8 @@
 huggingface_hub retries an unreachable host five times with back-off (about 30 s) and logs
 every retry. Before going online, the loaders here check that the hub's host answers at
 all (a DNS lookup and a TCP connect with a short timeout), and silence the retry chatter:
-the user gets pnpseg's one-line error instead. Nothing here imports huggingface_hub.
+the user gets pnpseg's one-line error instead. huggingface_hub is imported only by
+:func:`cache_only`, which only its users reach.
 """
 
 from __future__ import annotations
@@ -42,16 +43,35 @@ def reachable(endpoint: str | None = None, timeout: float = 3.0) -> bool:
         return False
 
 
+class _NotFrom(logging.Filter):
+    """Drop records emitted from the source files of the given packages.
+
+    open_clip logs through the root logger (``logging.warning(...)``), so its chatter can
+    only be told apart by where it comes from; raising the root level would silence the
+    application too.
+    """
+
+    def __init__(self, *packages: str):
+        super().__init__()
+        self.parts = tuple(f"{os.sep}{package}{os.sep}" for package in packages)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(part in record.pathname for part in self.parts)
+
+
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """Silence huggingface_hub's (and open_clip's) retry warnings for the duration."""
-    loggers = [logging.getLogger(name) for name in ("huggingface_hub", "open_clip", "")]
+    """Silence huggingface_hub's and open_clip's retry warnings, and nothing else, for the duration."""
+    loggers = [logging.getLogger(name) for name in ("huggingface_hub", "open_clip")]
     levels = [logger.level for logger in loggers]
+    root_filter = _NotFrom("open_clip", "huggingface_hub")
     for logger in loggers:
         logger.setLevel(logging.CRITICAL + 1)
+    logging.getLogger().addFilter(root_filter)
     try:
         yield
     finally:
+        logging.getLogger().removeFilter(root_filter)
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -105,7 +105,7 @@ def palette(num_classes: int = 256) -> list[int]:
 _PALETTE = np.array(palette(256), dtype=np.uint8).reshape(256, 3)
 
 
-def _check_labels(labels: np.ndarray) -> np.ndarray:
+def check_labels(labels: np.ndarray) -> np.ndarray:
     """Validate an (H, W) label map with values 0..255 and return it as uint8."""
     labels = np.asarray(labels)
     if labels.ndim != 2 or labels.size == 0:
@@ -130,94 +130,27 @@ def save_label_png(path: Path, labels: np.ndarray) -> None:
 
 def encode_label_png(labels: np.ndarray) -> bytes:
     """The bytes :func:`save_label_png` writes (for writers to other file systems)."""
-    im = Image.fromarray(_check_labels(labels))
+    im = Image.fromarray(check_labels(labels))
     im.putpalette(_PALETTE.ravel().tolist())
     buffer = io.BytesIO()
     im.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
-def _label_name(label: int, class_names: Sequence[str]) -> str:
+def label_name(label: int, class_names: Sequence[str]) -> str:
+    """The name of label value ``label``: 0 is "background", ``i`` is ``class_names[i - 1]``."""
     if label == 0:
         return "background"
     return class_names[label - 1] if label - 1 < len(class_names) else f"class {label}"
 
 
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=size)  # scalable when Pillow has FreeType
-    except Exception:
-        return ImageFont.load_default()
-
-
-def _save_image(path: Path, im: Image.Image) -> None:
-    fmt = Image.registered_extensions().get(Path(path).suffix.lower())
-    if fmt is None:
-        raise ValueError(f"cannot tell the image format from the suffix of {path}")
-    options = {"quality": 90} if fmt == "JPEG" else {}
-    with atomic_path(path) as tmp:
-        im.save(tmp, format=fmt, **options)
-
-
-def render_overlay(
-    image: Image.Image, labels: np.ndarray, class_names: Sequence[str], alpha: float = 0.5
-) -> Image.Image:
-    """The image blended with label colours, plus a legend strip on the right.
-
-    Every pixel is blended, background with black (so it appears dimmed, matching its
-    swatch). The legend lists each label present, in label order, and grows the canvas
-    downwards if it is taller than the image.
-    """
-    lab = _check_labels(labels)
-    rgb = image.convert("RGB")
-    if lab.shape != (rgb.height, rgb.width):
-        raise ValueError(f"labels shape {lab.shape} != image size {rgb.height}x{rgb.width}")
-    base = np.asarray(rgb, dtype=np.float32)
-    blended = (1.0 - alpha) * base + alpha * _PALETTE[lab].astype(np.float32)
-    over = Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8))
-
-    size = max(12, min(48, round(max(rgb.size) / 50)))
-    font, pad = _font(size), max(4, size // 2)
-    entries = [(int(v), _label_name(int(v), class_names)[:60]) for v in np.unique(lab)]
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    text_w = max(probe.textbbox((0, 0), name, font=font)[2] for _, name in entries)
-    line_h = size + pad
-    legend_w = pad + size + pad + text_w + pad
-    legend_h = pad + line_h * len(entries)
-
-    canvas = Image.new("RGB", (rgb.width + legend_w, max(rgb.height, legend_h)), "white")
-    canvas.paste(over, (0, 0))
-    draw = ImageDraw.Draw(canvas)
-    x0 = rgb.width + pad
-    for row, (label, name) in enumerate(entries):
-        y = pad + row * line_h
-        colour = tuple(int(c) for c in _PALETTE[label])
-        draw.rectangle([x0, y, x0 + size, y + size], fill=colour, outline=(64, 64, 64))
-        draw.text((x0 + size + pad, y), name, fill=(0, 0, 0), font=font)
-    return canvas
-
-
-def save_overlay(
-    path: Path,
-    image: Image.Image,
-    labels: np.ndarray,
-    class_names: Sequence[str],
-    alpha: float = 0.5,
-) -> None:
-    """Write :func:`render_overlay` atomically; format from the suffix (.jpg, .png, .webp...).
-
-    ``class_names[i - 1]`` names label ``i``; label 0 is "background".
-    """
-    _save_image(path, render_overlay(image, labels, class_names, alpha))
-
-
 def class_fractions(labels: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
     """Fraction of pixels per label present (label 0 as "background"), rounded to 4 places."""
-    lab = _check_labels(labels)
+    lab = check_labels(labels)
     counts = np.bincount(lab.ravel(), minlength=1)
     out: dict[str, float] = {}
     for label in np.flatnonzero(counts):
-        name = _label_name(int(label), class_names)
+        name = label_name(int(label), class_names)
         out[name] = out.get(name, 0.0) + counts[label] / lab.size
     return {name: round(float(frac), 4) for name, frac in out.items()}
 

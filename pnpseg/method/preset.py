@@ -154,6 +154,8 @@ class MethodChoice:
     model: str | None
     params: dict[str, Any]
     preset: Path | None = None
+    #: The loaded preset (its reward, search log...), when one was given.
+    preset_data: dict[str, Any] | None = None
 
 
 def choose_method(
@@ -168,7 +170,7 @@ def choose_method(
     chosen, model, merged = apply_preset(loaded, adapter, model, params)
     overrides = {key: value for key, value in merged.items() if value is not None}
     SegmentParams.build(overrides)
-    return MethodChoice(chosen, model, overrides, Path(preset) if preset is not None else None)
+    return MethodChoice(chosen, model, overrides, Path(preset) if preset is not None else None, loaded)
 
 
 __all__ = [

@@ -7,7 +7,7 @@ into per-image class maps, and drops the most salient patches of each image.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -36,7 +36,18 @@ class Batch:
         return cls([c.prompt for c in chunks], image, chunks, list(class_counts))
 
 
-def saliency_maps(adapter: VLMAdapter, pixels: torch.Tensor, batch: Batch, params: SegmentParams) -> list[torch.Tensor]:
+#: ``on_round(round, maps, dropped_before)``: the round's per-image class maps (N, K, P), with
+#: the patches dropped before it zeroed, and that dropped mask (N, P); for explanations.
+RoundHook = Callable[[int, torch.Tensor, torch.Tensor], None]
+
+
+def saliency_maps(
+    adapter: VLMAdapter,
+    pixels: torch.Tensor,
+    batch: Batch,
+    params: SegmentParams,
+    on_round: RoundHook | None = None,
+) -> list[torch.Tensor]:
     """Summed GradCAM maps M̂ per image: a list of (K_i, grid_h, grid_w) CPU tensors."""
     text = adapter.tokenize(batch.prompts)
     num_images, k_max = pixels.shape[0], max(batch.num_classes)
@@ -59,6 +70,8 @@ def saliency_maps(adapter: VLMAdapter, pixels: torch.Tensor, batch: Batch, param
                 total = maps.clone() if params.compat == "authors" else torch.zeros_like(maps)
             maps.masked_fill_(dropped[:, None, :], 0.0)
             total += maps
+            if on_round is not None:
+                on_round(round_, maps, dropped.clone())
             if round_ + 1 < params.drop_rounds:
                 dropped |= drop_patches(params.drop_rule, maps.sum(1), dropped)
     gh, gw = grid

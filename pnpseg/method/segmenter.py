@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -20,7 +20,7 @@ from pnpseg.method.postprocess import build_chain
 from pnpseg.method.precision import autocast, check_precision
 from pnpseg.method.profiling import stage
 from pnpseg.method.prompts import Chunk, plan_prompts, validate_names
-from pnpseg.method.saliency import Batch, saliency_maps
+from pnpseg.method.saliency import Batch, RoundHook, saliency_maps
 
 ImageLike = Union[Image.Image, np.ndarray, str, Path]
 
@@ -120,21 +120,36 @@ class Segmenter:
         saliency = self.saliency(pil, per_image)
         return [self.finish(image, maps, validate_names(names)) for image, maps, names in zip(pil, saliency, per_image)]
 
-    def saliency(self, images: Sequence[Image.Image], classes: Sequence[Sequence[str]]) -> list[torch.Tensor]:
-        """Steps 1–3: summed GradCAM maps (K_i, grid_h, grid_w) per image."""
+    def saliency(
+        self, images: Sequence[Image.Image], classes: Sequence[Sequence[str]], on_round: RoundHook | None = None
+    ) -> list[torch.Tensor]:
+        """Steps 1–3: summed GradCAM maps (K_i, grid_h, grid_w) per image (``on_round``: see
+        :data:`~pnpseg.method.saliency.RoundHook`)."""
         plans = [self.plan(names) for names in classes]
         batch = Batch.build(plans, [len(names) for names in classes])
         pixels = self.adapter.preprocess(list(images), self.input_size)
         with autocast(self.adapter.device, self.precision):
-            return saliency_maps(self.adapter, pixels, batch, self.params)
+            return saliency_maps(self.adapter, pixels, batch, self.params, on_round)
 
-    def finish(self, image: Image.Image, saliency: torch.Tensor, names: list[str]) -> SegmentationResult:
+    def finish(
+        self, image: Image.Image, saliency: torch.Tensor, names: list[str], on_stage: StageHook | None = None
+    ) -> SegmentationResult:
         """Step 4: thresholding, resize, background, postprocessors and argmax."""
-        return finish(image, saliency, names, self.params, self.chain)
+        return finish(image, saliency, names, self.params, self.chain, on_stage)
+
+
+#: ``on_stage(name, scores)``: the (C, H, W) scores after ``"threshold"`` and after each
+#: postprocessor, by its name; for explanations.
+StageHook = Callable[[str, torch.Tensor], None]
 
 
 def finish(
-    image: Image.Image, saliency: torch.Tensor, names: list[str], params: SegmentParams, chain: Sequence[Any]
+    image: Image.Image,
+    saliency: torch.Tensor,
+    names: list[str],
+    params: SegmentParams,
+    chain: Sequence[Any],
+    on_stage: StageHook | None = None,
 ) -> SegmentationResult:
     """:meth:`Segmenter.finish` as a plain function, so worker processes can run it too."""
     p = params
@@ -145,9 +160,13 @@ def finish(
         small = image if scale == 1.0 else image.resize((work[1], work[0]), Image.BILINEAR)
         rgb = np.asarray(small, dtype=np.uint8)
         scores = scores_from_saliency(saliency, work, p.threshold, p.background, p.compat)
+    if on_stage is not None:
+        on_stage("threshold", scores)
     for name, step in zip(p.postprocess, chain):
         with stage(name):
             scores = step(scores, rgb, p)
+        if on_stage is not None:
+            on_stage(name, scores)
     labels = labels_from_scores(scores, p.background).numpy().astype(np.uint8 if len(names) < 256 else np.int32)
     if scale != 1.0:
         labels = np.asarray(Image.fromarray(labels).resize((width, height), Image.NEAREST))

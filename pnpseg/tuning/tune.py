@@ -33,7 +33,8 @@ from PIL import Image, ImageDraw
 
 from pnpseg.errors import PnpsegError
 from pnpseg.io.images import InputItem, load_image
-from pnpseg.io.outputs import _font, atomic_path
+from pnpseg.io.outputs import atomic_path
+from pnpseg.io.overlay import font
 from pnpseg.method.gradcam import capture, gradcam
 from pnpseg.method.labels import labels_from_scores, scores_from_saliency
 from pnpseg.method.postprocess.blur import GaussianBlur
@@ -302,15 +303,15 @@ def save_heatmap(path: Path, grid: np.ndarray, best: tuple[int, int], title: str
     """Layers as rows, heads as columns (like the paper's Table 6), values written in cells."""
     layers, heads = grid.shape
     cell, left, top, right, bottom = 44, 70, 56, 20, 40
-    font, small = _font(14), _font(11)
-    title_width = int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(title, font=font))
+    big, small = font(14), font(11)
+    title_width = int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(title, font=big))
     width = max(left + heads * cell + right, title_width + 20)
     height = top + layers * cell + bottom
     im = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(im)
     finite = grid[np.isfinite(grid)]
     low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    draw.text((8, 8), title, fill="black", font=font)
+    draw.text((8, 8), title, fill="black", font=big)
     draw.text((left, top - 20), "head", fill="black", font=small)
     draw.text((6, top - 20), "layer", fill="black", font=small)
     for h in range(heads):

@@ -26,9 +26,8 @@ from pnpseg.io.outputs import (
     encode_label_png,
     manifest_line,
     parse_manifest,
-    render_overlay,
-    save_overlay,
 )
+from pnpseg.io.overlay import render_overlay, save_overlay
 
 
 @dataclass
@@ -189,7 +188,7 @@ def finish_and_write(batch: dict[str, np.ndarray], config: SegmentConfig) -> dic
             out.write_bytes(png, encode_label_png(labels))
             if config.viz:
                 _write_overlay(
-                    out, PurePosixPath("overlays", rel).with_suffix(".jpg").as_posix(), image, labels, config.classes
+                    out, PurePosixPath("overlays", rel).with_suffix(".png").as_posix(), image, labels, config.classes
                 )
         except OSError as error:
             records.append(manifest_record(*common, error=f"cannot write output: {error}"))
@@ -216,7 +215,7 @@ def _write_overlay(out: Store, rel: str, image: Any, labels: np.ndarray, classes
         save_overlay(out.local / rel, image, labels, classes)
         return
     buffer = io.BytesIO()
-    render_overlay(image, labels, classes).save(buffer, format="JPEG", quality=90)
+    render_overlay(image, labels, classes).save(buffer, format="PNG")
     out.write_bytes(rel, buffer.getvalue())
 
 

@@ -1,0 +1,58 @@
+"""See what the model sees: per-round maps, every postprocessing stage, the head atlas.
+
+>>> from pnpseg.explain import explain_image                              # doctest: +SKIP
+>>> explain_image("cat.jpg", ["cat", "grass"], "out/", adapter="blip", heads=True)  # doctest: +SKIP
+
+The numbers come from :mod:`pnpseg.explain.trace` (no plotting dependency); the figures
+from :mod:`pnpseg.explain.figures` (the ``[viz]`` extra). docs/explain.md shows both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pnpseg.explain.trace import HeadAtlas, PipelineTrace, class_contrast, head_atlas, trace_pipeline
+
+__all__ = ["HeadAtlas", "PipelineTrace", "class_contrast", "explain_image", "head_atlas", "trace_pipeline"]
+
+
+def explain_image(
+    image: str | Path,
+    classes: Sequence[str],
+    out: str | Path,
+    *,
+    adapter: str | None = None,
+    model: str | None = None,
+    device: str = "auto",
+    params: Mapping[str, Any] | None = None,
+    heads: bool = False,
+    preset: Mapping[str, Any] | None = None,
+) -> list[Path]:
+    """Write ``pipeline.png``/``.svg``, with ``heads`` ``atlas-<k>.png`` per class, and
+    ``explain.json`` (the numbers shown) to ``out``; returns the paths written."""
+    from pnpseg.explain.figures import atlas_figure, pipeline_figure, pyplot, save_figure
+    from pnpseg.explain.trace import rewards_from_preset
+    from pnpseg.io.images import load_image
+    from pnpseg.io.outputs import write_json
+    from pnpseg.method.segmenter import Segmenter
+
+    pyplot()  # a missing [viz] extra fails before the model loads
+    out = Path(out)
+    picture = load_image(Path(image))
+    chosen = {key: value for key, value in dict(params or {}).items() if value is not None}
+    segmenter = Segmenter.from_pretrained(adapter or "blip", model=model, device=device, **chosen)
+    names = list(classes)
+    out.mkdir(parents=True, exist_ok=True)
+    trace = trace_pipeline(segmenter, picture, names)
+    written = save_figure(pipeline_figure(trace, picture), out / "pipeline.png", out / "pipeline.svg")
+    report: dict[str, Any] = {"image": str(image), "adapter": adapter, "model": model, "pipeline": trace.numbers()}
+    if heads:
+        atlas = head_atlas(segmenter, picture, names, rewards_from_preset(dict(preset)) if preset else None)
+        report["atlas"] = atlas.numbers()
+        for k in range(len(names)):
+            written += save_figure(atlas_figure(atlas, k), out / f"atlas-{k + 1}.png")
+    write_json(out / "explain.json", report)
+    written.append(out / "explain.json")
+    return written

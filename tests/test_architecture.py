@@ -1,0 +1,63 @@
+"""The shape of the package: its module-level import graph has no cycles."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import networkx as nx
+
+PACKAGE = Path(__file__).resolve().parents[1] / "pnpseg"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def _target(name: str) -> str | None:
+    """The most specific first-party module that ``import name`` executes."""
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def _top_level_imports(path: Path, module: str) -> set[str]:
+    """Modules imported when ``module`` is imported: module-level statements only (imports
+    inside functions run later, and ``if TYPE_CHECKING:`` blocks never run)."""
+    found: set[str] = set()
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            found |= {f"{base}.{a.name}" for a in node.names} | {base}
+    return {t for t in map(_target, found) if t and t != module}
+
+
+def import_graph() -> nx.DiGraph:
+    graph = nx.DiGraph()
+    for module, path in MODULES.items():
+        graph.add_node(module)
+        graph.add_edges_from((module, target) for target in _top_level_imports(path, module))
+    return graph
+
+
+def test_the_graph_sees_the_imports():
+    graph = import_graph()
+    assert graph.has_edge("pnpseg.method.segmenter", "pnpseg.method.saliency")
+    assert graph.has_edge("pnpseg.cli", "pnpseg.cli.segment")
+
+
+def test_no_import_cycles():
+    cycles = list(nx.simple_cycles(import_graph()))
+    assert not cycles, cycles
