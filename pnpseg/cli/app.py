@@ -67,7 +67,7 @@ class FriendlyGroup(typer.core.TyperGroup):
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, ClickException, KeyboardInterrupt):
+        except (typer.Exit, typer.Abort, ClickException, KeyboardInterrupt, BrokenPipeError):  # typer handles these
             raise
         except PnpsegError as error:
             error_line(_one_line(str(error), 1000))
