@@ -19,6 +19,7 @@ from pnpseg.errors import ClassNameError, ImageError, PnpsegError
 from pnpseg.io.images import InputItem, discover, load_image
 from pnpseg.io.outputs import Manifest, class_fractions, save_label_png, write_json
 from pnpseg.io.overlay import save_overlay
+from pnpseg.method.params import DEFAULT_ADAPTER
 from pnpseg.method.profiling import stage
 from pnpseg.method.prompts import validate_names
 from pnpseg.method.segmenter import Segmenter
@@ -67,7 +68,7 @@ class SegmentJob:
         classes: list[str],
         out: Path,
         *,
-        adapter: str = "blip",
+        adapter: str = DEFAULT_ADAPTER,
         model: str | None = None,
         device: str = "auto",
         params: dict[str, Any] | None = None,

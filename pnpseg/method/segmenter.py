@@ -15,7 +15,7 @@ from pnpseg.errors import PnpsegError
 from pnpseg.io.images import load_image, to_rgb
 from pnpseg.method.adapter import VLMAdapter
 from pnpseg.method.labels import labels_from_scores, scores_from_saliency
-from pnpseg.method.params import SegmentParams
+from pnpseg.method.params import DEFAULT_ADAPTER, SegmentParams
 from pnpseg.method.postprocess import build_chain
 from pnpseg.method.precision import autocast, check_precision
 from pnpseg.method.profiling import stage
@@ -75,7 +75,11 @@ class Segmenter:
 
     @classmethod
     def from_pretrained(
-        cls, adapter: str = "blip", model: str | None = None, device: str | torch.device = "auto", **params: Any
+        cls,
+        adapter: str = DEFAULT_ADAPTER,
+        model: str | None = None,
+        device: str | torch.device = "auto",
+        **params: Any,
     ) -> Segmenter:
         """Build the named adapter (from any installed plugin) and a segmenter around it."""
         from pnpseg.plugins import lookup

@@ -12,6 +12,7 @@ import numpy as np
 from pnpseg.engines.ray.cluster import import_ray, init_ray
 from pnpseg.errors import PnpsegError
 from pnpseg.evaluation.evaluate import Evaluation
+from pnpseg.method.params import DEFAULT_ADAPTER
 
 
 @dataclass
@@ -22,7 +23,7 @@ class EvalConfig:
     out: str
     protocol: str
     predictions: str | None = None
-    adapter: str = "blip"
+    adapter: str = DEFAULT_ADAPTER
     model: str | None = None
     preset: str | None = None
     device: str = "auto"

@@ -28,6 +28,7 @@ from pnpseg.io.outputs import (
     parse_manifest,
 )
 from pnpseg.io.overlay import render_overlay, save_overlay
+from pnpseg.method.params import DEFAULT_ADAPTER
 
 
 @dataclass
@@ -231,7 +232,7 @@ class RaySegmentJob:
         classes: list[str],
         out: str | Path,
         *,
-        adapter: str = "blip",
+        adapter: str = DEFAULT_ADAPTER,
         model: str | None = None,
         device: str = "auto",
         params: dict[str, Any] | None = None,
