@@ -158,7 +158,7 @@ def check_offline_default_model_is_one_line_error(tmp_path, name, default_model)
         env=env,
         timeout=120,
     )
-    assert proc.returncode == 2, proc.stderr
+    assert proc.returncode == 3, proc.stderr  # environment: a missing model
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
