@@ -157,6 +157,7 @@ def load_plugins_dir(directory: Path) -> None:
         if pm.get_plugin(name) is not None or name in _broken:
             continue
         spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None  # a *.py path always has both
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         try:
@@ -235,7 +236,7 @@ def register_commands(cli: Any) -> None:
         try:
             hook(cli=cli)
         except Exception as error:
-            _skip(pm.get_name(plugin), f"register_commands failed ({_describe(error)})")
+            _skip(pm.get_name(plugin) or repr(plugin), f"register_commands failed ({_describe(error)})")
 
 
 def plugin_info() -> list[PluginInfo]:
@@ -243,7 +244,7 @@ def plugin_info() -> list[PluginInfo]:
     load_plugins()
     infos = []
     for plugin in pm.get_plugins():
-        name = pm.get_name(plugin)
+        name = pm.get_name(plugin) or repr(plugin)
         if name in _dists:
             package, version = _dists[name]
         else:  # built-in or registered in-process

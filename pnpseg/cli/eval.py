@@ -6,7 +6,7 @@ Registered on :data:`pnpseg.cli.app.app`; heavy imports happen inside the comman
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -145,7 +145,7 @@ def eval_command(
     method = o.method_choice(ctx) if predictions is None else None
     if method is not None:
         data.samples()  # dataset problems before any model loads
-    predictor_options = dict(
+    predictor_options: dict[str, Any] = dict(
         synonyms=synonyms,
         pnp_background=pnp_background,
         bg_threshold=bg_threshold,
@@ -179,7 +179,9 @@ def eval_command(
             console=console,
         )
         return
+    predictor: PredictionFolder | ModelPredictor
     if method is None:
+        assert predictions is not None  # method is None exactly when --predictions is given
         predictor = PredictionFolder(predictions, data)
         settings = predictor.settings()
     else:

@@ -99,7 +99,7 @@ def segment(
     if engine == o.EngineName.ray:
         from pnpseg.engines.ray import RaySegmentJob
 
-        job = RaySegmentJob(
+        ray_job = RaySegmentJob(
             inputs,
             names,
             out,
@@ -118,7 +118,7 @@ def segment(
             gpus_per_worker=gpus_per_worker,
             cpus_per_worker=cpus_per_worker,
         )
-        if job.run().failed:
+        if ray_job.run().failed:
             raise typer.Exit(EXIT_INPUT_FAILED)
         return
     job = SegmentJob(
