@@ -125,6 +125,12 @@ def test_version():
     assert result.exit_code == 0 and re.fullmatch(r"pnpseg \S+\n", result.output)
 
 
+def test_the_manifest_records_the_image_size_used(scene, tmp_path):
+    assert segment(scene, tmp_path, "--classes", "red", "--image-size", "70", "--postprocess", "none").exit_code == 0
+    record = json.loads((tmp_path / "out" / "manifest.jsonl").read_text().splitlines()[0])
+    assert record["settings"]["params"]["image_size"] == [64, 64]  # 16-pixel patches: 70 runs at 64
+
+
 # -- class lists (issue 12.5, 12.15) --------------------------------------------------------
 def test_classes_file_with_a_bom(scene, tmp_path):
     names = tmp_path / "names.txt"
