@@ -106,3 +106,22 @@ def test_explain_without_matplotlib_is_one_line(scene, tmp_path, monkeypatch):
     assert result.exit_code in (2, 3) and "pip install 'pnpseg[viz]'" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_explain_a_tiny_blip_captures_every_layer_at_once(scene, tmp_path):
+    from tiny_models import build_tiny_blip
+
+    model = build_tiny_blip(tmp_path / "blip")
+    out = tmp_path / "explain"
+    result = CliRunner().invoke(
+        app,
+        ["explain", str(scene), "--classes", "cat,dog", "--adapter", "blip", "--model", str(model), "--device", "cpu"]
+        + ["--layer", "2", "--head", "1", "--image-size", "64", "--out", str(out), "--heads"],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "explain.json").read_text())
+    contrast = np.array(report["atlas"]["contrast"]["cat"])
+    assert contrast.shape == (3, 2)  # the tiny model: 3 text→image layers of 2 heads
+    assert np.isfinite(contrast).all() and (contrast >= 0).all() and (contrast <= 1).all()
+    assert report["atlas"]["chosen"] == [2, 1] and (out / "atlas-2.png").exists()

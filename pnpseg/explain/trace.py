@@ -76,15 +76,13 @@ class PipelineTrace:
 
 def trace_pipeline(segmenter: Segmenter, image: Image.Image, classes: list[str]) -> PipelineTrace:
     """Segment ``image`` once, keeping every intermediate the figures show."""
-    rounds: list[RoundTrace] = []
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
     stages: list[tuple[str, torch.Tensor]] = []
-
-    def on_round(_: int, maps: torch.Tensor, dropped: torch.Tensor) -> None:
-        grid = segmenter.adapter.grid_for(segmenter.input_size)
-        k = len(classes)
-        rounds.append(RoundTrace(maps[0, :k].reshape(k, *grid).float().cpu(), dropped[0].reshape(grid).cpu()))
-
-    saliency = segmenter.saliency([image], [classes], on_round=on_round)[0]
+    saliency = segmenter.saliency(
+        [image], [classes], on_round=lambda _, maps, dropped: seen.append((maps[0].float().cpu(), dropped[0].cpu()))
+    )[0]
+    k, grid = len(classes), saliency.shape[-2:]
+    rounds = [RoundTrace(maps[:k].reshape(k, *grid), dropped.reshape(grid)) for maps, dropped in seen]
     result = segmenter.finish(image, saliency, list(classes), on_stage=lambda n, s: stages.append((n, s.clone())))
     return PipelineTrace(
         list(classes), rounds, saliency, stages, result.labels, result.background, segmenter.params.to_dict()

@@ -56,7 +56,8 @@ def font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 def _named_colour(name: str) -> tuple[int, int, int] | None:
     try:
-        return ImageColor.getrgb(name.strip().lower().replace(" ", ""))[:3]  # type: ignore[return-value]
+        red, green, blue = ImageColor.getrgb(name.strip().lower().replace(" ", ""))[:3]
+        return red, green, blue
     except ValueError:
         return None
 
@@ -154,7 +155,7 @@ def _with_legend(
             )
         )
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    text_w = max(probe.textbbox((0, 0), text, font=text_font)[2] for *_, text in entries)
+    text_w = int(max(probe.textbbox((0, 0), text, font=text_font)[2] for *_, text in entries))
     line_h = size + pad
     width = over.width + pad + size + pad + text_w + pad
     canvas = Image.new("RGB", (width, max(over.height, pad + line_h * len(entries))), "white")

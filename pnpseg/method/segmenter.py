@@ -100,7 +100,8 @@ class Segmenter:
             raise PnpsegError(
                 f"image size {p.image_size[0]}x{p.image_size[1]} is smaller than one {patch}-pixel patch of this model"
             )
-        self.input_size = tuple(side // patch * patch for side in p.image_size)
+        height, width = (side // patch * patch for side in p.image_size)
+        self.input_size = (height, width)
         if self.input_size != p.image_size:  # record the size used, not the size asked for
             self.params = self.params.model_copy(update={"image_size": self.input_size})
 

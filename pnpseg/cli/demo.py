@@ -1,0 +1,45 @@
+"""``pnpseg demo``: the local web app (docs/explain.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+import pnpseg.cli.options as o
+from pnpseg.cli.app import app, console
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    adapter: o.Adapter = None,
+    model: o.Model = None,
+    preset: o.PresetPath = None,
+    device: o.Device = "auto",
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; the default serves this machine only."),
+    port: int = typer.Option(7860, "--port", min=0, max=65535, help="Port (0: any free port)."),
+    image: Optional[Path] = typer.Option(None, "--image", help="Open the page with this image."),
+    classes: str = typer.Option("", "--classes", "-c", help="...and these comma-separated classes, segmented at once."),
+) -> None:
+    """Open a local web app: upload an image, type class names, move threshold and blur σ
+    (instant, from cached saliency), pick layer and head (re-runs the model), draw the head
+    atlas, download the label PNG and manifest record."""
+    from pnpseg.demo import DemoSession, build_demo
+
+    method = o.method_choice(ctx)
+    session = DemoSession(method.adapter, method.model, device, method.params)
+    page = build_demo(session, image, classes)
+    port = port or free_port(host)
+    console.print(f"pnpseg demo on http://{host}:{port} (Ctrl+C stops it)", highlight=False)
+    page.launch(server_name=host, server_port=port, show_error=True, quiet=True)
+
+
+def free_port(host: str) -> int:
+    """A port nothing listens on now (the OS picks it)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
