@@ -39,20 +39,31 @@ class BrokenPlugin:
         return f"plugin {self.name!r} skipped: {self.reason}"
 
 
+class PluginError(PnpsegError):
+    """A plugin pnpseg cannot use: a taken name, or a hook that pnpseg does not have."""
+
+
 class PluginManager(pluggy.PluginManager):
-    """pluggy's manager, made forgiving where users meet it.
+    """pluggy's manager, made forgiving and strict where users meet it.
 
     Registering an object that is already registered (an installed package also registered
-    in-process, as docs/adapters.md shows) returns its name instead of failing; a name taken
-    by another object is a one-line :class:`PnpsegError`.
+    in-process, as docs/adapters.md shows) returns its name instead of failing. A name taken
+    by another object, or a hook pnpseg does not define (a misspelt ``register_adapter``,
+    which pluggy would accept silently), is a one-line :class:`PluginError`.
     """
 
     def register(self, plugin: object, name: str | None = None) -> str | None:
         if self.is_registered(plugin):
             return self.get_name(plugin)
         if name is not None and self.get_plugin(name) is not None:
-            raise PnpsegError(f"a different plugin is already registered as {name!r}")
-        return super().register(plugin, name)
+            raise PluginError(f"a different plugin is already registered as {name!r}")
+        registered = super().register(plugin, name)
+        unknown = sorted(caller.name for caller in self.get_hookcallers(plugin) or [] if not caller.has_spec())
+        if unknown:
+            self.unregister(plugin)
+            known = ", ".join(sorted(n for n in dir(hookspecs) if n.startswith("register_")))
+            raise PluginError(f"implements unknown hook(s) {', '.join(unknown)} (pnpseg's hooks: {known})")
+        return registered
 
 
 pm = PluginManager("pnpseg")
@@ -86,11 +97,8 @@ def register_checked(plugin: object, name: str) -> bool:
     except pluggy.PluginValidationError as error:
         _skip(name, f"invalid hook implementation ({_describe(error)})")
         return False
-    unknown = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [] if not caller.has_spec())
-    if unknown:
-        pm.unregister(plugin)
-        known = ", ".join(sorted(n for n in dir(hookspecs) if n.startswith("register_")))
-        _skip(name, f"implements unknown hook(s) {', '.join(unknown)} (pnpseg's hooks: {known})")
+    except PluginError as error:
+        _skip(name, str(error))
         return False
     return True
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import pnpseg
 from pnpseg import plugins
 from pnpseg.cli import app
 from pnpseg.testing import make_scene
@@ -212,6 +213,17 @@ def test_unknown_distribution_in_pnpseg_load_plugins_is_one_line():
     assert error_lines(result.stderr) == [
         "warning: plugin 'no-such-dist' skipped: PNPSEG_LOAD_PLUGINS names it, but no such distribution is installed"
     ]
+
+
+def test_in_process_registration_of_a_misspelt_hook_is_one_line():
+    class Misspelt:
+        @pnpseg.hookimpl
+        def register_adapter(self, register):
+            register("x", object)
+
+    with pytest.raises(plugins.PluginError, match="unknown hook.*register_adapter"):
+        plugins.pm.register(Misspelt(), name="misspelt")
+    assert plugins.pm.get_plugin("misspelt") is None
 
 
 def test_in_process_registration_of_an_installed_plugin():
