@@ -309,7 +309,7 @@ def run_baseline(adapter: Any, images: list[Path], out: Path, params: SegmentPar
     from pnpseg.io.images import load_image
     from pnpseg_blip.adapter import capture_cross_attentions
 
-    model = adapter._ensure_model()
+    model = adapter.model
     model.requires_grad_(True)
     ps = adapter.patch_size
     size = tuple(s // ps * ps for s in params.image_size)
@@ -431,7 +431,7 @@ def bench_size(
         flush=True,
     )
     adapter = lookup("adapters", adapter_name)(model=str(model_dir), device="cpu")
-    adapter._ensure_model()  # weight loading is not part of the per-image cost
+    _ = adapter.model  # load the weights now: loading is not part of the per-image cost
     seg_params = SegmentParams.build(adapter.default_params, params)
     methods: dict[str, Callable[[list[Path], Path], dict[str, Any]]] = {
         "ours": lambda imgs, out: run_ours(adapter, adapter_name, model_dir, imgs, out, params, args.workers),

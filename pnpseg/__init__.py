@@ -1,7 +1,8 @@
 """pnpseg: training-free open-vocabulary semantic segmentation from off-the-shelf VLMs.
 
-Importing ``pnpseg`` is cheap: the names that need torch (adapters, parameters, ...) are
-imported on first use (PEP 562), so ``pnpseg --help`` and plugin registration stay fast.
+Importing ``pnpseg`` is cheap: the names that need torch (adapters, parameters, the
+searches, ...) are imported on first use (PEP 562), so ``pnpseg --help`` and plugin
+registration stay fast.
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from pnpseg.errors import ClassNameError, ImageError, ModelLoadError, PnpsegError, model_unavailable
+from pnpseg.errors import AdapterError, ClassNameError, ImageError, ModelLoadError, PnpsegError, model_unavailable
 from pnpseg.hookspecs import hookimpl, lazy
 
+#: Public names imported on first use, and the module each comes from.
 _LAZY = {
     "BaseAdapter": "pnpseg.method.adapter",
     "TokenizedText": "pnpseg.method.adapter",
@@ -19,11 +21,15 @@ _LAZY = {
     "VLMOutput": "pnpseg.method.adapter",
     "zero_patches": "pnpseg.method.adapter",
     "SegmentParams": "pnpseg.method.params",
+    "tune": "pnpseg.tuning.tune",
+    "evaluate": "pnpseg.evaluation.evaluate",
 }
 
 if TYPE_CHECKING:
+    from pnpseg.evaluation.evaluate import evaluate
     from pnpseg.method.adapter import BaseAdapter, TokenizedText, VLMAdapter, VLMOutput, zero_patches
     from pnpseg.method.params import SegmentParams
+    from pnpseg.tuning.tune import tune
 
 
 def __getattr__(name: str) -> Any:
@@ -39,6 +45,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "AdapterError",
     "BaseAdapter",
     "ClassNameError",
     "ImageError",
@@ -48,8 +55,10 @@ __all__ = [
     "TokenizedText",
     "VLMAdapter",
     "VLMOutput",
+    "evaluate",
     "hookimpl",
     "lazy",
     "model_unavailable",
+    "tune",
     "zero_patches",
 ]

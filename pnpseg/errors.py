@@ -47,6 +47,13 @@ class ModelLoadError(EnvironmentProblem):
     """A model that is neither cached nor reachable, or a local path that is not a model."""
 
 
+class AdapterError(PnpsegError):
+    """An adapter returned something that breaks the protocol (docs/adapters.md).
+
+    The message names the adapter and the clause it broke, in one line.
+    """
+
+
 class ImageError(PnpsegError):
     """An input file that cannot be read as an image."""
 

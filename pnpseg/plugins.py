@@ -69,7 +69,7 @@ class PluginManager(pluggy.PluginManager):
 pm = PluginManager("pnpseg")
 pm.add_hookspecs(hookspecs)
 
-_BUILTINS = ("pnpseg.builtins", "pnpseg.evaluation.datasets")
+_BUILTINS = ("pnpseg.builtins", "pnpseg.evaluation.datasets", "pnpseg.evaluation.authors")
 _installed_loaded = False
 _builtins_loaded = False
 _broken: dict[str, BrokenPlugin] = {}

@@ -165,7 +165,7 @@ def test_export_classes_to_a_folder_is_one_line(tmp_path):
 def test_eval_refuses_bad_classes_json_keys(tmp_path, table):
     from pnpseg.errors import PnpsegError
     from pnpseg.evaluation.datasets import folder_dataset
-    from pnpseg.evaluation.evaluate import map_prediction_names
+    from pnpseg.evaluation.protocols import map_prediction_names
 
     (tmp_path / "classes.txt").write_text("red\nblue\n")
     data = folder_dataset(img_dir=".", ann_dir=".", classes=tmp_path / "classes.txt")(tmp_path)
@@ -251,7 +251,7 @@ def test_help_version_and_plugins_import_no_torch(args):
         "print('HEAVY', sorted(m for m in ('torch', 'transformers') if m in sys.modules), file=sys.stderr)\n"
     )
     first_party = {
-        "PNPSEG_LOAD_PLUGINS": "pnpseg-blip,pnpseg-bridgetower,pnpseg-vilt"
+        "PNPSEG_LOAD_PLUGINS": "pnpseg-blip,pnpseg-bridgetower,pnpseg-flava,pnpseg-vilt"
     }  # not whatever else is installed
     env = {**os.environ, **first_party}
     result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=120, env=env)

@@ -73,10 +73,11 @@ def test_flags_validate_before_any_model_loads():
 def test_adapters_state_only_what_differs():
     from pnpseg_blip import BlipAdapter
     from pnpseg_bridgetower import BridgeTowerAdapter
+    from pnpseg_flava import FlavaAdapter
     from pnpseg_vilt import ViltAdapter
 
     defaults = SegmentParams().to_dict()
-    for adapter in (BlipAdapter, BridgeTowerAdapter, ViltAdapter, SyntheticAdapter):
+    for adapter in (BlipAdapter, BridgeTowerAdapter, FlavaAdapter, ViltAdapter, SyntheticAdapter):
         for key, value in adapter.default_params.items():
             assert SegmentParams.build({key: value}).to_dict()[key] != defaults[key], (adapter.__name__, key)
 

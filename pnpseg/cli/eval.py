@@ -31,7 +31,7 @@ def eval_command(
         ...,
         "--dataset",
         "-d",
-        help="Dataset name: voc21, voc20, pc60, pc59, coco-object, coco-stuff, ade20k, cityscapes, or a plugin's.",
+        help="Dataset name: voc21, voc20, pc60, pc59, coco-object, coco-stuff, ade20k, cityscapes; their -authors variants (scored as the authors' released code: voc21-authors, pc60-authors, coco-object-authors, coco-stuff-authors, ade20k-authors); or a plugin's.",
         rich_help_panel=o.IO,
     ),
     root: Path = typer.Option(
@@ -128,7 +128,7 @@ def eval_command(
 ) -> None:
     """Evaluate on a dataset: mIoU, per-class IoU and pixel accuracy; resumable."""
     from pnpseg.evaluation.datasets import get_dataset
-    from pnpseg.evaluation.evaluate import Evaluation, ModelPredictor, PredictionFolder
+    from pnpseg.evaluation.evaluate import evaluate
     from pnpseg.io.outputs import atomic_write_bytes
     from pnpseg.method.params import DEFAULT_ADAPTER
 
@@ -140,71 +140,118 @@ def eval_command(
         atomic_write_bytes(export_classes, ("\n".join(names) + "\n").encode("utf-8"))
         console.print(f"wrote {len(names)} class names to {export_classes}", highlight=False)
         return
-    slide_window = _parse_slide(slide)
     out = out or Path("pnpseg-eval") / f"{dataset}-{protocol.value}"
-    method = o.method_choice(ctx) if predictions is None else None
-    if method is not None:
-        data.samples()  # dataset problems before any model loads
     predictor_options: dict[str, Any] = dict(
         synonyms=synonyms,
         pnp_background=pnp_background,
         bg_threshold=bg_threshold,
-        slide=slide_window,
+        slide=_parse_slide(slide),
         short_side=short_side,
     )
-    if engine == o.EngineName.ray:
-        from pnpseg.engines.ray import EvalConfig, ray_evaluate
+    run = dict(limit=limit, checkpoint_every=checkpoint_every, overwrite=overwrite)
+    bar = _Bar(f"Evaluating {data.name} ({data.num_classes} classes, protocol {protocol.value})")
+    with bar:
+        if engine == o.EngineName.ray:
+            from pnpseg.engines.ray import EvalConfig, ray_evaluate
 
-        config = EvalConfig(
-            data,
-            str(out),
-            protocol.value,
-            predictions=str(predictions) if predictions is not None else None,
-            adapter=method.adapter if method else DEFAULT_ADAPTER,
-            model=method.model if method else model,
-            preset=str(preset) if preset else None,
-            device=device,
-            params=method.params if method else {},
-            save_predictions=save_predictions,
-            predictor_options=predictor_options,
+            method = o.method_choice(ctx) if predictions is None else None
+            if method is not None:
+                data.samples()  # dataset problems before any model loads
+            config = EvalConfig(
+                data,
+                str(out),
+                protocol.value,
+                predictions=str(predictions) if predictions is not None else None,
+                adapter=method.adapter if method else DEFAULT_ADAPTER,
+                model=method.model if method else model,
+                preset=str(preset) if preset else None,
+                device=device,
+                params=method.params if method else {},
+                save_predictions=save_predictions,
+                predictor_options=predictor_options,
+            )
+            address = dict(address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker)
+            result = ray_evaluate(config, **address, **run, progress=bar.update)
+        else:
+            result = evaluate(
+                data,
+                protocol=protocol.value,
+                predictions=predictions,
+                adapter=adapter,
+                model=model,
+                preset=preset,
+                device=device,
+                params=o.method_flags(ctx.params),
+                out=out,
+                save_predictions=save_predictions,
+                progress=bar.update,
+                **predictor_options,
+                **run,
+            )
+    _report(result)
+
+
+class _Bar:
+    """A Rich progress bar with the running mIoU, fed by ``progress(done, total, miou)``."""
+
+    def __init__(self, header: str) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
         )
-        ray_evaluate(
-            config,
-            address=ray_address,
-            workers=workers,
-            gpus_per_worker=gpus_per_worker,
-            limit=limit,
-            checkpoint_every=checkpoint_every,
-            overwrite=overwrite,
+
+        self.header = header
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("mIoU {task.fields[miou]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
             console=console,
         )
-        return
-    predictor: PredictionFolder | ModelPredictor
-    if method is None:
-        assert predictions is not None  # method is None exactly when --predictions is given
-        predictor = PredictionFolder(predictions, data)
-        settings = predictor.settings()
-    else:
-        from pnpseg.method.segmenter import Segmenter
+        self.task = None
 
-        segmenter = Segmenter.from_pretrained(method.adapter, model=method.model, device=device, **method.params)
-        predictor = ModelPredictor(segmenter, data, protocol.value, **predictor_options)
-        settings = {
-            "adapter": method.adapter,
-            "model": method.model,
-            "preset": str(preset) if preset else None,
-            **predictor.settings(),
-        }
-    job = Evaluation(
-        data,
-        predictor,
-        out,
-        protocol=protocol.value,
-        settings=settings,
-        limit=limit,
-        save_predictions=save_predictions,
-        checkpoint_every=checkpoint_every,
-        overwrite=overwrite,
-        console=console,
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.task is not None:
+            self.progress.stop()
+
+    def update(self, done: int, total: int, miou: float) -> None:
+        from pnpseg.evaluation.report import format_percent
+
+        if self.task is None:  # the first report: the records to reuse are known
+            console.print(f"{self.header}: {total} image(s) to do", highlight=False, soft_wrap=True)
+            self.progress.start()
+            self.task = self.progress.add_task("eval", total=total, miou=format_percent(miou))
+        self.progress.update(self.task, completed=done, miou=format_percent(miou))
+
+
+def _report(result) -> None:
+    """The per-class table, mIoU, aAcc and where the results are."""
+    from rich.table import Table
+
+    from pnpseg.evaluation.report import format_percent
+
+    table = Table(title=f"pnpseg eval: {result.dataset} ({result.protocol})")
+    table.add_column("class")
+    table.add_column("IoU", justify="right")
+    for name, iou in result.per_class.items():
+        table.add_row(name, format_percent(iou))
+    table.add_section()
+    table.add_row("[bold]mIoU[/]", f"[bold]{format_percent(result.miou)}[/]")
+    table.add_row("aAcc", format_percent(result.aacc))
+    table.add_row("images", str(result.images))
+    console.print(table)
+    console.print(
+        f"{result.computed} image(s) scored in this run, {result.reused} result(s) reused from the saved state "
+        f"(their label and prediction inputs unchanged); results written to {result.out}",
+        highlight=False,
+        soft_wrap=True,
     )
-    job.run()

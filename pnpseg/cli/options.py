@@ -92,7 +92,11 @@ DropRounds = Annotated[
 ]
 DropRule = Annotated[
     Optional[str],
-    typer.Option("--drop-rule", help="median (paper) or topk:N (authors' code).", rich_help_panel=METHOD),
+    typer.Option(
+        "--drop-rule",
+        help="median (paper) or topk:N (authors' code); default: median, or topk:10 with --compat authors.",
+        rich_help_panel=METHOD,
+    ),
 ]
 Postprocess = Annotated[
     Optional[str],

@@ -139,7 +139,8 @@ def head_atlas(
     batch = Batch.build([plan], [len(classes)])
     text = adapter.tokenize(batch.prompts)
     pixels = adapter.preprocess([image], segmenter.input_size)
-    weights = token_weights(batch.chunks, text.input_ids.shape[1], len(classes)).to(pixels.device)
+    weights = token_weights(batch.chunks, text.input_ids.shape[1], len(classes), segmenter.params.compat)
+    weights = weights.to(pixels.device)
     attentions, gradients, grid = capture(adapter, pixels[batch.image], text, list(range(adapter.num_layers)))
     per_layer = []
     for attention, gradient in zip(attentions, gradients):

@@ -2,7 +2,8 @@
 
 A rule takes the summed saliency U (B, P) and the already-dropped mask (B, P) and returns
 the newly dropped patches. Patches with zero saliency are never dropped: they carry no
-evidence, and dropping them would only hide context from the next round.
+evidence, and dropping them would only hide context from the next round. The one exception
+is ``compat="authors"``, which reproduces the released code's top-N (docs/method.md §6).
 """
 
 from __future__ import annotations
@@ -34,7 +35,24 @@ def drop_topk(saliency: torch.Tensor, dropped: torch.Tensor, k: int) -> torch.Te
     return new
 
 
-def drop_patches(rule: str, saliency: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
+def drop_topk_authors(saliency: torch.Tensor, dropped: torch.Tensor, k: int) -> torch.Tensor:
+    """The released code's top-N: dropped patches score 0 and the N highest scores are taken.
+
+    With fewer than N positive patches the remaining slots go to zero-score patches, the
+    highest indices first (a stable ascending sort's last N); a slot that lands on an
+    already-dropped patch is spent without dropping anything new.
+    """
+    score = saliency.masked_fill(dropped, 0.0)
+    k = min(k, score.shape[1])
+    index = score.sort(dim=1, stable=True).indices[:, -k:]
+    new = torch.zeros_like(dropped)
+    new.scatter_(1, index, True)
+    return new & ~dropped
+
+
+def drop_patches(rule: str, saliency: torch.Tensor, dropped: torch.Tensor, compat: str = "paper") -> torch.Tensor:
     """Apply the named rule (``median`` or ``topk:N``); returns the newly dropped patches."""
     name, k = parse_drop_rule(rule)
-    return drop_median(saliency, dropped) if name == "median" else drop_topk(saliency, dropped, k)
+    if name == "median":
+        return drop_median(saliency, dropped)
+    return drop_topk_authors(saliency, dropped, k) if compat == "authors" else drop_topk(saliency, dropped, k)

@@ -11,12 +11,16 @@ import torch
 import torch.nn.functional as F
 
 
-def minmax(maps: torch.Tensor) -> torch.Tensor:
-    """Min-max normalise each (H, W) map of (..., H, W) to [0, 1]; constant maps become 0."""
+def minmax(maps: torch.Tensor, guard: bool = True) -> torch.Tensor:
+    """Min-max normalise each (H, W) map of (..., H, W) to [0, 1]; constant maps become 0.
+
+    ``guard=False`` divides as the released code does, so a constant map becomes 0/0 = NaN
+    (docs/method.md §6).
+    """
     flat = maps.flatten(-2)
     low = flat.amin(-1, keepdim=True)
-    span = (flat.amax(-1, keepdim=True) - low).clamp_min(1e-12)
-    return ((flat - low) / span).view_as(maps)
+    span = flat.amax(-1, keepdim=True) - low
+    return ((flat - low) / (span.clamp_min(1e-12) if guard else span)).view_as(maps)
 
 
 def resize(maps: torch.Tensor, size: tuple[int, int], align_corners: bool = False) -> torch.Tensor:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from pnpseg.errors import PnpsegError
 
@@ -20,6 +20,9 @@ Size = tuple[int, int]
 
 #: The adapter used when neither a flag nor a preset names one.
 DEFAULT_ADAPTER = "blip"
+
+#: The drop rule each ``compat`` mode uses unless one is given.
+COMPAT_DROP_RULES = {"paper": "median", "authors": "topk:10"}
 
 PositiveInt = Annotated[int, Field(ge=1)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
@@ -39,7 +42,12 @@ class SegmentParams(BaseModel):
     threshold: FiniteFloat = Field(0.15, ge=0.0, lt=1.0, description="keep normalised saliency ≥ threshold (§4.1)")
     blur_sigma: FiniteFloat = Field(0.05, ge=0.0, description="Gaussian blur σ as a fraction of max(H, W) (§4.4)")
     drop_rounds: PositiveInt = Field(4, description="Saliency DropOut rounds R; 1 means plain GradCAM")
-    drop_rule: str = Field("median", strict=True, description="'median' (paper) or 'topk:N' (authors' code)")
+    drop_rule: Optional[str] = Field(
+        None,
+        strict=True,
+        description="'median' (paper) or 'topk:N' (authors' code); unset: median under compat paper, "
+        "topk:10 (the released code's sort_thresh005) under authors",
+    )
     image_size: tuple[PositiveInt, PositiveInt] = Field(
         (336, 336), description="model input (height, width), rounded down to the patch size; at least one patch"
     )
@@ -59,10 +67,19 @@ class SegmentParams(BaseModel):
         except ValidationError as error:
             raise ParamsError(describe(error)) from None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _compat_drop_rule(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("drop_rule") is None:
+            compat = values.get("compat", "paper")
+            return {**values, "drop_rule": COMPAT_DROP_RULES.get(compat, "median") if isinstance(compat, str) else None}
+        return values
+
     @field_validator("drop_rule")
     @classmethod
-    def _drop_rule(cls, value: str) -> str:
-        parse_drop_rule(value)
+    def _drop_rule(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_drop_rule(value)
         return value
 
     @field_validator("image_size", mode="before")
@@ -111,6 +128,24 @@ def short(value: Any, limit: int = 60) -> str:
     """``repr`` cut to ``limit`` characters, so a huge value never floods the message."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def adapter_defaults(adapter: Any) -> dict[str, Any]:
+    """The adapter's ``default_params`` (layer and head: those of :class:`SegmentParams`
+    when it gives none), with layer and head clamped to its model.
+
+    Defaults are written for a model family's usual checkpoint; a smaller checkpoint of the
+    family (fewer layers or heads) gets its last layer but one (the last carries no class
+    signal) and its last head instead of an out-of-range error. Explicit values are never
+    clamped: out of range, they are an error.
+    """
+    params = dict(getattr(adapter, "default_params", {}))
+    layers, heads = int(adapter.num_layers), int(adapter.num_heads)
+    layer, head = (int(params.get(key, SegmentParams.model_fields[key].default)) for key in ("layer", "head"))
+    if layer > layers:  # the last layer but one: in the last, only [CLS] reaches the ITM head
+        layer = max(1, layers - 1)
+    params["layer"], params["head"] = layer, min(head, heads)
+    return params
 
 
 def parse_drop_rule(rule: str) -> tuple[str, int]:

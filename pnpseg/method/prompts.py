@@ -105,14 +105,17 @@ def _length(tokenize: Tokenize, names: Sequence[str]) -> int:
     return int(tokenize([build_prompt(names)[0]]).attention_mask.sum())
 
 
-def token_weights(chunks: Sequence[Chunk], length: int, num_classes: int) -> torch.Tensor:
+def token_weights(chunks: Sequence[Chunk], length: int, num_classes: int, compat: str = "paper") -> torch.Tensor:
     """(chunks, num_classes, length) matrix averaging each class's tokens (docs/method.md §1).
 
     Row k of chunk c holds 1/n on the n tokens of image class k if chunk c covers it, so
-    ``weights @ cam`` turns per-token maps into per-class maps in one matmul.
+    ``weights @ cam`` turns per-token maps into per-class maps in one matmul. Under
+    ``compat="authors"`` the last class of each prompt sums its tokens instead, as the
+    released code does (docs/method.md §6).
     """
     weights = torch.zeros(len(chunks), num_classes, length)
     for c, chunk in enumerate(chunks):
         for k, toks in zip(chunk.classes, chunk.tokens):
-            weights[c, k, list(toks)] = 1.0 / len(toks)
+            summed = compat == "authors" and k == chunk.classes[-1]
+            weights[c, k, list(toks)] = 1.0 if summed else 1.0 / len(toks)
     return weights

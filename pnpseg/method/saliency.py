@@ -51,7 +51,8 @@ def saliency_maps(
     """Summed GradCAM maps M̂ per image: a list of (K_i, grid_h, grid_w) CPU tensors."""
     text = adapter.tokenize(batch.prompts)
     num_images, k_max = pixels.shape[0], max(batch.num_classes)
-    weights = token_weights(batch.chunks, text.input_ids.shape[1], k_max).to(pixels.device)
+    weights = token_weights(batch.chunks, text.input_ids.shape[1], k_max, params.compat).to(pixels.device)
+    pieces = (weights > 0).to(weights.dtype)  # every class token counted once: the authors' drop score
     image = batch.image.to(pixels.device)
     dropped = None
     total = None
@@ -73,6 +74,18 @@ def saliency_maps(
             if on_round is not None:
                 on_round(round_, maps, dropped.clone())
             if round_ + 1 < params.drop_rounds:
-                dropped |= drop_patches(params.drop_rule, maps.sum(1), dropped)
+                score = maps.sum(1) if params.compat != "authors" else piece_sums(cam, pieces, image, num_images)
+                dropped |= drop_patches(params.drop_rule, score, dropped, params.compat)
     gh, gw = grid
     return [total[i, : batch.num_classes[i]].reshape(-1, gh, gw).float().cpu() for i in range(num_images)]
+
+
+def piece_sums(cam: torch.Tensor, pieces: torch.Tensor, image: torch.Tensor, num_images: int) -> torch.Tensor:
+    """(S, T, P) GradCAM → (B, P): the sum of every class-token row per image.
+
+    The released code ranks patches by this sum, so a name of n word pieces counts n times
+    (docs/method.md §6); ``pieces`` (S, K, T) is 1 on each class's tokens.
+    """
+    per_sample = class_maps(cam, pieces).float().sum(1)
+    score = torch.zeros(num_images, cam.shape[-1], dtype=per_sample.dtype, device=cam.device)
+    return score.index_add_(0, image, per_sample)

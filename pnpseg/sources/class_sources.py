@@ -33,6 +33,7 @@ from PIL import Image
 from pnpseg.errors import PnpsegError
 from pnpseg.io.images import InputItem
 from pnpseg.method.prompts import PREFIX
+from pnpseg.method.validation import check_output
 from pnpseg.sources.image_classes import ImageClasses
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ class ClassSourceImageError(PnpsegError):
 
 @dataclass
 class Proposal:
-    """The classes to segment in one image, in vocabulary order, and how they were chosen."""
+    """The classes to segment in one image (in vocabulary order unless ``ordered``), and how
+    they were chosen."""
 
     classes: list[str]
     scores: dict[str, float] | None = None
@@ -56,6 +58,9 @@ class Proposal:
     #: ``{"name": "itm", "reason": "..."}`` when the source fell back to another one.
     fallback: dict[str, str] | None = None
     notes: list[str] = field(default_factory=list)
+    #: Keep the source's order in the prompt instead of the vocabulary's (the authors'
+    #: GPT-4o lists: the order decides which class ends the prompt, docs/method.md §6).
+    ordered: bool = False
 
     def record(self) -> dict[str, Any]:
         """The manifest's ``class_source`` entry."""
@@ -159,15 +164,52 @@ class AllSource:
 # -- file ---------------------------------------------------------------------------------
 
 
+def _confidence(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 100.0:
+        raise ValueError(text)
+    return value
+
+
+def _format(text: str) -> str:
+    if text not in ("lists", "gpt4o"):
+        raise ValueError(text)
+    return text
+
+
+FILE_OPTIONS: dict[str, Callable[[str], Any]] = {"format": _format, "min_confidence": _confidence, "dataset": str}
+
+
+def split_file_options(options: str) -> tuple[str, dict[str, Any]]:
+    """``"PATH,format=gpt4o,min_confidence=70"`` → ``("PATH", {...})``; commas in PATH stay."""
+    parts = options.split(",")
+    cut = len(parts)
+    while cut > 1 and parts[cut - 1].partition("=")[0].strip() in FILE_OPTIONS:
+        cut -= 1
+    return ",".join(parts[:cut]).strip(), parse_options("file", ",".join(parts[cut:]), FILE_OPTIONS)
+
+
 class FileSource:
-    """Per-image class lists from a JSON or CSV file (format: :mod:`pnpseg.sources.image_classes`)."""
+    """Per-image class lists from a file: JSON or CSV lists of names (format:
+    :mod:`pnpseg.sources.image_classes`), or the authors' released GPT-4o answers
+    (``format=gpt4o``, :mod:`pnpseg.sources.gpt4o`), which keep their answer order."""
 
     name = "file"
 
     def __init__(self, options: str = "", vocabulary: Sequence[str] = ()) -> None:
-        if not options:
+        path, opts = split_file_options(options)
+        if not path:
             raise PnpsegError("--class-source file needs a path: file:PATH (JSON or CSV)")
-        self.table = ImageClasses(Path(options).expanduser(), "class file")
+        self.ordered = opts.get("format") == "gpt4o"
+        if not self.ordered and opts.keys() - {"format"}:
+            raise PnpsegError("--class-source file: min_confidence and dataset need format=gpt4o")
+        rows = None
+        if self.ordered:
+            from pnpseg.sources.gpt4o import DEFAULT_MIN_CONFIDENCE, class_index, read_gpt4o
+
+            index = class_index(opts.get("dataset"), vocabulary)
+            rows = read_gpt4o(Path(path).expanduser(), index, opts.get("min_confidence", DEFAULT_MIN_CONFIDENCE))
+        self.table = ImageClasses(Path(path).expanduser(), "class file", rows)
         if vocabulary:
             self.table.check_vocabulary(vocabulary)
 
@@ -175,6 +217,9 @@ class FileSource:
         names = self.table.lookup(item) if item is not None else None
         if names is None:
             raise ClassSourceImageError(f"image not listed in class file {self.table.path}")
+        if self.ordered:
+            spelling = {name.casefold(): name for name in vocabulary}
+            return Proposal([spelling[name.casefold()] for name in names], source=self.name, ordered=True)
         wanted = {name.casefold() for name in names}
         return Proposal([name for name in vocabulary if name.casefold() in wanted], source=self.name)
 
@@ -209,7 +254,9 @@ def itm_scores(segmenter: Any, image: Image.Image, vocabulary: Sequence[str]) ->
     logits = []
     for start in range(0, len(vocabulary), ITM_CHUNK):
         text = adapter.tokenize([PREFIX + name for name in vocabulary[start : start + ITM_CHUNK]])
-        logits.append(adapter.forward(pixels, text, []).match_logit.detach().float().reshape(-1).cpu())
+        out = adapter.forward(pixels, text, [])
+        check_output(adapter, out, pixels, text, [])
+        logits.append(out.match_logit.detach().float().cpu())
     probs = torch.sigmoid(torch.cat(logits))
     return {name: float(p) for name, p in zip(vocabulary, probs)}
 
@@ -324,7 +371,8 @@ def build_class_source(spec: str | None, vocabulary: Sequence[str] = ()) -> Clas
 def propose(
     source: ClassSource, image: Image.Image, item: InputItem | None, vocabulary: Sequence[str], segmenter: Any
 ) -> Proposal:
-    """Call ``source`` and check its answer: a non-empty subset of the vocabulary, in order."""
+    """Call ``source`` and check its answer: a non-empty subset of the vocabulary, in
+    vocabulary order unless the proposal is ``ordered``."""
     proposal = source(image, item, vocabulary, segmenter)
     if not isinstance(proposal, Proposal):  # a plugin returned a plain list
         proposal = Proposal(list(proposal), source=getattr(source, "name", ""))
@@ -333,7 +381,9 @@ def propose(
     foreign = sorted(wanted - set(vocabulary))
     if foreign:
         raise ClassSourceImageError(f"class source {proposal.source!r} proposed unknown classes: {', '.join(foreign)}")
-    proposal.classes = [name for name in vocabulary if name in wanted]
+    proposal.classes = (
+        list(dict.fromkeys(proposal.classes)) if proposal.ordered else [n for n in vocabulary if n in wanted]
+    )
     if not proposal.classes:
         raise ClassSourceImageError(f"class source {proposal.source!r} proposed no classes")
     return proposal

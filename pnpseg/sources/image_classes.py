@@ -46,11 +46,12 @@ def item_keys(item: InputItem) -> list[str]:
 class ImageClasses:
     """A parsed file: ``lookup(item)`` gives the image's class names, or None if unlisted."""
 
-    def __init__(self, path: Path, what: str = "class file"):
+    def __init__(self, path: Path, what: str = "class file", rows: Sequence[tuple[str, list[str]]] | None = None):
+        """Parse ``path``, or take its ``rows`` (image key, names) already read in another format."""
         self.path = Path(path)
         self.what = what  # "labels file", "class file": how messages name it
         self.table: dict[str, tuple[str, list[str]]] = {}  # casefolded key → (key as written, names)
-        for key, names in _parse(self.path, what):
+        for key, names in _parse(self.path, what) if rows is None else rows:
             folded = key.replace("\\", "/").strip().casefold()
             if folded in self.table:
                 raise ImageClassesError(f"{self.what} {self.path} lists image {key!r} twice")

@@ -1,0 +1,10 @@
+"""pnpseg plugin entry point (group ``pnpseg``, name ``flava``)."""
+
+from __future__ import annotations
+
+import pnpseg
+
+
+@pnpseg.hookimpl
+def register_adapters(register: pnpseg.hookspecs.Register) -> None:
+    register("flava", pnpseg.lazy("pnpseg_flava.adapter:FlavaAdapter"))  # imports transformers on first use
