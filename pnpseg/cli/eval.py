@@ -148,7 +148,7 @@ def eval_command(
         slide=_parse_slide(slide),
         short_side=short_side,
     )
-    run = dict(limit=limit, checkpoint_every=checkpoint_every, overwrite=overwrite)
+    run: dict[str, Any] = dict(limit=limit, checkpoint_every=checkpoint_every, overwrite=overwrite)
     bar = _Bar(f"Evaluating {data.name} ({data.num_classes} classes, protocol {protocol.value})")
     with bar:
         if engine == o.EngineName.ray:
@@ -170,7 +170,7 @@ def eval_command(
                 save_predictions=save_predictions,
                 predictor_options=predictor_options,
             )
-            address = dict(address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker)
+            address: dict[str, Any] = dict(address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker)
             result = ray_evaluate(config, **address, **run, progress=bar.update)
         else:
             result = evaluate(
@@ -214,7 +214,7 @@ class _Bar:
             TimeRemainingColumn(),
             console=console,
         )
-        self.task = None
+        self.task: Any = None  # a rich TaskID once started
 
     def __enter__(self) -> _Bar:
         return self

@@ -7,7 +7,7 @@ docs/tuning.md.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.markup import escape
@@ -137,7 +137,7 @@ class _Bars:
             TimeRemainingColumn(),
             console=console,
         )
-        self.tasks: dict[str, object] = {}
+        self.tasks: dict[str, Any] = {}  # stage → rich TaskID
 
     def __enter__(self) -> _Bars:
         return self
