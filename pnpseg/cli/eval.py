@@ -13,6 +13,7 @@ import typer
 import pnpseg.cli.options as o
 from pnpseg.cli.app import app, console
 from pnpseg.errors import PnpsegError
+from pnpseg.method.defaults import DEFAULT_ADAPTER
 
 
 def _parse_slide(value: str | None) -> tuple[int, int] | None:
@@ -130,7 +131,6 @@ def eval_command(
     from pnpseg.evaluation.datasets import get_dataset
     from pnpseg.evaluation.evaluate import evaluate
     from pnpseg.io.outputs import atomic_write_bytes
-    from pnpseg.method.params import DEFAULT_ADAPTER
 
     if export_classes is not None and export_classes.is_dir():
         raise PnpsegError(f"--export-classes needs a file name, but {str(export_classes)!r} is a folder")
@@ -195,25 +195,10 @@ class _Bar:
     """A Rich progress bar with the running mIoU, fed by ``progress(done, total, miou)``."""
 
     def __init__(self, header: str) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from pnpseg.io.progress import progress_bar
 
         self.header = header
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("mIoU {task.fields[miou]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        )
+        self.progress = progress_bar(console, "mIoU {task.fields[miou]}")
         self.task: Any = None  # a rich TaskID once started
 
     def __enter__(self) -> _Bar:

@@ -14,6 +14,7 @@ from rich.markup import escape
 
 import pnpseg.cli.options as o
 from pnpseg.cli.app import app, console
+from pnpseg.method.defaults import DEFAULT_ADAPTER
 
 
 @app.command()
@@ -25,8 +26,8 @@ def tune(
         "-l",
         help="JSON object (image → list of class names) or CSV rows image,classes with the classes separated by ';'.",
     ),
-    adapter: Optional[str] = typer.Option(
-        None, "--adapter", "-a", help="VLM adapter (see `pnpseg plugins`); default: blip.", rich_help_panel=o.METHOD
+    adapter: str = typer.Option(
+        DEFAULT_ADAPTER, "--adapter", "-a", help="VLM adapter (see `pnpseg plugins`).", rich_help_panel=o.METHOD
     ),
     model: o.Model = None,
     scorer: str = typer.Option(
@@ -59,11 +60,8 @@ def tune(
     top: int = typer.Option(10, "--top", min=1, help="Rows in the table of best trials."),
 ) -> None:
     """Search layer, head, threshold (stage 1) and blur σ (stage 2) by the CLIP reward; write a preset."""
-    from pnpseg.method.params import DEFAULT_ADAPTER
     from pnpseg.tuning.tune import tune as run_tune
     from pnpseg.tuning.write import heatmap_path
-
-    adapter = adapter or DEFAULT_ADAPTER
 
     cache_dir = None if no_cache else (cache or out.parent / f"{out.stem}.cache")
     with _Bars(f"Tuning {adapter} with the {scorer} scorer") as bars:
@@ -119,24 +117,10 @@ class _Bars:
     NAMES = {"capture": "capture", "stage 1": "stage 1: layer/head/threshold", "stage 2": "stage 2: blur σ"}
 
     def __init__(self, header: str) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from pnpseg.io.progress import progress_bar
 
         self.header = header
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        )
+        self.progress = progress_bar(console)
         self.tasks: dict[str, Any] = {}  # stage → rich TaskID
 
     def __enter__(self) -> _Bars:

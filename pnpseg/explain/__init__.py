@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pnpseg.explain.trace import HeadAtlas, PipelineTrace, class_contrast, head_atlas, trace_pipeline
-from pnpseg.method.params import DEFAULT_ADAPTER
+from pnpseg.method.defaults import DEFAULT_ADAPTER
 
 __all__ = ["HeadAtlas", "PipelineTrace", "class_contrast", "explain_image", "head_atlas", "trace_pipeline"]
 

@@ -18,9 +18,6 @@ from pnpseg.errors import PnpsegError
 
 Size = tuple[int, int]
 
-#: The adapter used when neither a flag nor a preset names one.
-DEFAULT_ADAPTER = "blip"
-
 #: The drop rule each ``compat`` mode uses unless one is given.
 COMPAT_DROP_RULES = {"paper": "median", "authors": "topk:10"}
 

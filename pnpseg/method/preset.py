@@ -31,7 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, W
 
 from pnpseg.errors import PnpsegError
 from pnpseg.io.outputs import write_json
-from pnpseg.method.params import DEFAULT_ADAPTER, ParamsError, SegmentParams, short
+from pnpseg.method.defaults import DEFAULT_ADAPTER
+from pnpseg.method.params import ParamsError, SegmentParams, short
 
 FORMAT = "pnpseg-preset"
 VERSION = 1

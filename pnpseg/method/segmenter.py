@@ -14,12 +14,14 @@ from PIL import Image
 from pnpseg.errors import PnpsegError
 from pnpseg.io.images import load_image, to_rgb
 from pnpseg.method.adapter import VLMAdapter
+from pnpseg.method.defaults import DEFAULT_ADAPTER
 from pnpseg.method.labels import labels_from_scores, scores_from_saliency
-from pnpseg.method.params import DEFAULT_ADAPTER, SegmentParams, adapter_defaults
+from pnpseg.method.params import SegmentParams, adapter_defaults
 from pnpseg.method.postprocess import build_chain
 from pnpseg.method.precision import autocast, check_precision
 from pnpseg.method.profiling import stage
 from pnpseg.method.prompts import Chunk, plan_prompts, validate_names
+from pnpseg.method.resize import fit_longest_side
 from pnpseg.method.saliency import Batch, RoundHook, saliency_maps
 
 ImageLike = Union[Image.Image, np.ndarray, str, Path]
@@ -159,10 +161,9 @@ def finish(
     """:meth:`Segmenter.finish` as a plain function, so worker processes can run it too."""
     p = params
     width, height = image.size
-    scale = min(1.0, p.max_postprocess_side / max(width, height))
-    work = (max(1, round(height * scale)), max(1, round(width * scale)))
     with stage("resize"):
-        small = image if scale == 1.0 else image.resize((work[1], work[0]), Image.BILINEAR)
+        small = fit_longest_side(image, p.max_postprocess_side)
+        work = (small.height, small.width)
         rgb = np.asarray(small, dtype=np.uint8)
         scores = scores_from_saliency(saliency, work, p.threshold, p.background, p.compat)
     if on_stage is not None:
@@ -173,7 +174,7 @@ def finish(
         if on_stage is not None:
             on_stage(name, scores)
     labels = labels_from_scores(scores, p.background).numpy().astype(np.uint8 if len(names) < 256 else np.int32)
-    if scale != 1.0:
+    if small is not image:
         labels = np.asarray(Image.fromarray(labels).resize((width, height), Image.NEAREST))
     return SegmentationResult(labels, scores, saliency, list(names), p.background)
 

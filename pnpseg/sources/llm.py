@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from pnpseg.errors import PnpsegError
+from pnpseg.method.resize import fit_longest_side
 
 ENV_BASE_URL = "PNPSEG_LLM_BASE_URL"
 ENV_MODEL = "PNPSEG_LLM_MODEL"
@@ -88,10 +89,7 @@ class LLMClient:
 
 
 def image_data_url(image: Image.Image, max_side: int = 1024) -> str:
-    image = image.convert("RGB")
-    scale = max_side / max(image.size)
-    if scale < 1:
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
+    image = fit_longest_side(image.convert("RGB"), max_side)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=90)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
