@@ -129,10 +129,10 @@ def render_confusion(cm: np.ndarray, names: Sequence[str], pairs: int = 10) -> I
         return im
     rows = [k for k in involved if k < n]
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    text_w = max(probe.textbbox((0, 0), labels[k][:30], font=font)[2] for k in involved) + 2 * pad
+    text_w = int(max(probe.textbbox((0, 0), labels[k][:30], font=font)[2] for k in involved)) + 2 * pad
     legend = ["top confusions (ground truth -> predicted, % of its pixels):"]
     legend += [f"{labels[g]} -> {labels[p]}: {100 * rate:.1f}%" for g, p, rate in top]
-    legend_w = max(probe.textbbox((0, 0), line, font=font)[2] for line in legend) + 2 * pad
+    legend_w = int(max(probe.textbbox((0, 0), line, font=font)[2] for line in legend)) + 2 * pad
     width = max(text_w + cell * len(involved) + pad, legend_w)
     height = text_w + cell * len(rows) + pad + 16 * (len(top) + 2)
     im = Image.new("RGB", (width, max(height, 100)), "white")

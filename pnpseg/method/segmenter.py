@@ -175,7 +175,7 @@ def finish(
             on_stage(name, scores)
     labels = labels_from_scores(scores, p.background).numpy().astype(np.uint8 if len(names) < 256 else np.int32)
     if small is not image:
-        labels = np.asarray(Image.fromarray(labels).resize((width, height), Image.NEAREST))
+        labels = np.asarray(Image.fromarray(labels).resize((width, height), Image.Resampling.NEAREST))
     return SegmentationResult(labels, scores, saliency, list(names), p.background)
 
 
@@ -189,7 +189,7 @@ def _as_image(image: ImageLike) -> Image.Image:
 
 def _per_image(classes: Sequence[str] | Sequence[Sequence[str]], count: int) -> list[list[str]]:
     if classes and all(isinstance(c, str) for c in classes):
-        return [list(classes)] * count
+        return [[str(c) for c in classes]] * count
     if len(classes) != count:
         raise PnpsegError(f"got {len(classes)} class lists for {count} images")
     return [list(c) for c in classes]

@@ -115,7 +115,7 @@ class SyntheticAdapter(BaseAdapter):
         """Resize to ``size`` = (height, width), scale to [0, 1], normalise to [-1, 1]."""
         self._check_size(size)
         h, w = size
-        arrays = [np.asarray(im.convert("RGB").resize((w, h), Image.BILINEAR), np.float32) for im in images]
+        arrays = [np.asarray(im.convert("RGB").resize((w, h), Image.Resampling.BILINEAR), np.float32) for im in images]
         pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 255.0
         return ((pixels - MEAN) / STD).to(self.device)
 

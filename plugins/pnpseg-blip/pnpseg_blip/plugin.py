@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pnpseg
 
 
 @pnpseg.hookimpl
 def register_adapters(register: pnpseg.hookspecs.Register) -> None:
     register("blip", pnpseg.lazy("pnpseg_blip.adapter:BlipAdapter"))  # imports transformers on first use
+
+
+@pnpseg.hookimpl
+def register_commands(cli: Any) -> None:
+    from .commands import convert_app
+
+    cli.add_typer(convert_app, name="convert")
