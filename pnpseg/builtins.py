@@ -1,4 +1,4 @@
-"""The built-in adapters, postprocessors, scorers and class sources, registered through the
+"""The built-in adapters (and their model types), postprocessors, scorers and class sources, registered through the
 same hooks as any plugin's.
 
 Each factory is a :func:`pnpseg.lazy` target, so listing them (``pnpseg plugins``) or
@@ -14,6 +14,11 @@ from pnpseg.hookspecs import Register, hookimpl, lazy
 @hookimpl
 def register_adapters(register: Register) -> None:
     register("synthetic", lazy("pnpseg.testing.synthetic:SyntheticAdapter"))
+
+
+@hookimpl
+def register_model_types(register: Register) -> None:
+    register("pnpseg-synthetic", "synthetic")  # SyntheticAdapter.model_type, as a literal: no torch import
 
 
 @hookimpl

@@ -62,7 +62,7 @@ def test_gradcam_maps_of_every_round_match_lavis(exported, converted):
     image = Image.open(folder / "scene.png")
     for rounds in range(1, settings["rounds"] + 1):
         segmenter = Segmenter.from_pretrained(
-            "blip", model=str(converted), device="cpu", drop_rounds=rounds, **settings["params"]
+            str(converted), adapter="blip", device="cpu", drop_rounds=rounds, **settings["params"]
         )
         ours = segmenter.saliency([image], [settings["classes"]])[0].numpy()
         reference = lavis[f"summed_{rounds}"]

@@ -128,6 +128,7 @@ def test_core_and_cli_never_import_ray():
 
 
 def test_engine_ray_without_ray_says_which_extra(tmp_path, monkeypatch):
+    """A missing optional dependency is an environment problem: exit 3 (the documented exit codes)."""
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
     (tmp_path / "x.png").write_bytes(b"")
     result = CliRunner().invoke(

@@ -58,7 +58,7 @@ def scenes(tmp_path_factory):
 @pytest.fixture(scope="module")
 def local_run(scenes, tmp_path_factory):
     out = tmp_path_factory.mktemp("local")
-    result = segment(str(scenes), *ARGS, "--out", str(out), "--viz")
+    result = segment(str(scenes), *ARGS, "--out", str(out), "--viz", "--format", "png,cvat,coco")
     assert result.exit_code == 1, result.output  # broken.png
     return out
 
@@ -83,10 +83,13 @@ def records(out: Path, strip: str = "") -> list[dict]:
 
 def test_ray_engine_matches_the_local_engine(scenes, local_run, tmp_path):
     out = tmp_path / "ray"
-    result = segment(str(scenes), *ARGS, "--out", str(out), "--viz", "--engine", "ray", "--workers", "2")
+    result = segment(
+        str(scenes), *ARGS, "--out", str(out), "--viz", "--format", "png,cvat,coco", "--engine", "ray", "--workers", "2"
+    )
     assert result.exit_code == 1, result.output
     assert "skipping non-image file" in result.output and "broken.png" in result.output
-    assert outputs(out) == outputs(local_run)  # label PNGs, overlays and classes.json, byte for byte
+    # label PNGs, overlays, classes.json and the --format documents, byte for byte
+    assert outputs(out) == outputs(local_run) and (out / "coco.json").is_file() and (out / "cvat").is_dir()
     assert records(out) == records(local_run)  # same records in the same (input) order
     assert [r["status"] for r in records(out)].count("error") == 1
     assert not (out / ".pnpseg-parts").exists()
@@ -98,7 +101,7 @@ def test_uris_and_resume(scenes, local_run, tmp_path):
     first = segment(*args)
     assert first.exit_code == 1, first.output
     assert {k: v for k, v in outputs(out).items()} == {
-        k: v for k, v in outputs(local_run).items() if not k.startswith("overlays/")
+        k: v for k, v in outputs(local_run).items() if not k.startswith(("overlays/", "cvat/", "coco.json"))
     }
     assert records(out, strip="file://") == records(local_run)
     assert json.loads((out / "manifest.jsonl").read_text().splitlines()[0])["output"].startswith(f"file://{out}/")
@@ -140,7 +143,7 @@ def test_a_worker_killed_mid_run_still_does_every_image_once(scenes, local_run, 
     assert len(inputs) == len(set(inputs)) == 9  # exactly one record per image
     assert records(out) == records(local_run)
     assert {k: v for k, v in outputs(out).items()} == {
-        k: v for k, v in outputs(local_run).items() if not k.startswith("overlays/")
+        k: v for k, v in outputs(local_run).items() if not k.startswith(("overlays/", "cvat/", "coco.json"))
     }
 
 
@@ -177,7 +180,7 @@ def test_eval_on_ray_sums_the_same_confusion_matrix(tmp_path):
         has_background=True,
         pnp_background="always",
     )(root)
-    segmenter = Segmenter.from_pretrained("synthetic", device="cpu", image_size="128")
+    segmenter = Segmenter.from_pretrained(adapter="synthetic", device="cpu", image_size="128")
     settings = {"adapter": "synthetic", "model": None, "preset": None}
     predictor = ModelPredictor(segmenter, data, "pnp")
     local = Evaluation(data, predictor, tmp_path / "local", settings={**settings, **predictor.settings()}).run()

@@ -44,6 +44,13 @@ def error_line(message: str) -> None:
     console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
+def print_json(summary: Any) -> None:
+    """A command's ``--json`` summary: one JSON document on stdout (everything else goes to stderr)."""
+    import json
+
+    typer.echo(json.dumps(summary, ensure_ascii=False, default=str))
+
+
 def warning_line(message: str) -> None:
     console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 

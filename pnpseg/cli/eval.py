@@ -11,7 +11,7 @@ from typing import Any, Optional
 import typer
 
 import pnpseg.cli.options as o
-from pnpseg.cli.app import app, console
+from pnpseg.cli.app import app, console, print_json
 from pnpseg.errors import PnpsegError
 from pnpseg.method.defaults import DEFAULT_ADAPTER
 
@@ -126,6 +126,12 @@ def eval_command(
         1, "--workers", min=1, help="--engine ray: model workers (actors).", rich_help_panel=o.ENGINE
     ),
     gpus_per_worker: o.GpusPerWorker = 0.0,
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="Print one JSON summary on stdout (progress and tables stay on stderr).",
+        rich_help_panel=o.IO,
+    ),
 ) -> None:
     """Evaluate on a dataset: mIoU, per-class IoU and pixel accuracy; resumable."""
     from pnpseg.evaluation.datasets import get_dataset
@@ -189,6 +195,8 @@ def eval_command(
                 **run,
             )
     _report(result)
+    if as_json:
+        print_json({"command": "eval", **result.to_json()})
 
 
 class _Bar:

@@ -10,7 +10,6 @@ Segmenter needs: the one place a command builds its parameters.
 from __future__ import annotations
 
 from enum import Enum
-from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -58,10 +57,11 @@ Model = Annotated[
     ),
 ]
 PresetPath = Annotated[
-    Optional[Path],
+    Optional[str],
     typer.Option(
         "--preset",
-        help="Parameters (and adapter/model) from `pnpseg tune`; explicit flags win (schema: docs/preset.schema.json).",
+        help="Parameters (and adapter/model) from `pnpseg tune`: a file or hf://ORG/REPO/FILE.json; explicit flags "
+        "win (schema: docs/preset.schema.json).",
         rich_help_panel=METHOD,
     ),
 ]

@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 
 import pnpseg.cli.options as o
-from pnpseg.cli.app import EXIT_INPUT_FAILED, app, console
+from pnpseg.cli.app import EXIT_INPUT_FAILED, app, console, print_json
+from pnpseg.errors import PnpsegError
 
 
 @app.command()
@@ -16,7 +17,7 @@ def segment(
     ctx: typer.Context,
     inputs: list[str] = typer.Argument(
         ...,
-        help="Image files and/or folders (searched recursively); with --engine ray also scheme://... URIs (s3://, gs://, file://, any pyarrow/fsspec file system).",
+        help="Image files and/or folders (searched recursively); - reads one path per line from stdin; with --engine ray also scheme://... URIs (s3://, gs://, file://, any pyarrow/fsspec file system).",
     ),
     classes: Optional[str] = typer.Option(
         None,
@@ -79,6 +80,15 @@ def segment(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Redo images already done; allow a different class list.", rich_help_panel=o.IO
     ),
+    formats: str = typer.Option(
+        "png",
+        "--format",
+        help="Output formats, comma-separated: png (label PNGs, always written), coco, cvat, labelstudio (docs/formats.md).",
+        rich_help_panel=o.IO,
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON summary on stdout (progress stays on stderr).", rich_help_panel=o.IO
+    ),
     engine: o.Engine = o.EngineName.local,
     ray_address: o.RayAddress = None,
     gpus_per_worker: o.GpusPerWorker = 0.0,
@@ -93,8 +103,11 @@ def segment(
     """Segment images into the given classes; write label PNGs, classes.json and manifest.jsonl."""
     from pnpseg.engines.local import SegmentJob, read_class_names
     from pnpseg.engines.parallel import parse_batch_size
+    from pnpseg.io.formats import parse_formats
 
     names = read_class_names(classes, classes_file)
+    inputs = read_inputs(inputs)
+    chosen_formats = parse_formats(formats)
     method = o.method_choice(ctx)
     if engine == o.EngineName.ray:
         from pnpseg.engines.ray import RaySegmentJob
@@ -114,11 +127,15 @@ def segment(
             workers=workers or 1,
             precision=precision.value,
             class_source=class_source,
+            formats=chosen_formats,
             address=ray_address,
             gpus_per_worker=gpus_per_worker,
             cpus_per_worker=cpus_per_worker,
         )
-        if ray_job.run().failed:
+        summary = ray_job.run()
+        if as_json:
+            print_json({"command": "segment", **summary.to_json(ray_job.folder.location, ray_job.folder.manifest_uri)})
+        if summary.failed:
             raise typer.Exit(EXIT_INPUT_FAILED)
         return
     job = SegmentJob(
@@ -136,7 +153,23 @@ def segment(
         workers=workers,
         precision=precision.value,
         class_source=class_source,
+        formats=chosen_formats,
     )
     summary = job.run()
+    if as_json:
+        print_json({"command": "segment", **summary.to_json(job.folder.location, job.folder.manifest_uri)})
     if summary.failed:
         raise typer.Exit(EXIT_INPUT_FAILED)
+
+
+def read_inputs(inputs: list[str]) -> list[str]:
+    """``-`` stands for the paths on stdin, one per line (blank lines skipped), as ``find`` prints them."""
+    if "-" not in inputs:
+        return inputs
+    stdin = [line.strip() for line in typer.get_text_stream("stdin").read().splitlines() if line.strip()]
+    if not stdin:
+        raise PnpsegError("segment -: no paths on stdin")
+    expanded: list[str] = []
+    for given in inputs:
+        expanded += stdin if given == "-" else [given]
+    return expanded

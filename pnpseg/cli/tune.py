@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 
 import pnpseg.cli.options as o
-from pnpseg.cli.app import app, console
+from pnpseg.cli.app import app, console, print_json
 from pnpseg.method.defaults import DEFAULT_ADAPTER
 
 
@@ -58,6 +58,9 @@ def tune(
     image_size: o.ImageSize = None,
     device: o.Device = "auto",
     top: int = typer.Option(10, "--top", min=1, help="Rows in the table of best trials."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON summary on stdout (progress and tables stay on stderr)."
+    ),
 ) -> None:
     """Search layer, head, threshold (stage 1) and blur σ (stage 2) by the CLIP reward; write a preset."""
     from pnpseg.tuning.tune import tune as run_tune
@@ -109,6 +112,8 @@ def tune(
         highlight=False,
         soft_wrap=True,
     )
+    if as_json:
+        print_json({"command": "tune", "preset": str(out), "heatmap": str(heatmap_path(out)), **result.to_json()})
 
 
 class _Bars:

@@ -24,6 +24,8 @@ from pnpseg.engines.common import (
 )
 from pnpseg.engines.parallel import Finisher, auto_batch_size, prefetch
 from pnpseg.errors import ClassNameError, ImageError
+from pnpseg.io.formats import DEFAULT_FORMATS
+from pnpseg.io.formats import check_available as check_formats
 from pnpseg.io.images import InputItem, discover, load_image
 from pnpseg.io.progress import progress_bar
 from pnpseg.method.defaults import DEFAULT_ADAPTER
@@ -73,8 +75,11 @@ class SegmentJob:
         workers: int = 0,
         precision: str = "fp32",
         class_source: Any = "all",
+        formats: Sequence[str] = DEFAULT_FORMATS,
     ):
         self.classes, self.batch_size, self.workers = classes, batch_size, workers
+        self.formats = tuple(formats)
+        check_formats(self.formats)  # a missing library for a format: before the model loads
         self.overwrite = overwrite
         self.console = console or Console(stderr=True)
         self.folder = OutputFolder(Path(out), classes, overwrite=overwrite)
@@ -82,7 +87,7 @@ class SegmentJob:
         self.folder.guard_inputs(self.items)
         self.folder.check_classes()
         spec = JobSpec(list(classes), adapter, model, device, dict(params or {}), precision, class_source)
-        built = spec.build()
+        built = spec.build(self.items)
         self.segmenter, self.settings = built.segmenter, built.settings
         self.layout = self.folder.layout(built.settings, fingerprint(self.folder.table, built.settings), viz)
         self.folder.check_fingerprint(self.layout.fingerprint)
@@ -105,6 +110,7 @@ class SegmentJob:
             start = time.perf_counter()
             self._segment(todo, summary, start)
             summary.seconds = time.perf_counter() - start
+            summary.formats = folder.write_formats(self.formats, self.layout.fingerprint)
         report(self.console, summary, "pnpseg segment", self.folder.location, self.folder.manifest_uri)
         return summary
 

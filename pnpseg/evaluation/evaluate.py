@@ -205,7 +205,7 @@ def evaluate(
 
         adapter, model, values = with_preset(preset, adapter, model, params or {})
         dataset.samples()  # dataset problems before any model loads
-        segmenter = Segmenter.from_pretrained(adapter, model=model, device=device, **values)
+        segmenter = Segmenter.from_pretrained(model, adapter=adapter, device=device, **values)
         predictor = ModelPredictor(
             segmenter,
             dataset,

@@ -42,6 +42,21 @@ class EvalResult:
         """Images predicted in this run (the others were reused from the saved state)."""
         return self.images - self.reused
 
+    def to_json(self) -> dict[str, Any]:
+        """The ``eval --json`` summary: the headline numbers of ``results.json`` (percent)."""
+        return {
+            "dataset": self.dataset,
+            "protocol": self.protocol,
+            "averaging": self.rule,
+            "images": self.images,
+            "reused": self.reused,
+            "mIoU": percent(self.miou),
+            "aAcc": percent(self.aacc),
+            "per_class_iou": {k: percent(v) for k, v in self.per_class.items()},
+            "seconds": round(self.seconds, 3),
+            "output": str(self.out) if self.out is not None else None,
+        }
+
 
 def percent(value: float | None) -> float | None:
     """A fraction as a percentage rounded for the reports; None for a missing value."""

@@ -43,7 +43,7 @@ def explain_image(
     out = Path(out)
     picture = load_image(Path(image))
     chosen = {key: value for key, value in dict(params or {}).items() if value is not None}
-    segmenter = Segmenter.from_pretrained(adapter or DEFAULT_ADAPTER, model=model, device=device, **chosen)
+    segmenter = Segmenter.from_pretrained(model, adapter=adapter or DEFAULT_ADAPTER, device=device, **chosen)
     names = list(classes)
     out.mkdir(parents=True, exist_ok=True)
     trace = trace_pipeline(segmenter, picture, names)

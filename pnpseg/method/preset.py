@@ -30,6 +30,7 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, WithJsonSchema, field_validator
 
 from pnpseg.errors import PnpsegError
+from pnpseg.io.hub import HF_SCHEME, hf_uri_file
 from pnpseg.io.outputs import write_json
 from pnpseg.method.defaults import DEFAULT_ADAPTER
 from pnpseg.method.params import ParamsError, SegmentParams, short
@@ -79,7 +80,10 @@ def preset_schema() -> dict[str, Any]:
 
 
 def load_preset(path: str | Path) -> dict[str, Any]:
-    """Read and check a preset; returns the whole dict (``params`` checked against SegmentParams)."""
+    """Read and check a preset (a file, or ``hf://org/repo/file.json`` from the hub's cache,
+    offline-aware); returns the whole dict (``params`` checked against SegmentParams)."""
+    if str(path).startswith(HF_SCHEME):
+        path = hf_uri_file(str(path), "preset")
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
@@ -154,7 +158,7 @@ class MethodChoice:
     adapter: str
     model: str | None
     params: dict[str, Any]
-    preset: Path | None = None
+    preset: str | None = None  # a file or hf://ORG/REPO/FILE.json, as given
     #: The loaded preset (its reward, search log...), when one was given.
     preset_data: dict[str, Any] | None = None
 
@@ -171,7 +175,7 @@ def choose_method(
     chosen, model, merged = apply_preset(loaded, adapter, model, params)
     overrides = {key: value for key, value in merged.items() if value is not None}
     SegmentParams.build(overrides)
-    return MethodChoice(chosen, model, overrides, Path(preset) if preset is not None else None, loaded)
+    return MethodChoice(chosen, model, overrides, str(preset) if preset is not None else None, loaded)
 
 
 __all__ = [

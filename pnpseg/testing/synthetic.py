@@ -87,6 +87,9 @@ class SyntheticAdapter(BaseAdapter):
         "image_size": (224, 224),
     }
 
+    #: ``model_type`` of a ``config.json`` that ``Segmenter.from_pretrained(folder)`` maps to this adapter.
+    model_type = "pnpseg-synthetic"
+
     def __init__(self, model: str | None = None, device: str | torch.device = "cpu", max_text_length: int = 64) -> None:
         # ``model`` is accepted (and ignored) so every adapter factory has one signature.
         if max_text_length < 3:

@@ -44,6 +44,7 @@ def read_labels(path: Path, items: Sequence[InputItem]) -> tuple[list[LabelledIm
     """Match a labels file (format: :mod:`pnpseg.sources.image_classes`) to the discovered inputs:
     ``(labelled images in input order, unlabelled inputs)``."""
     matched = ImageClasses(Path(path), "labels file").match(items)
+    matched = {path: names for path, names in matched.items() if names}  # listed with [] = unlabelled
     labelled = [LabelledImage(item, matched[item.path]) for item in items if item.path in matched]
     return labelled, [item for item in items if item.path not in matched]
 

@@ -96,7 +96,7 @@ def tune(
         raise PnpsegError(f"blur scales must be ≥ 0, got {blur_values}")
 
     dev = resolve_device(device)
-    segmenter = Segmenter.from_pretrained(adapter, model=model, device=dev, layer=1, head=1, image_size=image_size)
+    segmenter = Segmenter.from_pretrained(model, adapter=adapter, device=dev, layer=1, head=1, image_size=image_size)
     vlm = segmenter.adapter
     layer_values = parse_int_range(layers or f"1-{vlm.num_layers}", 1, vlm.num_layers, "layers")
     head_values = parse_int_range(heads or f"1-{vlm.num_heads}", 1, vlm.num_heads, "heads")

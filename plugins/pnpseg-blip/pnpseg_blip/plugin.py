@@ -13,6 +13,13 @@ def register_adapters(register: pnpseg.hookspecs.Register) -> None:
 
 
 @pnpseg.hookimpl
+def register_model_types(register: pnpseg.hookspecs.Register) -> None:
+    """``Segmenter.from_pretrained(<a blip checkpoint>)`` picks this adapter (a literal: no
+    transformers import to list what plugins claim)."""
+    register("blip", "blip")
+
+
+@pnpseg.hookimpl
 def register_commands(cli: Any) -> None:
     from .commands import convert_app
 

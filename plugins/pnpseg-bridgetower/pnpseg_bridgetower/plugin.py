@@ -10,3 +10,10 @@ def register_adapters(register: pnpseg.hookspecs.Register) -> None:
     register(
         "bridgetower", pnpseg.lazy("pnpseg_bridgetower.adapter:BridgeTowerAdapter")
     )  # imports transformers on first use
+
+
+@pnpseg.hookimpl
+def register_model_types(register: pnpseg.hookspecs.Register) -> None:
+    """``Segmenter.from_pretrained(<a bridgetower checkpoint>)`` picks this adapter (a literal: no
+    transformers import to list what plugins claim)."""
+    register("bridgetower", "bridgetower")

@@ -55,7 +55,7 @@ def test_export_lavis_blip_arrays():
             ).match_logit.numpy()
     for rounds in range(1, SETTINGS["rounds"] + 1):
         segmenter = Segmenter.from_pretrained(
-            "lavis-blip", model=str(checkpoint), device="cpu", drop_rounds=rounds, **SETTINGS["params"]
+            str(checkpoint), adapter="lavis-blip", device="cpu", drop_rounds=rounds, **SETTINGS["params"]
         )
         arrays[f"summed_{rounds}"] = segmenter.saliency([image], [SETTINGS["classes"]])[0].numpy()
     # every round adds a map of its own (the comparison would be weak otherwise)

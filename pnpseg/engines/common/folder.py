@@ -25,6 +25,7 @@ from typing import Any
 
 from pnpseg.engines.common.layout import OutputLayout
 from pnpseg.errors import PnpsegError
+from pnpseg.io.formats import Labelled, labelled, render
 from pnpseg.io.images import InputItem
 from pnpseg.io.outputs import Manifest, class_table, is_temp_name, json_bytes, manifest_line, parse_manifest, record_key
 from pnpseg.io.store import Store, has_scheme
@@ -238,6 +239,32 @@ class OutputFolder:
         self._pending += rows
         if self._records is not None:
             self._records.update(parse_manifest(b"".join(manifest_line(r) for r in rows)))
+
+    # -- whole-run documents (--format) -----------------------------------------------------
+    def finished(self, fingerprint: str) -> list[Labelled]:
+        """Every image whose current label PNG this folder holds (an ok record with this
+        fingerprint, its file present), resumed ones included, in manifest order."""
+        found = []
+        for record in self.records().values():
+            current = record.get("status") == "ok" and record.get("fingerprint") == fingerprint
+            rel = record.get("file") if current else None
+            data = self.store.read_bytes(rel) if rel else None
+            if data is not None:
+                found.append(labelled(record["input"], rel, data))
+        return found
+
+    def write_formats(self, formats: Sequence[str], fingerprint: str) -> dict[str, list[str]]:
+        """Render ``--format`` documents (all but png, written per image) from every finished
+        image and write each file atomically; returns ``{format: [files written]}``."""
+        extra = [name for name in formats if name != "png"]
+        if not extra:
+            return {}
+        written: dict[str, list[str]] = {}
+        for name, files in render(extra, self.classes, self.finished(fingerprint)).items():
+            for rel, data in files.items():
+                self.store.write_bytes(rel, data)
+            written[name] = [self.store.uri(rel) for rel in files]
+        return written
 
     def flush(self) -> None:
         """Write the records an object store is still owed."""

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pnpseg.io.images import InputItem
 from pnpseg.method.defaults import DEFAULT_ADAPTER
 
 
@@ -41,11 +42,12 @@ class JobSpec:
     #: ``--class-source NAME[:options]``, or a ready ClassSource object (local engine only).
     class_source: Any = "all"
 
-    def build(self) -> Built:
-        """The class source (its options are checked first), the Segmenter (tokenizer-level
-        class checks before any weights load) and the settings, as every engine builds them."""
+    def build(self, items: Sequence[InputItem] = ()) -> Built:
+        """The class source (its options, and ``items`` against it, are checked first), the
+        Segmenter (tokenizer-level class checks before any weights load) and the settings, as
+        every engine builds them."""
         from pnpseg.method.segmenter import Segmenter
-        from pnpseg.sources.class_sources import build_class_source
+        from pnpseg.sources.class_sources import build_class_source, check_inputs
 
         spec = self.class_source if isinstance(self.class_source, str) else None
         source = (
@@ -53,8 +55,9 @@ class JobSpec:
             if spec is None and self.class_source is not None
             else build_class_source(spec, self.classes)
         )
+        check_inputs(source, items)
         segmenter = Segmenter.from_pretrained(
-            self.adapter, model=self.model, device=self.device, precision=self.precision, **self.params
+            self.model, adapter=self.adapter, device=self.device, precision=self.precision, **self.params
         )
         segmenter.plan(self.classes)
         settings: dict[str, Any] = {"adapter": self.adapter, "model": self.model, "params": segmenter.params.to_dict()}

@@ -18,6 +18,22 @@ class Summary:
     not_images: int = 0
     seconds: float = 0.0
     errors: list[tuple[str, str]] = field(default_factory=list)
+    #: Files written per ``--format`` other than png (rebuilt from every finished image).
+    formats: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_json(self, output: str, manifest: str) -> dict[str, Any]:
+        """The ``--json`` summary of a run."""
+        return {
+            "segmented": self.done,
+            "already_done": self.skipped_done,
+            "failed": self.failed,
+            "non_images_skipped": self.not_images,
+            "seconds": round(self.seconds, 3),
+            "output": output,
+            "manifest": manifest,
+            "formats": self.formats,
+            "errors": [{"input": path, "error": error} for path, error in self.errors],
+        }
 
     def add(self, record: Mapping[str, Any]) -> None:
         """Count one manifest record."""

@@ -41,7 +41,9 @@ class EvalConfig:
             return data, predictor, predictor.settings()
         from pnpseg.method.segmenter import Segmenter
 
-        segmenter = Segmenter.from_pretrained(self.adapter, model=self.model, device=self.device, **(self.params or {}))
+        segmenter = Segmenter.from_pretrained(
+            self.model, adapter=self.adapter, device=self.device, **(self.params or {})
+        )
         predictor = ModelPredictor(segmenter, data, self.protocol, **(self.predictor_options or {}))
         return (
             data,

@@ -16,9 +16,11 @@ from pnpseg.engines.common import JobSpec, OutputFolder, Summary, fingerprint, r
 from pnpseg.engines.ray.cluster import init_ray
 from pnpseg.engines.ray.storage import discover_uris
 from pnpseg.errors import PnpsegError
+from pnpseg.io.formats import DEFAULT_FORMATS
+from pnpseg.io.formats import check_available as check_formats
 from pnpseg.io.progress import progress_bar
 from pnpseg.method.defaults import DEFAULT_ADAPTER
-from pnpseg.sources.class_sources import build_class_source
+from pnpseg.sources.class_sources import build_class_source, check_inputs
 
 
 class RaySegmentJob:
@@ -41,6 +43,7 @@ class RaySegmentJob:
         workers: int = 1,
         precision: str = "fp32",
         class_source: str = "all",
+        formats: Sequence[str] = DEFAULT_FORMATS,
         address: str | None = None,
         gpus_per_worker: float = 0.0,
         cpus_per_worker: float | None = None,
@@ -61,7 +64,10 @@ class RaySegmentJob:
         self.items, self.not_images = discover_uris(inputs, exclude=[local_out] if local_out is not None else [])
         self.folder.guard_inputs(item for item, _ in self.items)
         self.folder.check_classes()
-        build_class_source(class_source, classes)  # a bad spec fails here, before Ray starts
+        self.formats = tuple(formats)
+        check_formats(self.formats)
+        # a bad spec, or a file: key naming several inputs, fails here, before Ray starts
+        check_inputs(build_class_source(class_source, classes), [item for item, _ in self.items])
         self.spec = JobSpec(list(classes), adapter, model, device, dict(params or {}), precision, class_source)
         self.ray = init_ray(address)
         task = self.ray.remote(num_cpus=min(1.0, self._cluster_cpus()), num_gpus=self.gpus)(actors.describe)
@@ -95,6 +101,7 @@ class RaySegmentJob:
             if todo:
                 self._collect(self._pipeline(todo, actor_cpus, finish_cpus), summary, len(todo), start)
             summary.seconds = time.perf_counter() - start
+            summary.formats = folder.write_formats(self.formats, self.layout.fingerprint)
         report(self.console, summary, "pnpseg segment (ray)", self.folder.location, self.folder.manifest_uri)
         return summary
 
