@@ -18,6 +18,22 @@ class NoImagesError(PnpsegError):
     exit_code = 1
 
 
+class EnvironmentProblem(PnpsegError):
+    """Not the user's input but this machine: a missing model, dependency or service, or an
+    output it cannot store (an unwritable folder, a full disk): exit status 3."""
+
+    exit_code = 3
+
+
+class MissingDependencyError(EnvironmentProblem, ImportError):
+    """An optional dependency that the chosen option needs is not installed (the message
+    names the extra to install)."""
+
+
+class ServiceUnavailableError(EnvironmentProblem):
+    """A service an option needs (an LLM endpoint, a Ray cluster) cannot be reached."""
+
+
 class UnknownNameError(PnpsegError, KeyError):
     """An adapter/postprocessor name that no plugin registered."""
 
@@ -34,7 +50,7 @@ class ClassNameError(PnpsegError, ValueError):
     """A class list the pipeline cannot use (empty, duplicates, blank, untokenisable...)."""
 
 
-class ModelLoadError(PnpsegError):
+class ModelLoadError(EnvironmentProblem):
     """A model that is neither cached nor reachable, or a local path that is not a model."""
 
 
@@ -43,18 +59,6 @@ class AdapterError(PnpsegError):
 
     The message names the adapter and the clause it broke, in one line.
     """
-
-
-class EnvironmentProblem(PnpsegError):
-    """Something the run needs is missing from this machine or unreachable, or the machine
-    cannot store the output (an unwritable folder, a full disk): exit status 3."""
-
-    exit_code = 3
-
-
-class MissingDependencyError(EnvironmentProblem):
-    """An optional dependency that the chosen option needs is not installed (an environment
-    problem: the message names the extra to install)."""
 
 
 class ImageError(PnpsegError):

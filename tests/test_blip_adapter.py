@@ -46,8 +46,8 @@ def test_registry_builds_adapter_from_folder(adapter: BlipAdapter) -> None:
     assert adapter.max_text_length == 64
     assert adapter.patch_size == 16
     assert adapter.device == torch.device("cpu")
-    assert adapter.default_params["layer"] == 8 and adapter.default_params["head"] == 10
-    assert adapter.default_params["image_size"] == (336, 336)
+    effective = pnpseg.SegmentParams.build(adapter.default_params)  # BLIP's are SegmentParams' defaults
+    assert (effective.layer, effective.head, effective.image_size) == (8, 10, (336, 336))
 
 
 def test_weights_load_lazily(tiny_blip: Path, tmp_path: Path) -> None:

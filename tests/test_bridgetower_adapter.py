@@ -51,8 +51,8 @@ def test_loads_through_plugin_registry_lazily(tiny_bridgetower):
 def test_default_params_are_the_papers():
     from pnpseg_bridgetower import BridgeTowerAdapter
 
-    p = BridgeTowerAdapter.default_params
-    assert (p["layer"], p["head"], p["threshold"], p["image_size"]) == (2, 8, 0.15, (336, 336))
+    p = pnpseg.SegmentParams.build(BridgeTowerAdapter.default_params)  # the adapter states only what differs
+    assert (p.layer, p.head, p.threshold, p.image_size) == (2, 8, 0.15, (336, 336))
 
 
 @pytest.mark.parametrize("size, grid", [((64, 96), (4, 6)), ((96, 64), (6, 4))])

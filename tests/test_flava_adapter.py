@@ -178,7 +178,9 @@ def test_pnpseg_plugins_lists_flava():
 
     from pnpseg.cli import app
 
-    result = CliRunner().invoke(app, ["plugins"], env={"COLUMNS": "200"})
+    result = CliRunner().invoke(app, ["plugins"], env={"COLUMNS": "80"})
     assert result.exit_code == 0
-    row = next(line for line in result.output.splitlines() if "pnpseg-flava" in line)
-    assert "flava" in row.split("pnpseg-flava")[1]
+    lines = result.output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("flava  (pnpseg-flava"))
+    block = [line for line in lines[start + 1 :] if line.startswith("  ")][:3]  # one block per plugin
+    assert "  adapters: flava" in block

@@ -306,7 +306,7 @@ def test_missing_model_is_one_line(tmp_path, offline):
         env=env,
         timeout=120,
     )
-    assert proc.returncode == 2
+    assert proc.returncode == 3  # environment: a missing model (README "Exit codes")
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "--model" in lines[0] and "Salesforce/blip-itm-large-flickr" in lines[0], proc.stderr
     assert time.perf_counter() - started < 30  # no minute of retries

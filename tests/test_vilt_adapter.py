@@ -74,8 +74,8 @@ def test_loads_through_plugin_registry_lazily(tiny_vilt):
 def test_default_params():
     from pnpseg_vilt import ViltAdapter
 
-    p = ViltAdapter.default_params
-    assert (p["layer"], p["head"], p["threshold"], p["image_size"]) == (8, 10, 0.15, (384, 384))
+    p = pnpseg.SegmentParams.build(ViltAdapter.default_params)  # the adapter states only what differs
+    assert (p.layer, p.head, p.threshold, p.image_size) == (8, 10, 0.15, (384, 384))
 
 
 @pytest.mark.parametrize("size, grid", [((64, 96), (2, 3)), ((96, 64), (3, 2))])

@@ -40,10 +40,12 @@ def read_class_names(classes: str | None, classes_file: Path | None) -> list[str
     """Names from ``--classes "a,b"`` and/or ``--classes-file`` (one per line, # comments)."""
     names: list[str] = []
     if classes is not None:
+        if "\n" in classes or "\r" in classes:
+            raise ClassNameError("--classes holds a line break; separate class names with commas")
         names += classes.split(",")
     if classes_file is not None:
         try:
-            text = classes_file.read_text(encoding="utf-8")
+            text = classes_file.read_text(encoding="utf-8-sig")  # a BOM is not part of the first name
         except (OSError, UnicodeDecodeError) as error:
             raise ClassNameError(f"cannot read classes file {classes_file}: {error}") from None
         names += [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]

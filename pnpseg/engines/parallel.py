@@ -98,10 +98,14 @@ def _init_worker(
     torch.set_num_threads(threads)
     profiling.enable(profile)
     try:  # a failure is reported by _worker_problem, not as a BrokenProcessPool per image
-        from pnpseg.plugins import load_plugins_dir
+        from pnpseg.plugins import broken_plugins, load_plugins_dir
 
+        before = {problem.name for problem in broken_plugins()}
         for folder in plugin_dirs:
             load_plugins_dir(Path(folder))
+        for problem in broken_plugins():  # a plugin file the parent loaded fails here: say why
+            if problem.name not in before:
+                raise PnpsegError(f"plugin {problem.name}: {problem.reason}")
         _worker_state.update(params=params, chain=pickle.loads(chain))
     except Exception as error:  # noqa: BLE001 - shown to the user in one line
         _worker_state["problem"] = f"{type(error).__name__}: {error}"

@@ -93,7 +93,10 @@ class SegmentationResult:
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise PnpsegError(f"unknown device {str(device)!r}: use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise PnpsegError("--device cuda was asked for, but no CUDA GPU is available")
     return device
@@ -157,8 +160,14 @@ class Segmenter:
                 f"text→image attention layers of {a.num_heads} heads (both 1-based)"
             )
         patch = a.patch_size
-        height, width = (max(patch, side // patch * patch) for side in p.image_size)
+        if min(p.image_size) < patch:
+            raise PnpsegError(
+                f"image size {p.image_size[0]}x{p.image_size[1]} is smaller than one {patch}-pixel patch of this model"
+            )
+        height, width = (side // patch * patch for side in p.image_size)
         self.input_size = (height, width)
+        if self.input_size != p.image_size:  # record the size used, not the size asked for
+            self.params = self.params.model_copy(update={"image_size": self.input_size})
 
     def plan(self, classes: Sequence[str]) -> list[Chunk]:
         """Validate class names and split them into prompts (cached per class list)."""

@@ -33,7 +33,6 @@ import torch
 from PIL import Image
 
 from pnpseg.errors import PnpsegError
-from pnpseg.hookspecs import hookimpl
 from pnpseg.io.images import InputItem
 from pnpseg.method.prompts import PREFIX
 from pnpseg.method.validation import check_output
@@ -348,15 +347,6 @@ class LlmSource:
 
 
 # -- registry -----------------------------------------------------------------------------
-
-
-@hookimpl
-def register_class_sources(register: Any) -> None:
-    register("all", AllSource)
-    register("file", FileSource)
-    register("itm", ItmSource)
-    register("clip", ClipSource)
-    register("llm", LlmSource)
 
 
 def build_class_source(spec: str | None, vocabulary: Sequence[str] = ()) -> ClassSource:

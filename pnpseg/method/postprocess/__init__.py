@@ -1,4 +1,4 @@
-"""Built-in postprocessors, registered through the same hook as any plugin's."""
+"""Postprocessors: the protocol and the chain builder (built-ins are registered in pnpseg/builtins.py)."""
 
 from __future__ import annotations
 
@@ -9,22 +9,13 @@ import numpy as np
 import torch
 
 from pnpseg.errors import PnpsegError
-from pnpseg.hookspecs import hookimpl
 from pnpseg.method.params import SegmentParams
-from pnpseg.method.postprocess.blur import GaussianBlur
-from pnpseg.method.postprocess.crf import DenseCRF
 from pnpseg.method.profiling import stage
 from pnpseg.specs import factory_options, parse_options, parse_spec
 
 
 class Postprocessor(Protocol):
     def __call__(self, scores: torch.Tensor, image: np.ndarray, params: SegmentParams) -> torch.Tensor: ...
-
-
-@hookimpl
-def register_postprocessors(register) -> None:
-    register("blur", GaussianBlur)
-    register("crf", DenseCRF)
 
 
 class PostprocessorError(ValueError):
