@@ -50,6 +50,7 @@ def test_registry_builds_adapter_from_folder(adapter: BlipAdapter) -> None:
     assert (effective.layer, effective.head, effective.image_size) == (8, 10, (336, 336))
 
 
+@pytest.mark.slow
 def test_weights_load_lazily(tiny_blip: Path, tmp_path: Path) -> None:
     folder = tmp_path / "no_weights"
     shutil.copytree(tiny_blip, folder)

@@ -180,6 +180,7 @@ def test_plugins_dir_error_is_escaped(tmp_path):
     assert result.exit_code == 2 and "[bold]x[/bold]" in result.output
 
 
+@pytest.mark.slow
 def test_broken_plugins_are_skipped_reported_and_listed(tmp_path, scene):
     (tmp_path / "crashes.py").write_text("raise ImportError('no module named nothing_here')\n")
     (tmp_path / "misspelt.py").write_text(

@@ -55,17 +55,19 @@ def alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.slow
 def test_workers_exit_when_the_run_is_killed(tmp_path):
-    folder = scenes(tmp_path / "in", 30)
+    folder = scenes(tmp_path / "in", 150)  # more than the run can finish while we watch
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "pnpseg.cli", "segment", str(folder), "--classes", "red,blue"]
     cmd += ["--adapter", "synthetic", "--out", str(out), "--image-size", "96", "--workers", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     workers: set[int] = set()
-    while time.time() < deadline and (len(workers) < 2 or not list(out.glob("*.png"))):
-        workers = {pid for pid in children(proc.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()}
+    while time.time() < deadline and proc.poll() is None and (len(workers) < 2 or not list(out.glob("*.png"))):
+        workers |= {pid for pid in children(proc.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()}
         time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
     assert len(workers) >= 2, "the run never started its workers"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -144,6 +146,7 @@ def test_zero_images_is_exit_1_with_a_message(tmp_path, monkeypatch):
     assert result.exit_code == 1 and "no images" in result.output, result.output
 
 
+@pytest.mark.slow
 def test_directory_symlinks_are_followed_once_and_loops_are_skipped(tmp_path):
     folder = scenes(tmp_path / "in", 1)
     elsewhere = scenes(tmp_path / "elsewhere", 2)

@@ -64,6 +64,7 @@ def test_json_summary_is_the_only_stdout(run):
     assert "Segmenting" in result.stderr  # progress and the table stay on stderr
 
 
+@pytest.mark.slow
 def test_coco_round_trips_through_pycocotools(run):
     coco_api = pytest.importorskip("pycocotools.coco")
     out, pngs, _ = run

@@ -74,6 +74,7 @@ time.sleep(120)
 """
 
 
+@pytest.mark.slow
 def test_concurrent_runs_are_refused_and_a_killed_run_never_leaves_the_folder_stuck(photos, tmp_path):
     out = tmp_path / "out"
     out.mkdir()

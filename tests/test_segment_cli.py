@@ -65,6 +65,7 @@ def segmented(scenes, tmp_path_factory):
     return out, result
 
 
+@pytest.mark.slow
 def test_outputs_layout_palette_and_manifest(scenes, segmented):
     root, _ = scenes
     out, result = segmented
@@ -107,6 +108,7 @@ class TransposedGrid(SyntheticAdapter):
         return VLMOutput(out.match_logit, out.attentions, out.grid, swap)
 
 
+@pytest.mark.slow
 def test_accuracy_check_catches_a_transposed_grid(scenes):
     _, truth = scenes
     image, gt = make_scene(200, 320, COLOURS, seed=0)
@@ -145,6 +147,7 @@ def test_rerun_skips_done_images_and_overwrite_redoes_them(scenes, segmented):
     assert settings.exit_code == 2 and "other settings" in settings.output
 
 
+@pytest.mark.slow
 def test_overwrite_redoes(scenes, tmp_path):
     root, _ = scenes
     args = [str(root / "a" / "wide.png"), "--classes", "red", "--adapter", "synthetic", "--out", str(tmp_path)]

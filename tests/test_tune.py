@@ -58,6 +58,7 @@ def tuned(scenes, tmp_path_factory):
     return out, result
 
 
+@pytest.mark.slow
 def test_json_summary_on_stdout(tuned):
     out, result = tuned
     summary = json.loads(result.stdout)  # the only thing on stdout
@@ -88,6 +89,7 @@ def test_tune_finds_the_planted_head(tuned):
     assert len(list((out.parent / "preset.cache").glob("*.pt"))) == 4
 
 
+@pytest.mark.slow
 def test_preset_segments_better_than_a_wrong_head_and_flags_win(scenes, tuned, tmp_path):
     root, _, truth = scenes
     out, _ = tuned
@@ -169,6 +171,7 @@ def test_one_vlm_pass_per_image_whatever_the_trials_and_cache_resume(scenes, tmp
     assert len(count_forward) == 4  # another input size is another cache key
 
 
+@pytest.mark.slow
 def test_seeded_random_search_is_reproducible(scenes, tmp_path):
     root, labels, _ = scenes
     logs = []
@@ -301,6 +304,7 @@ def tiny_clip(tmp_path_factory):
     return f"pnpseg-tiny-clip:{checkpoint}"
 
 
+@pytest.mark.slow
 def test_clip_scorer_end_to_end(scenes, tmp_path, tiny_clip, count_forward):
     from pnpseg.tuning.scorers import ClipScorer
 
@@ -384,6 +388,7 @@ def test_clip_weights_unavailable_offline_is_one_line(scenes, tmp_path):
     assert len(lines) == 1 and "--scorer-model" in lines[0] and "ViT-B-32:openai" in lines[0], proc.stderr
 
 
+@pytest.mark.slow
 def test_tune_a_tiny_blip_with_the_tiny_clip_scorer_and_segment_with_the_preset(scenes, tmp_path, tiny_clip):
     from tiny_models import build_tiny_blip
 
@@ -443,6 +448,7 @@ def test_tune_a_tiny_blip_with_the_tiny_clip_scorer_and_segment_with_the_preset(
 LIB = {"adapter": "synthetic", "scorer": "synthetic", "image_size": "112x144", "device": "cpu"}
 
 
+@pytest.mark.slow
 def test_tune_is_a_library_call_with_a_result_and_no_console_output(scenes, tmp_path, capsys):
     import pnpseg
 
@@ -470,6 +476,7 @@ def test_labels_with_one_class_per_image_are_refused_before_any_pass(scenes, tmp
     assert "Traceback" not in result.output and not out.exists() and count_forward == []
 
 
+@pytest.mark.slow
 def test_a_best_trial_that_hardly_beats_the_median_warns_and_records_the_margin(scenes, tmp_path):
     """Issue 12.3: a search whose reward cannot tell trials apart says so, in the preset too."""
     root, labels, _ = scenes

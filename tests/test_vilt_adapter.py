@@ -218,6 +218,7 @@ def test_offline_default_model_is_one_line_error(tmp_path):
     assert "--model PATH" in message and "'vilt'" in message and "\n" not in message
 
 
+@pytest.mark.slow
 def test_cli_segment_end_to_end(tmp_path, tiny_vilt):
     # more than 40 tokens: chunked
     run_cli_segment(tmp_path, tiny_vilt, "vilt", NAMES, "--image-size", "64x96", "--drop-rounds", "2")

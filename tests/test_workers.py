@@ -21,6 +21,7 @@ from pnpseg.plugins import pm
 from pnpseg.testing import make_scene
 
 
+@pytest.mark.slow
 def test_workers_match_serial_bit_for_bit_with_near_ties(tmp_path, tiny_blip):
     # Random weights give near-ties between classes; seed 2 at 96×96 flipped pixels when the
     # workers upsampled at one thread and the serial path at four.
@@ -144,6 +145,7 @@ def test_an_unpicklable_postprocessor_runs_in_the_main_process_under_workers(plu
     assert len(pngs["0"]) == 2 and pngs["0"] == pngs["1"]
 
 
+@pytest.mark.slow
 def test_a_worker_that_dies_stops_the_run_in_one_line(plugin, tmp_path):
     folder = scene_folder(tmp_path / "in")
     out = tmp_path / "out"
@@ -194,6 +196,7 @@ def register_postprocessors(register):
 """
 
 
+@pytest.mark.slow
 def test_a_plugins_dir_postprocessor_works_under_workers(tmp_path):
     plugins = tmp_path / "plugins"
     plugins.mkdir()
