@@ -23,7 +23,7 @@ import torch
 
 import pnpseg
 from pnpseg.method.profiling import stage
-from pnpseg_hf import HFAdapter, broadcast_batch, capped_by_tokenizer, capture_outputs, side, start_graph_at
+from pnpseg_hf import HFAdapter, broadcast_batch, capped_by_tokenizer, capture_outputs, fused, side, start_graph_at
 
 DEFAULT_MODEL = "BridgeTower/bridgetower-large-itm-mlm-itc"
 ADAPTER = "bridgetower"
@@ -61,6 +61,8 @@ class BridgeTowerAdapter(HFAdapter):
     required_weights = ("itm_score", "bridgetower.cross_modal")
     model_description = "BridgeTower image-text-matching model"
     checkpoint_description = "BridgeTower ITM checkpoint"
+    # The vision tower already uses nn.MultiheadAttention without weights (PyTorch's fused path).
+    fused_attention = {"BridgeTowerSelfAttention": fused.INTERFACE, "BridgeTowerCrossAttention": fused.INTERFACE}
 
     def __init__(self, model: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu") -> None:
         super().__init__(model, device)

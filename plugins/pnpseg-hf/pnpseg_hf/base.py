@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -12,6 +12,7 @@ from PIL import Image
 
 import pnpseg
 
+from .fused import fuse_model
 from .loading import load_pretrained, quiet_progress, resolve_source
 
 
@@ -51,6 +52,9 @@ class HFAdapter(pnpseg.BaseAdapter):
     require_config_json: ClassVar[bool] = False
     #: Resampling filter for :meth:`preprocess`; None takes the image processor's.
     fixed_resample: ClassVar[Image.Resampling | None] = None
+    #: Attention classes run fused (SDPA) wherever nothing is captured: class name → fused
+    #: forward or :data:`pnpseg_hf.fused.INTERFACE` (see :mod:`pnpseg_hf.fused`).
+    fused_attention: ClassVar[Mapping[str, Any]] = {}
 
     num_layers: int
     num_heads: int
@@ -106,7 +110,8 @@ class HFAdapter(pnpseg.BaseAdapter):
         return self._model is not None
 
     def _ensure_model(self) -> Any:
-        """Load the weights once: eval mode, eager attention, every parameter frozen."""
+        """Load the weights once: eval mode, every parameter frozen, eager attention except the
+        :attr:`fused_attention` classes (fused unless ``PNPSEG_EAGER=1``)."""
         if self._model is None:
             with quiet_progress():
                 model, info = self._load(
@@ -122,6 +127,7 @@ class HFAdapter(pnpseg.BaseAdapter):
                     f"{self.name!r} has no {self.head_description} (missing {missing[0]}, ...); {self._suggestion()}"
                 ) from None
             self._model = model.eval().requires_grad_(False).to(self.device)
+            fuse_model(self._model, self.fused_attention)
         return self._model
 
     # -- protocol pieces -------------------------------------------------------------------

@@ -25,7 +25,7 @@ import torch
 
 import pnpseg
 from pnpseg.method.profiling import stage
-from pnpseg_hf import HFAdapter, broadcast_batch, capped_by_tokenizer, side, start_graph_at
+from pnpseg_hf import HFAdapter, broadcast_batch, capped_by_tokenizer, eager, fused, side, start_graph_at
 
 DEFAULT_MODEL = "dandelin/vilt-b32-finetuned-coco"
 ADAPTER = "vilt"
@@ -67,6 +67,7 @@ class ViltAdapter(HFAdapter):
     head_description = "image-text retrieval head"
     model_description = "ViLT image-text retrieval model"
     checkpoint_description = "ViLT retrieval checkpoint"
+    fused_attention = {"ViltSelfAttention": fused.vilt_self_attention}
 
     def __init__(self, model: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu") -> None:
         super().__init__(model, device)
@@ -114,6 +115,7 @@ class ViltAdapter(HFAdapter):
             torch.enable_grad(),
             stage("multimodal forward"),
             start_graph_at(self_attention_module(model, min(layers)) if layers else None),
+            eager(self_attention_module(model, i) for i in layers),
         ):
             out = model.vilt(
                 input_ids=input_ids,
