@@ -293,7 +293,7 @@ def run_floor(adapter: Any, images: list[Path], params: SegmentParams, fused: bo
     chunks = plan_prompts(VOC, adapter.tokenize, adapter.max_text_length)
     text = adapter.tokenize([c.prompt for c in chunks])
     pixels = [adapter.preprocess([load_image(p)], size) for p in images]
-    modules = () if fused else list(adapter._ensure_model().modules())
+    modules = () if fused else list(adapter.model.modules())
     with eager(modules), measured() as result:
         for px in pixels:
             for _ in range(params.drop_rounds):
@@ -315,7 +315,7 @@ def run_baseline(adapter: Any, images: list[Path], out: Path, params: SegmentPar
     from pnpseg_blip.adapter import capture_cross_attentions
     from pnpseg_hf import eager
 
-    model = adapter._ensure_model()
+    model = adapter.model
     with eager(list(model.modules())):  # the reference's attention is eager throughout
         return _baseline(adapter, model, images, out, params, capture_cross_attentions)
 
@@ -446,7 +446,7 @@ def bench_size(
         flush=True,
     )
     adapter = lookup("adapters", adapter_name)(model=str(model_dir), device="cpu")
-    adapter._ensure_model()  # weight loading is not part of the per-image cost
+    _ = adapter.model  # load the weights now: loading is not part of the per-image cost
     seg_params = SegmentParams.build(adapter.default_params, params)
     methods: dict[str, Callable[[list[Path], Path], dict[str, Any]]] = {
         "ours": lambda imgs, out: run_ours(adapter, adapter_name, model_dir, imgs, out, params, args.workers),

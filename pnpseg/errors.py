@@ -27,6 +27,13 @@ class ModelLoadError(PnpsegError):
     """A model that is neither cached nor reachable, or a local path that is not a model."""
 
 
+class AdapterError(PnpsegError):
+    """An adapter returned something that breaks the protocol (docs/adapters.md).
+
+    The message names the adapter and the clause it broke, in one line.
+    """
+
+
 class MissingDependencyError(PnpsegError):
     """An optional dependency that the chosen option needs is not installed (an environment
     problem: the message names the extra to install)."""

@@ -22,6 +22,7 @@ from tiny_models import build_tiny_blip  # noqa: E402
 
 import pnpseg  # noqa: E402
 import pnpseg.plugins  # noqa: E402
+from pnpseg.testing import check_adapter  # noqa: E402
 from pnpseg_blip import BlipAdapter  # noqa: E402
 from pnpseg_blip.adapter import _enc_token_id, capture_cross_attentions, cross_attention_module  # noqa: E402
 
@@ -110,8 +111,8 @@ def test_match_logit_equals_hf_forward_with_interpolation(adapter: BlipAdapter, 
     inputs = dict(input_ids=text.input_ids, pixel_values=pixels, attention_mask=text.attention_mask)
 
     def reference(interpolate: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad(), capture_cross_attentions(adapter._model, [1]) as captured:
-            logit = adapter._model(**inputs, interpolate_pos_encoding=interpolate).itm_score[:, 1]
+        with torch.no_grad(), capture_cross_attentions(adapter.model, [1]) as captured:
+            logit = adapter.model(**inputs, interpolate_pos_encoding=interpolate).itm_score[:, 1]
         return logit, captured[1]
 
     logit, attention = reference(True)
@@ -129,13 +130,33 @@ def test_gradients_reach_every_captured_layer_and_no_parameter(adapter: BlipAdap
     for grad, attention in zip(grads, out.attentions):
         assert grad.shape == attention.shape
         assert grad.abs().sum() > 0
-    model = adapter._model
+    model = adapter.model
     assert all(not p.requires_grad and p.grad is None for p in model.parameters())
     assert not any(cross_attention_module(model, i)._forward_hooks for i in range(adapter.num_layers))
 
 
+def test_conformance(adapter: BlipAdapter) -> None:
+    """Every clause of the protocol; gradients equal those of Hugging Face's own ITM forward
+    (with a full graph), cut to the text→patch block."""
+
+    def reference(adapter, pixels, text, layers):
+        model = adapter.model
+        inputs = dict(input_ids=text.input_ids, pixel_values=pixels, attention_mask=text.attention_mask)
+        model.requires_grad_(True)
+        try:
+            with capture_cross_attentions(model, layers) as captured:
+                logit = model(**inputs, interpolate_pos_encoding=True).itm_score[:, 1]
+            grads = torch.autograd.grad(logit.sum(), [captured[layer] for layer in layers])
+        finally:
+            model.requires_grad_(False)
+        return [grad[..., 1:] for grad in grads]
+
+    report = check_adapter(adapter, layers=[2, 0], reference_gradients=reference, atol=1e-7)
+    assert not report.skipped
+
+
 def test_hooks_removed_when_forward_fails(adapter: BlipAdapter) -> None:
-    model = adapter._model
+    model = adapter.model
     with pytest.raises(RuntimeError, match="boom"):
         with capture_cross_attentions(model, [0, 2]):
             assert cross_attention_module(model, 0)._forward_hooks

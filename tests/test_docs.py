@@ -39,3 +39,37 @@ def test_adapter_tutorial_runs(monkeypatch):
         plugin = pm.get_plugin("toy")
         if plugin is not None:
             pm.unregister(plugin)
+
+
+FLAVA = DOCS.parent / "plugins" / "pnpseg-flava"
+
+
+def test_hf_tutorial_shows_the_flava_adapter_and_its_test():
+    blocks = python_blocks("adapters.md")
+    assert (FLAVA / "pnpseg_flava" / "adapter.py").read_text() in blocks
+    test_block = next(block for block in blocks if "def build_tiny_flava" in block)
+    assert test_block in (DOCS.parent / "tests" / "test_flava_adapter.py").read_text()
+    imports = next(block for block in blocks if "from pnpseg_hf.testing import" in block)
+    exec(imports, {})
+
+
+def test_hf_tutorial_adapter_builds_and_conforms(tmp_path):
+    """The HFAdapter subclass exactly as the doc shows it, on a tiny FLAVA, passes check_adapter."""
+    import pytest
+
+    pytest.importorskip("transformers")
+    from test_flava_adapter import build_tiny_flava
+
+    from pnpseg.testing import check_adapter
+
+    block = next(block for block in python_blocks("adapters.md") if "(HFAdapter):" in block)
+    namespace = {"__name__": "doc_flava"}
+    exec(block, namespace)
+    adapter = namespace["FlavaAdapter"](str(build_tiny_flava(tmp_path / "tiny")))
+    assert type(adapter).__module__ == "doc_flava"
+    check_adapter(adapter, layers=[1])
+
+
+def test_toy_adapter_passes_the_conformance_kit(monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    exec(next(block for block in python_blocks("adapters.md") if "check_adapter(ToyAdapter())" in block), {})

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hf_checks import random_pixels
 from PIL import Image
 from tiny_models import build_tiny_blip, build_tiny_bridgetower, build_tiny_vilt
 
@@ -19,11 +18,23 @@ from pnpseg.plugins import lookup
 pnpseg_hf = pytest.importorskip("pnpseg_hf")
 fused = pnpseg_hf.fused
 
+
+def build_tiny_flava(folder):
+    from test_flava_adapter import build_tiny_flava  # skips without pnpseg_flava
+
+    return build_tiny_flava(folder)
+
+
 CASES = {
     "blip": (build_tiny_blip, (64, 96)),
     "bridgetower": (build_tiny_bridgetower, (64, 96)),
     "vilt": (build_tiny_vilt, (64, 96)),
+    "flava": (build_tiny_flava, (64, 96)),
 }
+
+
+def random_pixels(size: tuple[int, int]) -> torch.Tensor:
+    return torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
@@ -42,7 +53,7 @@ def scene() -> Image.Image:
 
 def test_every_listed_attention_class_is_fused_after_loading(case):
     _, adapter, _ = case
-    model = adapter._ensure_model()
+    model = adapter.model
     assert adapter.fused_attention
     for class_name in adapter.fused_attention:
         modules = fused.of_type(model, class_name)
@@ -51,8 +62,8 @@ def test_every_listed_attention_class_is_fused_after_loading(case):
 
 def test_forward_equals_eager_and_restores_fusion(case):
     _, adapter, size = case
-    model = adapter._ensure_model()
-    pixels = random_pixels(adapter, size)
+    model = adapter.model
+    pixels = random_pixels(size)
     text = adapter.tokenize(["a picture of cat", "a picture of dog and sky"])
     layers = [0, adapter.num_layers - 1]
     out = adapter.forward(pixels, text, layers)
@@ -72,7 +83,7 @@ def test_forward_equals_eager_and_restores_fusion(case):
 
 def test_label_maps_equal_eager_at_fp32(case):
     _, adapter, size = case
-    model = adapter._ensure_model()
+    model = adapter.model
     segment = Segmenter(adapter, image_size=size, layer=1, head=1)
     classes = ["cat", "dog", "sky"]
     result = segment(scene(), classes)
@@ -86,4 +97,4 @@ def test_pnpseg_eager_env_loads_without_fusion(tmp_path, monkeypatch):
     pytest.importorskip("pnpseg_blip")
     monkeypatch.setenv("PNPSEG_EAGER", "1")
     adapter = lookup("adapters", "blip")(model=str(build_tiny_blip(tmp_path / "blip")))
-    assert not any(fused.is_fused(m) for m in adapter._ensure_model().modules())
+    assert not any(fused.is_fused(m) for m in adapter.model.modules())

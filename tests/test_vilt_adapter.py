@@ -7,16 +7,23 @@ the attention columns back in row-major order.
 
 from __future__ import annotations
 
-import hf_checks
 import pytest
 import torch
-from hf_checks import random_pixels
+from cli_run import run_cli_segment
 from tiny_models import build_tiny_bridgetower, build_tiny_vilt
 
 import pnpseg
 from pnpseg.plugins import lookup
+from pnpseg.testing import check_adapter, compare_devices, repainted_patch_deviations
 
 pytest.importorskip("pnpseg_vilt")
+
+from pnpseg_hf.testing import offline_default_model_error, resave_as  # noqa: E402
+
+
+def random_pixels(adapter, size, batch=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 3, *size, generator=g).to(adapter.device)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +40,7 @@ def adapter(tiny_path):
 def force_patch_order(adapter, monkeypatch):
     """Make ``visual_embed`` emit the patches in a chosen order: ``order[j]`` is the
     row-major index of the patch at position j (the real one samples a random order)."""
-    embeddings = adapter._ensure_model().vilt.embeddings
+    embeddings = adapter.model.vilt.embeddings
     original = embeddings.visual_embed
 
     def install(make_order):
@@ -58,10 +65,14 @@ def force_patch_order(adapter, monkeypatch):
 def test_loads_through_plugin_registry_lazily(tiny_path):
     from pnpseg_vilt import ViltAdapter
 
-    adapter = hf_checks.load_lazily("vilt", tiny_path, ViltAdapter)
+    adapter = lookup("adapters", "vilt")(model=str(tiny_path))
+    assert isinstance(adapter, ViltAdapter) and not adapter.weights_loaded
     assert (adapter.num_layers, adapter.num_heads, adapter.patch_size) == (9, 10, 32)
     assert adapter.max_text_length == 40
-    pieces = hf_checks.token_pieces(adapter, "A picture of cat elephant")  # [CLS] … [SEP]
+    prompt = "A picture of cat elephant"
+    offsets = adapter.tokenize([prompt]).offsets[0]  # [CLS] … [SEP]
+    assert offsets[0] == offsets[-1] == (0, 0) and not adapter.weights_loaded
+    pieces = [prompt[a:b] for a, b in offsets if b > a]
     assert pieces[:4] == ["A", "picture", "of", "cat"] and "".join(pieces[4:]) == "elephant"
 
 
@@ -74,7 +85,10 @@ def test_default_params():
 
 @pytest.mark.parametrize("size, grid", [((64, 96), (2, 3)), ((96, 64), (3, 2))])
 def test_attention_shapes_and_grid(adapter, size, grid):
-    out, t = hf_checks.forward_two_prompts(adapter, size, [3, 0], grid)
+    text = adapter.tokenize(["A picture of cat dog", "A picture of sky"])
+    out = adapter.forward(random_pixels(adapter, size, batch=2), text, [3, 0])
+    t = text.input_ids.shape[1]
+    assert out.grid == grid and out.match_logit.shape == (2,)
     n = grid[0] * grid[1]
     for attention in out.attentions:
         assert attention.shape == (2, adapter.num_heads, t + 1 + n, t + 1 + n)  # [text; image CLS; patches]
@@ -116,7 +130,7 @@ def test_attention_columns_follow_a_repainted_patch(adapter, force_patch_order, 
     pixels = random_pixels(adapter, size, seed=6)
     text = adapter.tokenize(["A picture of cat dog"])
     cells = lambda grid_h, grid_w: [(0, 0), (grid_h - 1, 1), (1, grid_w - 1)]  # noqa: E731
-    for row, col, grid_w, deviation in hf_checks.repainted_patch_deviations(adapter, pixels, text, cells, seed=7):
+    for row, col, grid_w, deviation in repainted_patch_deviations(adapter, pixels, text, cells, seed=7):
         assert int(deviation.argmax()) == row * grid_w + col
         assert (deviation > 1e-4).sum() == 1
 
@@ -129,19 +143,16 @@ def test_forward_leaves_global_rng_alone(adapter):
     torch.testing.assert_close(torch.rand(3), expected)
 
 
-def test_one_image_is_broadcast_across_prompts_and_layers_may_be_empty(adapter):
-    hf_checks.check_broadcast_and_empty_layers(adapter)
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_matches_cpu(tiny_path, adapter):
-    hf_checks.check_cuda_matches_cpu("vilt", tiny_path, adapter)
+    gpu = lookup("adapters", "vilt")(model=str(tiny_path), device="cuda")
+    compare_devices(adapter, gpu, (64, 96), [1])
 
 
 def _reference_gradients(adapter, pixels, text, layers):
     """∂score/∂probs with a full autograd graph (parameters temporarily trainable), with the
-    patches embedded in row-major order by hand."""
-    model = adapter._ensure_model()
+    patches embedded in row-major order by hand; cut to the text→patch block."""
+    model = adapter.model
     b, _, h, w = pixels.shape
     model.requires_grad_(True)
     try:
@@ -158,30 +169,30 @@ def _reference_gradients(adapter, pixels, text, layers):
             output_attentions=True,
         )
         score = model.rank_output(out.pooler_output)[:, 0]
-        return torch.autograd.grad(score.sum(), [out.attentions[layer] for layer in layers])
+        t = text.input_ids.shape[1]
+        grads = torch.autograd.grad(score.sum(), [out.attentions[layer] for layer in layers])
+        return [grad[..., :t, t + 1 :] for grad in grads]
     finally:
         model.requires_grad_(False)
 
 
-def test_gradients_exact_nonzero_and_no_parameter_grads(adapter):
-    text = adapter.tokenize(["A picture of cat dog", "A picture of sky red"])
-    t = text.input_ids.shape[1]
-    hf_checks.check_exact_gradients(
-        adapter, text, [1, 4], (2, 3), _reference_gradients, to_block=lambda ref: ref[..., :t, t + 1 :], atol=1e-8
-    )
+def test_conformance(adapter):
+    """Every clause of the protocol; gradients equal those of the model's own forward with
+    a full graph and the patches in row-major order."""
+    report = check_adapter(adapter, size=(64, 96), layers=[4, 1], reference_gradients=_reference_gradients, atol=1e-8)
+    assert not report.skipped
 
 
 NAMES = ["cat", "dog", "elephant", "giraffe", "zebra", "traffic light", "grass", "sky", "umbrella"]
 
 
-def test_long_prompt_is_chunked_like_running_the_chunks_by_hand(adapter):
+def test_long_prompt_is_refused_by_forward(adapter):
     from pnpseg.method.prompts import build_prompt
 
     full = adapter.tokenize([build_prompt(NAMES)[0]])
     assert full.input_ids.shape[1] > 40  # one prompt would not fit ViLT
     with pytest.raises(ValueError, match="ViLT allows 40"):
         adapter.forward(random_pixels(adapter, (64, 96)), full, [0])
-    hf_checks.check_chunking_matches_by_hand(adapter, NAMES, (2, 3), atol=1e-10)
 
 
 def test_bad_model_sources(tmp_path):
@@ -197,15 +208,20 @@ def test_bad_model_sources(tmp_path):
 
 
 def test_checkpoint_without_retrieval_head_is_refused(tmp_path, tiny_path):
-    hf_checks.check_headless_checkpoint_refused(
-        tmp_path, tiny_path, "ViltForMaskedLM", "vilt", (64, 64), match="no image-text retrieval head"
-    )
+    adapter = lookup("adapters", "vilt")(model=str(resave_as(tiny_path, tmp_path / "mlm", "ViltForMaskedLM")))
+    text = adapter.tokenize(["A picture of cat"])
+    with pytest.raises(pnpseg.ModelLoadError, match="no image-text retrieval head"):
+        adapter.forward(random_pixels(adapter, (64, 64)), text, [0])
 
 
 def test_offline_default_model_is_one_line_error(tmp_path):
-    hf_checks.check_offline_default_model_is_one_line_error(tmp_path, "vilt", "dandelin/vilt-b32-finetuned-coco")
+    from pnpseg_vilt import ViltAdapter
+
+    message = offline_default_model_error(ViltAdapter, tmp_path)
+    assert message.startswith("ModelLoadError: model 'dandelin/vilt-b32-finetuned-coco' is not in the local")
+    assert "--model PATH" in message and "'vilt'" in message and "\n" not in message
 
 
 def test_cli_segment_end_to_end(tmp_path, tiny_path):
     # more than 40 tokens: chunked
-    hf_checks.run_cli_segment(tmp_path, tiny_path, "vilt", NAMES, "--image-size", "64x96", "--drop-rounds", "2")
+    run_cli_segment(tmp_path, tiny_path, "vilt", NAMES, "--image-size", "64x96", "--drop-rounds", "2")

@@ -10,53 +10,18 @@ builder takes well under a second.
 from __future__ import annotations
 
 import json
-import string
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
+from pnpseg_hf.testing import BERT_SPECIALS, byte_level_vocab, save_tiny, wordpiece_vocab
 
 #: Special tokens of BLIP's BERT tokenizer: the BERT five, then [DEC] (the captioning BOS,
 #: ``text_config.bos_token_id``) and [ENC] (put at position 0 for image-text matching).
-BLIP_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "[ENC]"]
-WORDS = ["a", "picture", "of", "cat", "dog", "grass", "sky", "red", "blue"]
+BLIP_SPECIALS = [*BERT_SPECIALS, "[DEC]", "[ENC]"]
 
 #: The tiny BridgeTower's text limit: RoBERTa positions start at ``pad_token_id + 1`` = 2,
 #: so ``max_position_embeddings`` = 26 leaves room for 24 tokens (the real model: 514 → 512).
 TINY_BRIDGETOWER_TEXT_LIMIT = 24
-
-
-def tiny_wordpiece_vocab(specials: list[str]) -> dict[str, int]:
-    """Specials, every lowercase letter and digit with its ``##`` form, punctuation, words.
-
-    Any ASCII word can be spelt piece by piece (BERT lowercases), so only non-ASCII input
-    (an emoji, say) becomes [UNK].
-    """
-    tokens = list(specials)
-    chars = string.ascii_lowercase + string.digits
-    tokens += list(chars) + [f"##{c}" for c in chars] + list(".,!?'-_/()")
-    tokens += [w for w in WORDS if w not in tokens]
-    return {tok: i for i, tok in enumerate(tokens)}
-
-
-def _save_tiny(
-    folder: Path,
-    make_model: Callable[[], Any],
-    processor: Any,
-    edit_weights: Callable[[Any], None] | None = None,
-) -> Path:
-    """Seed 0, build the model (eval), optionally edit its weights, save it and ``processor``."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    model = make_model().eval()
-    if edit_weights is not None:
-        with torch.no_grad():
-            edit_weights(model)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
 
 
 def build_tiny_blip(folder: Path) -> Path:
@@ -67,7 +32,7 @@ def build_tiny_blip(folder: Path) -> Path:
     """
     import transformers as hf
 
-    vocab = tiny_wordpiece_vocab(BLIP_SPECIALS)
+    vocab = wordpiece_vocab(BLIP_SPECIALS)
     tokenizer = hf.BertTokenizer(vocab=vocab, do_lower_case=True, model_max_length=64)
     tokenizer.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
     config = hf.BlipConfig(
@@ -107,31 +72,7 @@ def build_tiny_blip(folder: Path) -> Path:
 
     image_processor = hf.BlipImageProcessor(size={"height": 64, "width": 64})
     processor = hf.BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
-    return _save_tiny(folder, lambda: hf.BlipForImageTextRetrieval(config), processor, sharpen)
-
-
-def _byte_level_vocab(words: list[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """RoBERTa specials, the 256 byte-level symbols, and merges spelling ``Ġword`` for a few words.
-
-    Every string is representable (byte-level BPE has no unknown tokens); the listed words
-    become one token each when preceded by a space, anything else falls apart into bytes.
-    """
-    from tokenizers.pre_tokenizers import ByteLevel
-
-    vocab = {tok: i for i, tok in enumerate(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])}
-    for symbol in sorted(ByteLevel.alphabet()):
-        vocab.setdefault(symbol, len(vocab))
-    merges: list[tuple[str, str]] = []
-    for word in words:
-        pieces = ["Ġ"] + list(word)
-        current = pieces[0]
-        for piece in pieces[1:]:
-            merge = (current, piece)
-            current += piece
-            if merge not in merges:
-                merges.append(merge)
-            vocab.setdefault(current, len(vocab))
-    return vocab, merges
+    return save_tiny(folder, lambda: hf.BlipForImageTextRetrieval(config), processor, sharpen)
 
 
 def build_tiny_bridgetower(folder: Path) -> Path:
@@ -146,7 +87,7 @@ def build_tiny_bridgetower(folder: Path) -> Path:
     """
     import transformers as hf
 
-    vocab, merges = _byte_level_vocab(WORDS)
+    vocab, merges = byte_level_vocab()
     max_positions = TINY_BRIDGETOWER_TEXT_LIMIT + 2
     tokenizer = hf.RobertaTokenizer(vocab=vocab, merges=merges, model_max_length=TINY_BRIDGETOWER_TEXT_LIMIT)
     config = hf.BridgeTowerConfig(
@@ -168,7 +109,7 @@ def build_tiny_bridgetower(folder: Path) -> Path:
     )
     image_processor = hf.BridgeTowerImageProcessor(size={"shortest_edge": 32}, crop_size={"shortest_edge": 32})
     processor = hf.BridgeTowerProcessor(image_processor=image_processor, tokenizer=tokenizer)
-    folder = _save_tiny(folder, lambda: hf.BridgeTowerForImageAndTextRetrieval(config), processor)
+    folder = save_tiny(folder, lambda: hf.BridgeTowerForImageAndTextRetrieval(config), processor)
     # The real checkpoint's config names another head class (its weights hold every head);
     # save_pretrained writes our class, so put the real name back.
     config_path = folder / "config.json"
@@ -176,19 +117,6 @@ def build_tiny_bridgetower(folder: Path) -> Path:
     saved["architectures"] = ["BridgeTowerForContrastiveLearning"]
     config_path.write_text(json.dumps(saved, indent=2))
     return folder
-
-
-def _vilt_wordpiece_vocab() -> dict[str, int]:
-    """BERT specials, every lowercase letter and digit (plain and ``##``), a few whole words.
-
-    (Ordered differently from :func:`tiny_wordpiece_vocab`: the tiny ViLT's random weights,
-    which the tests' thresholds were checked against, depend on it.)
-    """
-    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokens += list(string.ascii_lowercase) + [f"##{c}" for c in string.ascii_lowercase]
-    tokens += list(string.digits) + [f"##{c}" for c in string.digits] + list(".,!?'-")
-    tokens += [w for w in WORDS if w not in tokens]
-    return {tok: i for i, tok in enumerate(tokens)}
 
 
 def build_tiny_vilt(folder: Path) -> Path:
@@ -201,7 +129,7 @@ def build_tiny_vilt(folder: Path) -> Path:
     """
     import transformers as hf
 
-    vocab = _vilt_wordpiece_vocab()
+    vocab = wordpiece_vocab()
     tokenizer = hf.BertTokenizer(vocab=vocab, do_lower_case=True, model_max_length=40)
     config = hf.ViltConfig(
         vocab_size=len(vocab),
@@ -217,4 +145,4 @@ def build_tiny_vilt(folder: Path) -> Path:
     config.architectures = ["ViltForImageAndTextRetrieval"]
     image_processor = hf.ViltImageProcessor(size={"shortest_edge": 64})
     processor = hf.ViltProcessor(image_processor=image_processor, tokenizer=tokenizer)
-    return _save_tiny(folder, lambda: hf.ViltForImageAndTextRetrieval(config), processor)
+    return save_tiny(folder, lambda: hf.ViltForImageAndTextRetrieval(config), processor)

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 import torch
 
-from pnpseg.errors import PnpsegError
 from pnpseg.method.adapter import TokenizedText, VLMAdapter
 from pnpseg.method.profiling import stage
+from pnpseg.method.validation import broken, check_output
 
 
 def capture(
@@ -22,17 +22,21 @@ def capture(
     """Text→image attention and its gradient for each 0-based layer.
 
     Returns ``(attentions, gradients, grid)``; each tensor is (B, heads, T, P), detached.
+    What the adapter returned is checked first (:func:`check_output`): a broken adapter is
+    one :class:`~pnpseg.AdapterError` naming it, not a torch error three steps later.
     """
+    layers = list(layers)
     with torch.enable_grad():
-        out = adapter.forward(pixels, text, list(layers))
+        out = adapter.forward(pixels, text, layers)
+        attentions = check_output(adapter, out, pixels, text, layers)
         with stage("gradient"):
             grads = torch.autograd.grad(out.match_logit.sum(), out.attentions, allow_unused=True)
     if any(g is None for g in grads):
-        raise PnpsegError(
-            f"{type(adapter).__name__}.forward returned an attention tensor that the match "
-            "logit does not depend on; return the tensors the model actually used"
+        raise broken(
+            adapter,
+            "graph-connected attention",
+            "the match logit does not depend on a returned attention; return the tensors the model actually used",
         )
-    attentions = [out.to_text_image(a.detach()) for a in out.attentions]
     gradients = [out.to_text_image(g) for g in grads]
     return attentions, gradients, out.grid
 

@@ -86,6 +86,24 @@ class SegmentParams:
         return dataclasses.asdict(self)
 
 
+def adapter_defaults(adapter: Any) -> dict[str, Any]:
+    """The adapter's ``default_params`` (layer and head: those of :class:`SegmentParams`
+    when it gives none), with layer and head clamped to its model.
+
+    Defaults are written for a model family's usual checkpoint; a smaller checkpoint of the
+    family (fewer layers or heads) gets its last layer but one (the last carries no class
+    signal) and its last head instead of an out-of-range error. Explicit values are never
+    clamped: out of range, they are an error.
+    """
+    params = dict(getattr(adapter, "default_params", {}))
+    layers, heads = int(adapter.num_layers), int(adapter.num_heads)
+    layer, head = (int(params.get(key, getattr(SegmentParams, key))) for key in ("layer", "head"))
+    if layer > layers:  # the last layer but one: in the last, only [CLS] reaches the ITM head
+        layer = max(1, layers - 1)
+    params["layer"], params["head"] = layer, min(head, heads)
+    return params
+
+
 def parse_drop_rule(rule: str) -> tuple[str, int]:
     """``"median"`` → ("median", 0); ``"topk:10"`` → ("topk", 10)."""
     match = re.fullmatch(r"median|topk:(\d+)", rule.strip())

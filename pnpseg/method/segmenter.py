@@ -15,7 +15,7 @@ from pnpseg.errors import PnpsegError
 from pnpseg.io.images import load_image, to_rgb
 from pnpseg.method.adapter import VLMAdapter
 from pnpseg.method.labels import labels_from_scores, scores_from_saliency
-from pnpseg.method.params import SegmentParams
+from pnpseg.method.params import SegmentParams, adapter_defaults
 from pnpseg.method.postprocess import build_chain
 from pnpseg.method.precision import autocast, check_precision
 from pnpseg.method.profiling import stage
@@ -64,7 +64,7 @@ class Segmenter:
     ):
         self.adapter = adapter
         self.precision = check_precision(precision, adapter.device)
-        base = params.to_dict() if params is not None else dict(getattr(adapter, "default_params", {}))
+        base = params.to_dict() if params is not None else adapter_defaults(adapter)
         self.params = SegmentParams.build(base, overrides)
         self._check_params()
         self.chain = build_chain(self.params.postprocess)

@@ -34,6 +34,7 @@ from pnpseg.errors import PnpsegError
 from pnpseg.hookspecs import hookimpl
 from pnpseg.io.images import InputItem
 from pnpseg.method.prompts import PREFIX
+from pnpseg.method.validation import check_output
 from pnpseg.sources.image_classes import ImageClasses
 
 log = logging.getLogger(__name__)
@@ -254,7 +255,9 @@ def itm_scores(segmenter: Any, image: Image.Image, vocabulary: Sequence[str]) ->
     logits = []
     for start in range(0, len(vocabulary), ITM_CHUNK):
         text = adapter.tokenize([PREFIX + name for name in vocabulary[start : start + ITM_CHUNK]])
-        logits.append(adapter.forward(pixels, text, []).match_logit.detach().float().reshape(-1).cpu())
+        out = adapter.forward(pixels, text, [])
+        check_output(adapter, out, pixels, text, [])
+        logits.append(out.match_logit.detach().float().cpu())
     probs = torch.sigmoid(torch.cat(logits))
     return {name: float(p) for name, p in zip(vocabulary, probs)}
 

@@ -19,7 +19,7 @@ from PIL import Image
 
 import pnpseg
 from pnpseg.method.profiling import stage
-from pnpseg_hf import HFAdapter, broadcast_batch, capture_outputs, fused, side
+from pnpseg_hf import HFAdapter, broadcast_batch, capture_outputs, fused
 
 DEFAULT_MODEL = "Salesforce/blip-itm-large-flickr"
 ITM_ARCHITECTURE = "BlipForImageTextRetrieval"
@@ -48,13 +48,11 @@ class BlipAdapter(HFAdapter):
         "image_size": (336, 336),
     }
     adapter_name = "blip"
-    display_name = "BLIP"
     default_model = DEFAULT_MODEL
-    model_type = "blip"
-    processor_class = "BlipProcessor"
     model_class = ITM_ARCHITECTURE
+    display_name = "BLIP"
+    processor_class = "BlipProcessor"
     required_weights = ("itm_head", "text_encoder")
-    model_description = "BLIP image-text-matching model"
     checkpoint_description = "BLIP ITM checkpoint"
     require_config_json = True
     fixed_resample = Image.Resampling.BICUBIC
@@ -67,23 +65,20 @@ class BlipAdapter(HFAdapter):
         itm_token: Literal["enc", "cls"] = "enc",
     ) -> None:
         super().__init__(model, device)
-        text_cfg, vision_cfg = self.config.text_config, self.config.vision_config
-        self.num_layers: int = text_cfg.num_hidden_layers
-        self.num_heads: int = text_cfg.num_attention_heads
-        self.max_text_length: int = text_cfg.max_position_embeddings
-        self.patch_size: int = side(vision_cfg.patch_size)
         if itm_token not in ("enc", "cls"):
             raise ValueError(f"itm_token must be 'enc' or 'cls', got {itm_token!r}")
         self.first_token_id = (
-            _enc_token_id(self.tokenizer, text_cfg) if itm_token == "enc" else self.tokenizer.cls_token_id
+            _enc_token_id(self.tokenizer, self.config.text_config)
+            if itm_token == "enc"
+            else self.tokenizer.cls_token_id
         )
 
-    def _check_config(self) -> None:
-        super()._check_config()
+    def check_config(self) -> None:
+        super().check_config()
         architectures = getattr(self.config, "architectures", None) or []
         if architectures and ITM_ARCHITECTURE not in architectures:
             raise pnpseg.ModelLoadError(
-                f"{self.name!r} is a BLIP {architectures[0]}, not an image-text-matching model; {self._suggestion()}"
+                f"{self.name!r} is a BLIP {architectures[0]}, not an image-text-matching model; {self.suggestion()}"
             )
 
     # -- protocol --------------------------------------------------------------------------
@@ -103,8 +98,8 @@ class BlipAdapter(HFAdapter):
         are frozen, so no parameter ever gets a ``.grad``). A text batch or image batch of
         1 is broadcast against the other.
         """
-        layers = self._check_forward_args(text, layers)
-        model = self._ensure_model()
+        layers = self.check_forward_args(text, layers)
+        model = self.model
         pixels = pixels.to(self.device, torch.float32)
         input_ids = text.input_ids.to(self.device)
         attention_mask = text.attention_mask.to(self.device)
@@ -129,7 +124,7 @@ class BlipAdapter(HFAdapter):
                 return_dict=True,
             ).last_hidden_state
             match_logit = model.itm_head(hidden[:, 0, :])[:, 1]
-        return self._cls_and_patches_output(match_logit, captured, layers, pixels)
+        return self.cls_and_patches_output(match_logit, captured, layers, pixels)
 
 
 # -- hooks -----------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ preprocessing and checks shared with the other Hugging Face adapters live in ``p
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -23,7 +22,7 @@ import torch
 
 import pnpseg
 from pnpseg.method.profiling import stage
-from pnpseg_hf import HFAdapter, broadcast_batch, capped_by_tokenizer, capture_outputs, fused, side, start_graph_at
+from pnpseg_hf import HFAdapter, broadcast_batch, capped_by_tokenizer, capture_outputs, fused, start_graph_at
 
 DEFAULT_MODEL = "BridgeTower/bridgetower-large-itm-mlm-itc"
 ADAPTER = "bridgetower"
@@ -53,27 +52,30 @@ class BridgeTowerAdapter(HFAdapter):
         "image_size": (336, 336),
     }
     adapter_name = ADAPTER
-    display_name = "BridgeTower"
     default_model = DEFAULT_MODEL
-    model_type = "bridgetower"
-    processor_class = "BridgeTowerProcessor"
     model_class = "BridgeTowerForImageAndTextRetrieval"
+    display_name = "BridgeTower"
+    processor_class = "BridgeTowerProcessor"
     required_weights = ("itm_score", "bridgetower.cross_modal")
-    model_description = "BridgeTower image-text-matching model"
     checkpoint_description = "BridgeTower ITM checkpoint"
     # The vision tower already uses nn.MultiheadAttention without weights (PyTorch's fused path).
     fused_attention = {"BridgeTowerSelfAttention": fused.INTERFACE, "BridgeTowerCrossAttention": fused.INTERFACE}
 
-    def __init__(self, model: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu") -> None:
-        super().__init__(model, device)
-        text_cfg, vision_cfg = self.config.text_config, self.config.vision_config
-        #: One text→image cross-attention per cross-modal layer pair.
-        self.num_layers: int = int(self.config.num_hidden_layers)
-        #: The cross-modal layers are built from the *text* config, so their heads are the
-        #: text config's (equal to the top-level ``num_attention_heads`` in the real models).
-        self.num_heads: int = int(text_cfg.num_attention_heads)
-        self.max_text_length: int = _text_limit(text_cfg, self.tokenizer)
-        self.patch_size: int = side(vision_cfg.patch_size)
+    # The cross-modal layers are built from the *text* config, so the inherited
+    # read_num_heads (the text config's heads) is right; it equals the top-level
+    # ``num_attention_heads`` in the real models.
+
+    def read_num_layers(self, config: Any) -> int:
+        """One text→image cross-attention per cross-modal layer pair (top-level config)."""
+        return int(config.num_hidden_layers)
+
+    def read_max_text_length(self, config: Any, tokenizer: Any) -> int:
+        """RoBERTa numbers positions from ``pad_token_id + 1`` (= 2), so 514 position
+        embeddings hold 512 tokens. A tokenizer that declares a smaller ``model_max_length`` wins."""
+        text_cfg = config.text_config
+        pad = getattr(text_cfg, "pad_token_id", None)
+        first = (pad if isinstance(pad, int) else 1) + 1
+        return capped_by_tokenizer(int(text_cfg.max_position_embeddings) - first, tokenizer)
 
     # -- protocol --------------------------------------------------------------------------
 
@@ -90,8 +92,8 @@ class BridgeTowerAdapter(HFAdapter):
         its vision layers with the cross-modal ones, so the vision tower runs once per
         prompt. ``layers=[]`` gives the match logit alone.
         """
-        layers = self._check_forward_args(text, layers)
-        model = self._ensure_model()
+        layers = self.check_forward_args(text, layers)
+        model = self.model
         pixels = pixels.to(self.device, torch.float32)
         batch = broadcast_batch(pixels.shape[0], text.input_ids.shape[0])
         pixels = pixels.expand(batch, -1, -1, -1)
@@ -114,7 +116,7 @@ class BridgeTowerAdapter(HFAdapter):
                 return_dict=True,
             )
             match_logit = model.itm_score(out.pooler_output)[:, 1]
-        return self._cls_and_patches_output(match_logit, captured, layers, pixels)
+        return self.cls_and_patches_output(match_logit, captured, layers, pixels)
 
 
 # -- hooks -----------------------------------------------------------------------------------
@@ -140,18 +142,3 @@ def capture_cross_attentions(model: Any, layers: Sequence[int]) -> Iterator[dict
     first = modules[min(layers)] if layers else None
     with start_graph_at(first), capture_outputs(modules, strict=True) as captured:
         yield captured
-
-
-# -- helpers ---------------------------------------------------------------------------------
-
-
-def _text_limit(text_config: Any, tokenizer: Any) -> int:
-    """Longest prompt, special tokens included.
-
-    RoBERTa numbers positions from ``pad_token_id + 1`` (= 2), so 514 position embeddings
-    hold 512 tokens. A tokenizer that declares a smaller ``model_max_length`` wins.
-    """
-    pad = getattr(text_config, "pad_token_id", None)
-    return capped_by_tokenizer(
-        int(text_config.max_position_embeddings) - ((pad if isinstance(pad, int) else 1) + 1), tokenizer
-    )

@@ -1,7 +1,8 @@
 """Building blocks for pnpseg adapters around Hugging Face ``transformers`` models.
 
 This package registers no adapter (it has no ``pnpseg`` entry point): it is a toolkit for
-adapter authors, first-party (``pnpseg-blip``, ``pnpseg-bridgetower``, ``pnpseg-vilt``) or not.
+adapter authors, first-party (``pnpseg-blip``, ``pnpseg-bridgetower``, ``pnpseg-vilt``,
+``pnpseg-flava``) or not.
 
 * :mod:`pnpseg_hf.loading` — hub id / local folder resolution, ``from_pretrained`` calls
   whose failures become one-line :class:`pnpseg.ModelLoadError`, a quiet progress bar.
@@ -9,8 +10,12 @@ adapter authors, first-party (``pnpseg-blip``, ``pnpseg-bridgetower``, ``pnpseg-
   captured; :func:`eager` runs chosen modules (or a whole model) eager for a block.
 * :mod:`pnpseg_hf.capture` — forward hooks that record a module output during a forward,
   and a pre-hook that starts the autograd graph at a module.
-* :mod:`pnpseg_hf.base` — :class:`HFAdapter`, the common adapter skeleton (lazy weights,
-  resize + normalise, batch broadcasting, layer / prompt-length checks).
+* :mod:`pnpseg_hf.base` — :class:`HFAdapter`, the contract a family fills in: class
+  attributes that describe the checkpoint, ``read_*`` size hooks, and ``forward``
+  (docs/adapters.md); lazy weights, resize + normalise, batch broadcasting, layer /
+  prompt-length checks.
+* :mod:`pnpseg_hf.testing` — tiny checkpoints for adapter tests (vocabularies,
+  save-to-folder, headless variants, the offline error); imported on demand.
 """
 
 from __future__ import annotations
@@ -18,7 +23,16 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from . import fused
-from .base import HFAdapter, broadcast_batch, capped_by_tokenizer, drop_image_cls, pil_resample, side
+from .base import (
+    HFAdapter,
+    broadcast_batch,
+    capped_by_tokenizer,
+    drop_image_cls,
+    pil_resample,
+    side,
+    text_config,
+    vision_config,
+)
 from .capture import capture_outputs, grad_leaf, start_graph_at
 from .fused import eager
 from .loading import first_line, load_pretrained, looks_like_path, quiet_progress, resolve_source
@@ -46,4 +60,6 @@ __all__ = [
     "resolve_source",
     "side",
     "start_graph_at",
+    "text_config",
+    "vision_config",
 ]

@@ -19,35 +19,48 @@ from .loading import load_pretrained, quiet_progress, resolve_source
 class HFAdapter(pnpseg.BaseAdapter):
     """Base for adapters around a ``transformers`` model with an image-text matching head.
 
-    ``__init__`` resolves the source (hub id or folder), loads the config (checked by
-    :meth:`_check_config`) and the processor, and keeps the tokenizer, the normalisation
-    ``mean`` / ``std`` (1, 3, 1, 1) and the resampling filter; the weights load on the first
-    :meth:`_ensure_model` (eval mode, eager attention, float32, every parameter frozen).
-    A subclass sets the class attributes below, then in its own ``__init__`` (after
-    ``super().__init__``) ``num_layers``, ``num_heads``, ``max_text_length`` and
-    ``patch_size``, and implements ``forward``. Every failure to load is a one-line
-    :class:`pnpseg.ModelLoadError` naming the adapter.
+    A subclass describes the checkpoint with class attributes and writes ``forward``; that
+    is the whole contract (docs/adapters.md, "Hugging Face models"):
+
+    * required: :attr:`adapter_name`, :attr:`default_model`, :attr:`model_class`; a subclass
+      that lacks one (or ``forward``) is a :class:`TypeError` when it is defined;
+    * optional, derived when absent: :attr:`display_name`, :attr:`model_type`,
+      :attr:`processor_class`, the message wordings, :attr:`required_weights`, ...;
+    * sizes come from the config through the hooks :meth:`read_num_layers`,
+      :meth:`read_num_heads`, :meth:`read_max_text_length` and :meth:`read_patch_size`,
+      which read the usual config fields and are overridden where a family differs;
+    * in ``forward``: :attr:`model` (the weights, loaded on first use: eval mode, eager
+      attention, float32, every parameter frozen), :meth:`check_forward_args`, and
+      :meth:`cls_and_patches_output` for cross-attention over ``[image CLS; patches]``.
+
+    ``__init__`` resolves the source (hub id or folder), loads and checks the config
+    (:meth:`check_config`) and the processor, and keeps the tokenizer, the normalisation
+    ``mean`` / ``std`` (1, 3, 1, 1) and the resampling filter. Every failure to load is a
+    one-line :class:`pnpseg.ModelLoadError` naming the adapter. A subclass meant only as a
+    further base is declared ``class Base(HFAdapter, abstract=True)``.
     """
 
-    #: Registry name, used in :func:`pnpseg.model_unavailable` (``"blip"``).
+    #: Registry name, used in messages such as :func:`pnpseg.model_unavailable` (``"blip"``).
     adapter_name: ClassVar[str]
-    #: The model's name in messages (``"BLIP"``).
-    display_name: ClassVar[str]
-    #: Hub id used when no model is given.
+    #: Hub id (or folder) used when no model is given.
     default_model: ClassVar[str]
-    #: ``config.model_type`` the checkpoint must have.
-    model_type: ClassVar[str]
-    #: ``transformers`` class names of the processor and of the model with its head.
-    processor_class: ClassVar[str]
+    #: ``transformers`` class name of the model with its image-text-matching head.
     model_class: ClassVar[str]
+    #: The model's name in messages; default: :attr:`adapter_name`.
+    display_name: ClassVar[str | None] = None
+    #: ``config.model_type`` the checkpoint must have; default: that of :attr:`model_class`.
+    model_type: ClassVar[str | None] = None
+    #: ``transformers`` class name of the processor (tokenizer + image processor).
+    processor_class: ClassVar[str] = "AutoProcessor"
     #: Weight-name prefixes that must not be missing from the checkpoint.
     required_weights: ClassVar[tuple[str, ...]] = ()
     #: What those weights are, in "NAME has no <head_description> (missing ...)".
     head_description: ClassVar[str] = "image-text-matching weights"
-    #: In "folder NAME is not a <model_description> (...)".
-    model_description: ClassVar[str]
-    #: In "use a <checkpoint_description> such as DEFAULT".
-    checkpoint_description: ClassVar[str]
+    #: In "folder NAME is not a <model_description> (...)"; default: "<display_name>
+    #: image-text-matching model".
+    model_description: ClassVar[str | None] = None
+    #: In "use a <checkpoint_description> such as DEFAULT"; default: "<display_name> checkpoint".
+    checkpoint_description: ClassVar[str | None] = None
     #: Refuse a folder without ``config.json`` before asking ``transformers``.
     require_config_json: ClassVar[bool] = False
     #: Resampling filter for :meth:`preprocess`; None takes the image processor's.
@@ -56,9 +69,31 @@ class HFAdapter(pnpseg.BaseAdapter):
     #: forward or :data:`pnpseg_hf.fused.INTERFACE` (see :mod:`pnpseg_hf.fused`).
     fused_attention: ClassVar[Mapping[str, Any]] = {}
 
+    #: Class attributes every concrete subclass must set.
+    REQUIRED: ClassVar[tuple[str, ...]] = ("adapter_name", "default_model", "model_class")
+
     num_layers: int
     num_heads: int
     max_text_length: int
+
+    def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if abstract:
+            return
+        missing = [name for name in cls.REQUIRED if not isinstance(getattr(cls, name, None), str)]
+        if cls.forward is HFAdapter.forward:
+            missing.append("forward()")
+        if missing:
+            raise TypeError(
+                f"{cls.__name__} must define {', '.join(missing)} (HFAdapter contract: docs/adapters.md); "
+                "declare a base that is not an adapter with abstract=True"
+            )
+        if cls.display_name is None:
+            cls.display_name = cls.adapter_name
+        if cls.model_description is None:
+            cls.model_description = f"{cls.display_name} image-text-matching model"
+        if cls.checkpoint_description is None:
+            cls.checkpoint_description = f"{cls.display_name} checkpoint"
 
     def __init__(self, model: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu") -> None:
         from transformers import AutoConfig
@@ -67,7 +102,7 @@ class HFAdapter(pnpseg.BaseAdapter):
         self.device = torch.device(device)
         self._source = resolve_source(self.name)
         self.config = self._load(AutoConfig.from_pretrained)
-        self._check_config()
+        self.check_config()
         processor = self._load(_transformers_class(self.processor_class).from_pretrained)
         self.tokenizer = processor.tokenizer
         image_processor = processor.image_processor
@@ -78,7 +113,30 @@ class HFAdapter(pnpseg.BaseAdapter):
             if self.fixed_resample is not None
             else pil_resample(getattr(image_processor, "resample", None))
         )
+        self.num_layers = self.read_num_layers(self.config)
+        self.num_heads = self.read_num_heads(self.config)
+        self.max_text_length = self.read_max_text_length(self.config, self.tokenizer)
+        self.patch_size = self.read_patch_size(self.config)
         self._model: Any = None
+
+    # -- sizes from the config (override where a family differs) ------------------------
+
+    def read_num_layers(self, config: Any) -> int:
+        """Layers with text→image attention: the text config's ``num_hidden_layers``."""
+        return int(text_config(config).num_hidden_layers)
+
+    def read_num_heads(self, config: Any) -> int:
+        """Heads per such layer: the text config's ``num_attention_heads``."""
+        return int(text_config(config).num_attention_heads)
+
+    def read_max_text_length(self, config: Any, tokenizer: Any) -> int:
+        """Longest prompt: the text config's ``max_position_embeddings``, or the tokenizer's
+        ``model_max_length`` if smaller."""
+        return capped_by_tokenizer(int(text_config(config).max_position_embeddings), tokenizer)
+
+    def read_patch_size(self, config: Any) -> int:
+        """Side of a patch: the vision config's ``patch_size``."""
+        return side(vision_config(config).patch_size)
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -89,29 +147,33 @@ class HFAdapter(pnpseg.BaseAdapter):
             self.name,
             self._source,
             self.adapter_name,
-            model_description=self.model_description,
+            model_description=str(self.model_description),
             require_config=self.require_config_json,
             **kwargs,
         )
 
-    def _suggestion(self) -> str:
+    def suggestion(self) -> str:
+        """The end of every "wrong model" message: which checkpoint to use instead."""
         return f"use a {self.checkpoint_description} such as {self.default_model!r}"
 
-    def _check_config(self) -> None:
-        """Refuse a config of another model type (override to check more)."""
-        if getattr(self.config, "model_type", None) != self.model_type:
+    def check_config(self) -> None:
+        """Refuse a config of another model type (override, calling super, to check more)."""
+        expected = self.model_type or _transformers_class(self.model_class).config_class.model_type
+        found = getattr(self.config, "model_type", None)
+        if found != expected:
             raise pnpseg.ModelLoadError(
-                f"{self.name!r} is a {getattr(self.config, 'model_type', 'unknown')!r} model, "
-                f"not {self.display_name}; {self._suggestion()}"
+                f"{self.name!r} is a {found or 'unknown'!r} model, not {self.display_name}; {self.suggestion()}"
             )
 
     @property
     def weights_loaded(self) -> bool:
         return self._model is not None
 
-    def _ensure_model(self) -> Any:
-        """Load the weights once: eval mode, every parameter frozen, eager attention except the
-        :attr:`fused_attention` classes (fused unless ``PNPSEG_EAGER=1``)."""
+    @property
+    def model(self) -> Any:
+        """The ``model_class`` weights, loaded once on first use: eval mode, eager attention,
+        float32, every parameter frozen, fused (SDPA) attention for the
+        :attr:`fused_attention` classes unless ``PNPSEG_EAGER=1``; missing :attr:`required_weights` are refused."""
         if self._model is None:
             with quiet_progress():
                 model, info = self._load(
@@ -124,11 +186,15 @@ class HFAdapter(pnpseg.BaseAdapter):
             missing = [k for k in info.get("missing_keys", ()) if k.startswith(self.required_weights)]
             if missing:
                 raise pnpseg.ModelLoadError(
-                    f"{self.name!r} has no {self.head_description} (missing {missing[0]}, ...); {self._suggestion()}"
+                    f"{self.name!r} has no {self.head_description} (missing {missing[0]}, ...); {self.suggestion()}"
                 ) from None
             self._model = model.eval().requires_grad_(False).to(self.device)
             fuse_model(self._model, self.fused_attention)
         return self._model
+
+    def forward(self, pixels: torch.Tensor, text: pnpseg.TokenizedText, layers: Sequence[int]) -> pnpseg.VLMOutput:
+        """The image-text-matching pass (every subclass writes it; docs/adapters.md)."""
+        raise NotImplementedError
 
     # -- protocol pieces -------------------------------------------------------------------
 
@@ -172,7 +238,7 @@ class HFAdapter(pnpseg.BaseAdapter):
         ]
         return pnpseg.TokenizedText(ids, enc["attention_mask"], offsets, unknown)
 
-    def _check_forward_args(self, text: pnpseg.TokenizedText, layers: Sequence[int]) -> list[int]:
+    def check_forward_args(self, text: pnpseg.TokenizedText, layers: Sequence[int]) -> list[int]:
         """``layers`` as ints, each in ``0..num_layers-1`` (IndexError), and the prompt length
         within ``max_text_length`` (ValueError)."""
         layers = [int(i) for i in layers]
@@ -184,7 +250,7 @@ class HFAdapter(pnpseg.BaseAdapter):
             raise ValueError(f"prompt has {length} tokens; {self.display_name} allows {self.max_text_length}")
         return layers
 
-    def _cls_and_patches_output(
+    def cls_and_patches_output(
         self,
         match_logit: torch.Tensor,
         captured: dict[int, torch.Tensor],
@@ -213,6 +279,16 @@ def broadcast_batch(n_images: int, n_texts: int) -> int:
     if n_images not in (1, batch) or n_texts not in (1, batch):
         raise ValueError(f"{n_images} images and {n_texts} prompts: batch sizes must match or be 1")
     return batch
+
+
+def text_config(config: Any) -> Any:
+    """The text part of a composite config (``text_config``), or the config itself."""
+    return getattr(config, "text_config", None) or config
+
+
+def vision_config(config: Any) -> Any:
+    """The image part of a composite config (``vision_config`` or ``image_config``), or the config."""
+    return getattr(config, "vision_config", None) or getattr(config, "image_config", None) or config
 
 
 def side(value: int | Sequence[int]) -> int:

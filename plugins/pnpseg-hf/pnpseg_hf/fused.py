@@ -4,7 +4,7 @@ GradCAM needs the attention *probabilities* of one text→image layer, so that l
 the eager path. Every other attention only has to produce its output, and PyTorch's
 ``scaled_dot_product_attention`` computes the same thing without materialising the
 probabilities (a fused kernel on CPU and GPU alike). transformers cannot switch these
-modules itself (BLIP's vision attention and ViLT's self-attention are hand-written, not on
+modules itself (BLIP's attentions, ViLT's and FLAVA's self-attention are hand-written, not on
 its attention interface), so :func:`fuse` swaps the ``forward`` of chosen module instances
 for an SDPA version of the same arithmetic. Modules that do follow the interface (they read
 ``self.config._attn_implementation``, as BridgeTower's do) get a private copy of their config
@@ -43,10 +43,12 @@ def blip_attention(self: Any, hidden_states: torch.Tensor, **kwargs: Any) -> tup
     return self.projection(context.transpose(1, 2).reshape(bsz, length, dim)), None
 
 
-def vilt_self_attention(
+def bert_self_attention(
     self: Any, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, output_attentions: bool = False
 ) -> tuple[torch.Tensor, None]:
-    """``ViltSelfAttention.forward`` via SDPA (additive mask as ViLT builds it); no probabilities."""
+    """A BERT-style self-attention ``forward(hidden_states, attention_mask, output_attentions)``
+    (``ViltSelfAttention``, ``FlavaSelfAttention``) via SDPA, with the additive mask the model
+    builds; no probabilities."""
     shape = (*hidden_states.shape[:-1], -1, self.attention_head_size)
     query, key, value = (proj(hidden_states).view(shape).transpose(1, 2) for proj in (self.query, self.key, self.value))
     if attention_mask is not None:
@@ -93,13 +95,6 @@ def blip_text_attention(
 #: Marker for :func:`fuse`: the module follows transformers' attention interface; give it a
 #: private config copy set to ``"sdpa"`` instead of a new ``forward``.
 INTERFACE = "interface"
-
-#: The fused forward of each hand-written attention class, by class name.
-FORWARDS: Mapping[str, Callable[..., Any] | str] = {
-    "BlipAttention": blip_attention,
-    "BlipTextSelfAttention": blip_text_attention,
-    "ViltSelfAttention": vilt_self_attention,
-}
 
 #: The eager attributes of each module fused by config copy (restored by :func:`unfuse`).
 _eager_attributes: weakref.WeakKeyDictionary[nn.Module, dict[str, Any]] = weakref.WeakKeyDictionary()

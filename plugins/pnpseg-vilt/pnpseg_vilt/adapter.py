@@ -17,7 +17,6 @@ checks shared with the other Hugging Face adapters live in ``pnpseg_hf``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,7 +24,7 @@ import torch
 
 import pnpseg
 from pnpseg.method.profiling import stage
-from pnpseg_hf import HFAdapter, broadcast_batch, capped_by_tokenizer, eager, fused, side, start_graph_at
+from pnpseg_hf import HFAdapter, broadcast_batch, eager, fused, start_graph_at
 
 DEFAULT_MODEL = "dandelin/vilt-b32-finetuned-coco"
 ADAPTER = "vilt"
@@ -57,24 +56,19 @@ class ViltAdapter(HFAdapter):
         "drop_rounds": 4,
         "image_size": (384, 384),
     }
+    # ViLT's config is flat (no text/vision parts): the inherited size hooks read its
+    # num_hidden_layers, num_attention_heads, max_position_embeddings (40 in the public
+    # checkpoints) and patch_size.
     adapter_name = ADAPTER
-    display_name = "ViLT"
     default_model = DEFAULT_MODEL
-    model_type = "vilt"
-    processor_class = "ViltProcessor"
     model_class = "ViltForImageAndTextRetrieval"
+    display_name = "ViLT"
+    processor_class = "ViltProcessor"
     required_weights = ("rank_output", "vilt.pooler")
     head_description = "image-text retrieval head"
     model_description = "ViLT image-text retrieval model"
     checkpoint_description = "ViLT retrieval checkpoint"
-    fused_attention = {"ViltSelfAttention": fused.vilt_self_attention}
-
-    def __init__(self, model: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu") -> None:
-        super().__init__(model, device)
-        self.num_layers: int = int(self.config.num_hidden_layers)
-        self.num_heads: int = int(self.config.num_attention_heads)
-        self.max_text_length: int = _text_limit(self.config, self.tokenizer)
-        self.patch_size: int = side(self.config.patch_size)
+    fused_attention = {"ViltSelfAttention": fused.bert_self_attention}
 
     # -- protocol --------------------------------------------------------------------------
 
@@ -89,9 +83,9 @@ class ViltAdapter(HFAdapter):
         A text batch or image batch of 1 is broadcast against the other (one patch
         embedding per image); ``layers=[]`` gives the score alone.
         """
-        layers = self._check_forward_args(text, layers)
+        layers = self.check_forward_args(text, layers)
         text_length = text.input_ids.shape[1]
-        model = self._ensure_model()
+        model = self.model
         pixels = pixels.to(self.device, torch.float32)
         b, _, h, w = pixels.shape
         if h % self.patch_size or w % self.patch_size:
@@ -159,11 +153,3 @@ def row_major_order(patch_index: torch.Tensor, grid: tuple[int, int]) -> torch.T
 def self_attention_module(model: Any, layer: int) -> torch.nn.Module:
     """The module whose output is ``(context, probs)`` over ``[text; image CLS; patches]``."""
     return model.vilt.encoder.layer[layer].attention.attention
-
-
-# -- helpers ---------------------------------------------------------------------------------
-
-
-def _text_limit(config: Any, tokenizer: Any) -> int:
-    """ViLT's text positions (40 in the public checkpoints), or the tokenizer's if smaller."""
-    return capped_by_tokenizer(int(config.max_position_embeddings), tokenizer)
