@@ -1,5 +1,8 @@
 """pnpseg: training-free open-vocabulary semantic segmentation from off-the-shelf VLMs."""
 
+import importlib
+from typing import Any
+
 from pnpseg.errors import (
     AdapterError,
     ClassNameError,
@@ -23,7 +26,18 @@ __all__ = [
     "TokenizedText",
     "VLMAdapter",
     "VLMOutput",
+    "evaluate",
     "hookimpl",
     "model_unavailable",
+    "tune",
     "zero_patches",
 ]
+
+#: Public names imported on first use: the searches pull in torch and the scorers.
+_LAZY = {"tune": "pnpseg.tuning.tune", "evaluate": "pnpseg.evaluation.evaluate"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'pnpseg' has no attribute {name!r}")

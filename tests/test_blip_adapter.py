@@ -18,7 +18,6 @@ from PIL import Image
 
 pytest.importorskip("transformers")
 
-from tiny_models import build_tiny_blip  # noqa: E402
 
 import pnpseg  # noqa: E402
 import pnpseg.plugins  # noqa: E402
@@ -30,13 +29,8 @@ PROMPT = "A picture of cat grassy sky"
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_blip(tmp_path_factory.mktemp("tiny_blip"))
-
-
-@pytest.fixture(scope="module")
-def adapter(tiny_dir: Path) -> BlipAdapter:
-    return pnpseg.plugins.lookup("adapters", "blip")(model=str(tiny_dir))
+def adapter(tiny_blip: Path) -> BlipAdapter:
+    return pnpseg.plugins.lookup("adapters", "blip")(model=str(tiny_blip))
 
 
 def random_images(n: int, seed: int = 0) -> list[Image.Image]:
@@ -55,9 +49,9 @@ def test_registry_builds_adapter_from_folder(adapter: BlipAdapter) -> None:
     assert adapter.default_params["image_size"] == (336, 336)
 
 
-def test_weights_load_lazily(tiny_dir: Path, tmp_path: Path) -> None:
+def test_weights_load_lazily(tiny_blip: Path, tmp_path: Path) -> None:
     folder = tmp_path / "no_weights"
-    shutil.copytree(tiny_dir, folder)
+    shutil.copytree(tiny_blip, folder)
     (folder / "model.safetensors").unlink()
     lazy = BlipAdapter(str(folder))
     assert not lazy.weights_loaded
@@ -67,11 +61,11 @@ def test_weights_load_lazily(tiny_dir: Path, tmp_path: Path) -> None:
         lazy.forward(pixels, lazy.tokenize(["a cat"]), [0])
 
 
-def test_checkpoint_without_itm_head_is_rejected(tiny_dir: Path, tmp_path: Path) -> None:
+def test_checkpoint_without_itm_head_is_rejected(tiny_blip: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file, save_file
 
     folder = tmp_path / "no_itm"
-    shutil.copytree(tiny_dir, folder)
+    shutil.copytree(tiny_blip, folder)
     weights = load_file(folder / "model.safetensors")
     kept = {k: v for k, v in weights.items() if not k.startswith("itm_head")}
     save_file(kept, folder / "model.safetensors", metadata={"format": "pt"})
@@ -192,14 +186,14 @@ def test_offsets_map_tokens_to_words(adapter: BlipAdapter) -> None:
     assert text.unknown == [[False] * len(offsets)]
 
 
-def test_padding_and_itm_first_token(adapter: BlipAdapter, tiny_dir: Path) -> None:
+def test_padding_and_itm_first_token(adapter: BlipAdapter, tiny_blip: Path) -> None:
     tok = adapter.tokenizer
     text = adapter.tokenize(["a dog", PROMPT])
     enc_id = tok.convert_tokens_to_ids("[ENC]")
     assert text.input_ids[:, 0].tolist() == [enc_id, enc_id]
     assert text.attention_mask[0].tolist() == [1, 1, 1, 1] + [0] * 5
     assert text.offsets[0][3:] == [(0, 0)] * 6  # [SEP] and padding
-    cls_adapter = BlipAdapter(str(tiny_dir), itm_token="cls")
+    cls_adapter = BlipAdapter(str(tiny_blip), itm_token="cls")
     assert cls_adapter.tokenize(["a dog"]).input_ids[0, 0].item() == tok.cls_token_id
 
 
@@ -265,7 +259,7 @@ def test_missing_path_and_file_are_rejected(tmp_path: Path) -> None:
         BlipAdapter(str(file))
 
 
-def test_folders_that_are_not_blip_itm_are_rejected(tiny_dir: Path, tmp_path: Path) -> None:
+def test_folders_that_are_not_blip_itm_are_rejected(tiny_blip: Path, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(pnpseg.ModelLoadError, match="empty"):
@@ -285,7 +279,7 @@ def test_folders_that_are_not_blip_itm_are_rejected(tiny_dir: Path, tmp_path: Pa
     assert "\n" not in str(info.value)
 
     captioner = tmp_path / "captioner"
-    shutil.copytree(tiny_dir, captioner)
+    shutil.copytree(tiny_blip, captioner)
     config = json.loads((captioner / "config.json").read_text())
     config["architectures"] = ["BlipForConditionalGeneration"]
     (captioner / "config.json").write_text(json.dumps(config))

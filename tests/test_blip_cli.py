@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_models import build_tiny_blip
 from typer.testing import CliRunner
 
 from pnpseg.cli import app
@@ -16,11 +15,6 @@ VOC = (
     "aeroplane,bicycle,bird,boat,bottle,bus,car,cat,chair,cow,dining table,dog,horse,"
     "motorbike,person,potted plant,sheep,sofa,train,tv monitor"
 )
-
-
-@pytest.fixture(scope="module")
-def blip(tmp_path_factory):
-    return build_tiny_blip(tmp_path_factory.mktemp("blip"))
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +33,17 @@ def segment(*args):
     )
 
 
-def test_segment_folder_with_tiny_blip(blip, images, tmp_path):
+def test_segment_folder_with_tiny_blip(tiny_blip, images, tmp_path):
     result = segment(
-        str(images), "--classes", "cat,dog,grass", "--model", str(blip), "--out", str(tmp_path), "--image-size", "64x96"
+        str(images),
+        "--classes",
+        "cat,dog,grass",
+        "--model",
+        str(tiny_blip),
+        "--out",
+        str(tmp_path),
+        "--image-size",
+        "64x96",
     )
     assert result.exit_code == 0, result.output
     for rel, size in (("wide.png", (100, 60)), ("sub/tall.png", (40, 90))):
@@ -51,13 +53,13 @@ def test_segment_folder_with_tiny_blip(blip, images, tmp_path):
     assert json.loads((tmp_path / "classes.json").read_text())["3"] == "grass"
     records = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
     assert [r["status"] for r in records] == ["ok", "ok"]
-    assert records[0]["settings"]["model"] == str(blip)
+    assert records[0]["settings"]["model"] == str(tiny_blip)
     assert records[0]["settings"]["params"]["image_size"] == [64, 96]
 
 
-def test_too_many_classes_for_the_text_encoder_are_chunked(blip, images, tmp_path):
+def test_too_many_classes_for_the_text_encoder_are_chunked(tiny_blip, images, tmp_path):
     segmenter = Segmenter.from_pretrained(
-        "blip", model=str(blip), device="cpu", image_size=64, drop_rounds=2, layer=2, head=1
+        "blip", model=str(tiny_blip), device="cpu", image_size=64, drop_rounds=2, layer=2, head=1
     )
     names = VOC.split(",")
     plan = segmenter.plan(names)
@@ -67,7 +69,7 @@ def test_too_many_classes_for_the_text_encoder_are_chunked(blip, images, tmp_pat
         "--classes",
         VOC,
         "--model",
-        str(blip),
+        str(tiny_blip),
         "--out",
         str(tmp_path),
         "--image-size",
@@ -83,8 +85,8 @@ def test_too_many_classes_for_the_text_encoder_are_chunked(blip, images, tmp_pat
     "classes, message",
     [("cat," + "x" * 70, "too long for the text encoder"), ("cat,🐱", "cannot represent: 🐱")],
 )
-def test_names_the_model_cannot_take(blip, images, tmp_path, classes, message):
-    result = segment(str(images), "--classes", classes, "--model", str(blip), "--out", str(tmp_path / "o"))
+def test_names_the_model_cannot_take(tiny_blip, images, tmp_path, classes, message):
+    result = segment(str(images), "--classes", classes, "--model", str(tiny_blip), "--out", str(tmp_path / "o"))
     assert result.exit_code == 2 and message in result.output
     assert not (tmp_path / "o").exists()
 

@@ -11,7 +11,7 @@ import json
 import pytest
 import torch
 from cli_run import run_cli_segment
-from tiny_models import TINY_BRIDGETOWER_TEXT_LIMIT, build_tiny_bridgetower, build_tiny_vilt
+from tiny_models import TINY_BRIDGETOWER_TEXT_LIMIT, build_tiny_vilt
 
 import pnpseg
 from pnpseg.plugins import lookup
@@ -29,19 +29,14 @@ def random_pixels(adapter, size, batch=1, seed=0):
 
 
 @pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory):
-    return build_tiny_bridgetower(tmp_path_factory.mktemp("tiny-bridgetower"))
+def adapter(tiny_bridgetower):
+    return lookup("adapters", "bridgetower")(model=str(tiny_bridgetower))
 
 
-@pytest.fixture(scope="module")
-def adapter(tiny_path):
-    return lookup("adapters", "bridgetower")(model=str(tiny_path))
-
-
-def test_loads_through_plugin_registry_lazily(tiny_path):
+def test_loads_through_plugin_registry_lazily(tiny_bridgetower):
     from pnpseg_bridgetower import BridgeTowerAdapter
 
-    adapter = lookup("adapters", "bridgetower")(model=str(tiny_path))
+    adapter = lookup("adapters", "bridgetower")(model=str(tiny_bridgetower))
     assert isinstance(adapter, BridgeTowerAdapter) and not adapter.weights_loaded
     assert adapter.num_layers == 3  # cross-modal layer pairs
     assert adapter.num_heads == 8  # the text config's heads, not the top-level (4)
@@ -91,8 +86,8 @@ def test_patch_columns_are_row_major(adapter, size):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_matches_cpu(tiny_path, adapter):
-    gpu = lookup("adapters", "bridgetower")(model=str(tiny_path), device="cuda")
+def test_cuda_matches_cpu(tiny_bridgetower, adapter):
+    gpu = lookup("adapters", "bridgetower")(model=str(tiny_bridgetower), device="cuda")
     compare_devices(adapter, gpu, (64, 96), [1])
 
 
@@ -143,7 +138,7 @@ def test_long_prompt_is_too_long_for_one_prompt(adapter):
         adapter.forward(random_pixels(adapter, (64, 96)), full, [0])
 
 
-def test_bad_model_sources(tmp_path, tiny_path):
+def test_bad_model_sources(tmp_path, tiny_bridgetower):
     factory = lookup("adapters", "bridgetower")
     with pytest.raises(pnpseg.ModelLoadError, match="no model folder"):
         factory(model=str(tmp_path / "missing"))
@@ -157,8 +152,10 @@ def test_bad_model_sources(tmp_path, tiny_path):
         factory(model=str(vilt))
 
 
-def test_checkpoint_without_itm_head_is_refused(tmp_path, tiny_path):
-    adapter = lookup("adapters", "bridgetower")(model=str(resave_as(tiny_path, tmp_path / "bare", "BridgeTowerModel")))
+def test_checkpoint_without_itm_head_is_refused(tmp_path, tiny_bridgetower):
+    adapter = lookup("adapters", "bridgetower")(
+        model=str(resave_as(tiny_bridgetower, tmp_path / "bare", "BridgeTowerModel"))
+    )
     text = adapter.tokenize(["A picture of cat"])
     with pytest.raises(pnpseg.ModelLoadError, match="no image-text-matching weights"):
         adapter.forward(random_pixels(adapter, (32, 32)), text, [0])
@@ -172,6 +169,6 @@ def test_offline_default_model_is_one_line_error(tmp_path):
     assert "--model PATH" in message and "'bridgetower'" in message and "\n" not in message
 
 
-def test_cli_segment_end_to_end(tmp_path, tiny_path):
-    out = run_cli_segment(tmp_path, tiny_path, "bridgetower", ["cat", "dog", "grass"], "--image-size", "64")
+def test_cli_segment_end_to_end(tmp_path, tiny_bridgetower):
+    out = run_cli_segment(tmp_path, tiny_bridgetower, "bridgetower", ["cat", "dog", "grass"], "--image-size", "64")
     assert json.loads((out / "classes.json").read_text()) == {"0": "background", "1": "cat", "2": "dog", "3": "grass"}

@@ -22,8 +22,10 @@ from pnpseg.evaluation.datasets import (
     folder_dataset,
     get_dataset,
 )
-from pnpseg.evaluation.evaluate import ClassMap, Evaluation, PredictionFolder
+from pnpseg.evaluation.evaluate import Evaluation
 from pnpseg.evaluation.metrics import confusion_matrix, scores
+from pnpseg.evaluation.predictors import PredictionFolder
+from pnpseg.evaluation.protocols import ClassMap
 from pnpseg.io.outputs import palette
 from pnpseg.plugins import pm
 from pnpseg.testing import SyntheticAdapter, make_scene, miou
@@ -413,6 +415,9 @@ class Interrupting:
         self.calls += 1
         return self.inner(sample, label)
 
+    def inputs(self, sample):
+        return self.inner.inputs(sample)
+
 
 def test_resume_after_interruption_gives_the_same_result(tmp_path):
     root, preds = tmp_path / "ade", tmp_path / "preds"
@@ -540,7 +545,7 @@ def test_unknown_dataset_lists_the_registered_ones(tmp_path):
 
 
 def test_pnp_background_policies(tmp_path):
-    from pnpseg.evaluation.evaluate import ModelPredictor
+    from pnpseg.evaluation.predictors import ModelPredictor
     from pnpseg.method.segmenter import Segmenter
 
     data = folder_dataset(img_dir="i", ann_dir="l", classes=["red", "blue"], reduce_zero_label=True)(tmp_path)
@@ -590,3 +595,93 @@ def test_predictions_named_like_segment_outputs_are_found(tmp_path):
         str(tmp_path / "o2"),
     )
     assert missing.exit_code == 2 and "not found" in missing.output
+
+
+def test_relative_class_file_resolves_against_the_dataset_root(tmp_path, monkeypatch):
+    """Issue 13.9: ``classes="classes.txt"`` is read from the root, like img_dir/ann_dir."""
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    (root / "classes.txt").write_text("sky\nsea\n")
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    (elsewhere / "classes.txt").write_text("wrong\n")
+    monkeypatch.chdir(elsewhere)
+    data = folder_dataset(img_dir="images", ann_dir="labels", classes="classes.txt")(root)
+    assert data.class_names == ["sky", "sea"]
+
+
+# -- issue 12.2: resume never reuses a stale record; the library API ----------------------
+
+
+def test_eval_never_reuses_a_record_whose_prediction_or_label_changed(tmp_path):
+    """Regenerated predictions printed the old mIoU (100.00 instead of 17.46) with the default --out."""
+    root, preds = tmp_path / "ade", tmp_path / "preds"
+    labels = write_layout("ade20k", root, [0, 1, 2, 3, 150], count=4)
+    data = get_dataset("ade20k", root)
+    for sample, raw in zip(data.samples(), labels):  # perfect predictions (ade20k: raw v → prompted v)
+        png(preds / f"{sample.id}.png", np.where(raw == 255, 0, raw))
+    common = ["--dataset", "ade20k", "--root", str(root), "--predictions", str(preds), "--out", str(tmp_path / "o")]
+    first = run(*common)
+    assert first.exit_code == 0, first.output
+    assert json.loads((tmp_path / "o/results.json").read_text())["mIoU"] == 100.0
+    assert "4 image(s) scored in this run, 0 result(s) reused" in first.output.replace("\n", " ")
+
+    rng = np.random.default_rng(1)
+    changed = data.samples()[1]
+    png(preds / f"{changed.id}.png", rng.integers(0, 5, labels[1].shape))  # one prediction regenerated
+    second = run(*common)
+    assert second.exit_code == 0, second.output
+    assert "1 image(s) scored in this run, 3 result(s) reused" in second.output.replace("\n", " ")
+    fresh = pnpseg.evaluate("ade20k", root, predictions=preds)
+    assert fresh.miou < 1.0 and fresh.reused == 0 and fresh.images == 4
+    again = json.loads((tmp_path / "o/results.json").read_text())
+    assert again["mIoU"] == pytest.approx(100 * fresh.miou, abs=1e-3)
+
+    png(changed.label, np.where(labels[0][: labels[1].shape[0]] == 255, 255, 2))  # a label edited
+    third = run(*common)
+    assert "1 image(s) scored in this run, 3 result(s) reused" in third.output.replace("\n", " ")
+    assert json.loads((tmp_path / "o/results.json").read_text())["mIoU"] == pytest.approx(
+        100 * pnpseg.evaluate("ade20k", root, predictions=preds).miou, abs=1e-3
+    )
+    unchanged = run(*common)
+    assert "0 image(s) scored in this run, 4 result(s) reused" in unchanged.output.replace("\n", " ")
+
+
+def test_evaluate_is_a_library_call_with_a_result_and_no_console_output(tmp_path, capsys):
+    root, preds = tmp_path / "voc", tmp_path / "preds"
+    voc_with_known_predictions(root, preds)
+    seen = []
+    result = pnpseg.evaluate("voc20", root, predictions=preds, progress=lambda *e: seen.append(e))
+    assert capsys.readouterr() == ("", "") and sorted(p.name for p in tmp_path.iterdir()) == ["preds", "voc"]
+    assert result.miou == pytest.approx((6 / 7 + 5 / 8) / 2) and result.aacc == pytest.approx(11 / 14)
+    assert result.per_class["bird"] is None and result.images == 1 and result.reused == 0
+    assert result.confusion.shape == (20, 21) and int(result.confusion.sum()) == 14
+    assert seen[0][:2] == (0, 1) and seen[-1][:2] == (1, 1)
+    with pytest.raises(pnpseg.PnpsegError, match="root folder"):
+        pnpseg.evaluate("voc20", predictions=preds)
+    saved = pnpseg.evaluate("voc20", root, predictions=preds, out=tmp_path / "o")
+    assert saved.out == tmp_path / "o" and (tmp_path / "o" / "results.json").exists()
+    assert pnpseg.evaluate("voc20", root, predictions=preds, out=tmp_path / "o").reused == 1
+
+
+def test_a_model_result_is_redone_when_its_image_changes_and_old_state_files_are_refused(tmp_path):
+    root = tmp_path / "voc"
+    write_layout("voc21", root, [0, 5, 20], count=3)
+    data = get_dataset("voc21", root)
+    calls = []
+
+    def predictor(sample, label):  # a model: its prediction depends on the image only
+        calls.append(sample.id)
+        return np.zeros_like(label)
+
+    out = tmp_path / "o"
+    Evaluation(data, predictor, out).run()
+    assert Evaluation(data, predictor, out).run().reused == 3 and len(calls) == 3
+    rgb(data.samples()[2].image, 12, 16, seed=99)  # the image is replaced
+    again = Evaluation(data, predictor, out).run()
+    assert (again.reused, calls[3:]) == (2, [data.samples()[2].id])
+    np.savez(out / "eval_state.npz", confusion=np.zeros((21, 22)), done=np.array(["x"]), settings="{}")  # 0.1.0
+    with pytest.raises(pnpseg.PnpsegError, match="older pnpseg; use --overwrite"):
+        Evaluation(data, predictor, out).run()
+    assert Evaluation(data, predictor, out, overwrite=True).run().reused == 0

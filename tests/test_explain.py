@@ -109,10 +109,8 @@ def test_explain_without_matplotlib_is_one_line(scene, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_explain_a_tiny_blip_captures_every_layer_at_once(scene, tmp_path):
-    from tiny_models import build_tiny_blip
-
-    model = build_tiny_blip(tmp_path / "blip")
+def test_explain_a_tiny_blip_captures_every_layer_at_once(scene, tmp_path, tiny_blip):
+    model = tiny_blip
     out = tmp_path / "explain"
     result = CliRunner().invoke(
         app,

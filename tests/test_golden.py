@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 
 import pytest
-from tiny_models import build_tiny_blip
 from typer.testing import CliRunner
 
 from pnpseg.cli import app
@@ -72,8 +71,8 @@ def test_synthetic_run_is_unchanged(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_tiny_blip_run_is_unchanged(tmp_path, monkeypatch):
-    model = str(build_tiny_blip(tmp_path / "blip"))
+def test_tiny_blip_run_is_unchanged(tmp_path, monkeypatch, tiny_blip):
+    model = str(tiny_blip)
     args = [
         "--classes",
         "cat,dog,grass",

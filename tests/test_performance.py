@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_models import build_tiny_blip
 from typer.testing import CliRunner
 
 from pnpseg import PnpsegError
@@ -68,11 +67,6 @@ def plain_saliency(pixels, patch, prompt, names, tokenize, forward_and_probs, la
             median = u[remaining].median()
             dropped += [p for p in remaining if u[p] >= median and u[p] > 0]
     return total
-
-
-@pytest.fixture(scope="module")
-def tiny_blip(tmp_path_factory):
-    return build_tiny_blip(tmp_path_factory.mktemp("tiny-blip"))
 
 
 def test_tiny_blip_saliency_equals_plain_full_backward(tiny_blip):

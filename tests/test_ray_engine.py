@@ -16,7 +16,8 @@ ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 from pnpseg.cli import app
 from pnpseg.engines.ray import EvalConfig, RaySegmentJob, ray_evaluate
 from pnpseg.evaluation.datasets import folder_dataset
-from pnpseg.evaluation.evaluate import Evaluation, ModelPredictor
+from pnpseg.evaluation.evaluate import Evaluation
+from pnpseg.evaluation.predictors import ModelPredictor
 from pnpseg.method.segmenter import Segmenter
 from pnpseg.testing import make_scene
 

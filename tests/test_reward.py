@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from pnpseg.tuning.capture import Captured, LabelledImage
 from pnpseg.tuning.reward import RewardSummary, image_margins, image_reward, image_wins, total_reward
-from pnpseg.tuning.tune import Captured, LabelledImage, RewardEvaluator, Trial
+from pnpseg.tuning.stages import RewardEvaluator, Trial
 
 
 def softmax(values):

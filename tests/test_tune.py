@@ -19,7 +19,8 @@ from pnpseg.errors import PnpsegError
 from pnpseg.io.images import discover
 from pnpseg.method.preset import PresetError, apply_preset, load_preset, save_preset
 from pnpseg.testing import SyntheticAdapter, make_scene, miou
-from pnpseg.tuning.tune import parse_float_range, parse_int_range, read_labels, sample_grid
+from pnpseg.tuning.capture import read_labels
+from pnpseg.tuning.space import parse_float_range, parse_int_range, sample_grid
 
 SIZE = (112, 144)
 SCENES = {
@@ -421,3 +422,84 @@ def test_tune_a_tiny_blip_with_the_tiny_clip_scorer_and_segment_with_the_preset(
     assert (
         record["settings"]["adapter"] == "blip" and record["settings"]["params"]["layer"] == preset["params"]["layer"]
     )
+
+
+# -- the library API and the guarantees of issue 12 (items 3 and 11) ----------------------
+LIB = {"adapter": "synthetic", "scorer": "synthetic", "image_size": "112x144", "device": "cpu"}
+
+
+def test_tune_is_a_library_call_with_a_result_and_no_console_output(scenes, tmp_path, capsys):
+    import pnpseg
+
+    root, labels, _ = scenes
+    events = []
+    result = pnpseg.tune([root], labels, trials=20, seed=1, progress=lambda *e: events.append(e), **LIB)
+    assert capsys.readouterr() == ("", "")  # no console side effects
+    assert list(tmp_path.iterdir()) == []  # nothing written without out=
+    assert (result.best.layer, result.best.head) == (result.params["layer"], result.params["head"])
+    assert len(result.stage1) == 20 and len(result.stage2) == 5 and result.images == 4
+    assert result.heatmap.shape == (4, 4) and result.ranked(1)[0].reward.total == result.best_stage1.reward.total
+    assert result.vlm_passes == 4 and result.cache_hits == 0
+    assert events[0] == ("capture", 0, 4) and ("stage 1", 80, 80) in events and events[-1] == ("stage 2", 20, 20)
+    assert result.margin["best"] == result.best_stage1.reward.total and result.margin["margin"] > 0.05
+
+
+def test_labels_with_one_class_per_image_are_refused_before_any_pass(scenes, tmp_path, count_forward):
+    """Issue 12.3: every trial would score 0 and the first grid point would win."""
+    root, _, _ = scenes
+    labels = tmp_path / "one.json"
+    labels.write_text(json.dumps({"s0.png": ["red"], "s2.png": ["cyan"]}))
+    out = tmp_path / "p.json"
+    result = invoke("tune", root, "--labels", labels, "--out", out, *FAST)
+    assert result.exit_code == 2 and "two or more classes" in result.output, result.output
+    assert "Traceback" not in result.output and not out.exists() and count_forward == []
+
+
+def test_a_best_trial_that_hardly_beats_the_median_warns_and_records_the_margin(scenes, tmp_path):
+    """Issue 12.3: a search whose reward cannot tell trials apart says so, in the preset too."""
+    root, labels, _ = scenes
+    out = tmp_path / "p.json"
+    flat = invoke(
+        "tune", root, "--labels", labels, "--out", out, "--layers", "1", "--heads", "1-2", "--thresholds", "0.45", *FAST
+    )
+    assert flat.exit_code == 0, flat.output
+    search = load_preset(out)["search"]
+    assert search["margin"]["margin"] < 0.05 and search["margin"]["median"] == search["margin"]["best"]
+    assert "warning:" in flat.output and "hardly tells the trials apart" in flat.output
+    assert search["warnings"] and "hardly tells" in search["warnings"][0]
+    good = pnpseg_tune_margin(scenes)
+    assert good["margin"] >= 0.05
+
+
+def pnpseg_tune_margin(scenes) -> dict:
+    import pnpseg
+
+    root, labels, _ = scenes
+    result = pnpseg.tune([root], labels, trials=30, **LIB)
+    assert result.warnings == []
+    return result.margin
+
+
+@pytest.mark.parametrize("target", ["photo", "folder", "labels", "heatmap-photo", "txt"])
+def test_tune_out_is_checked_before_the_search_and_never_overwrites_an_input(scenes, tmp_path, count_forward, target):
+    """Issue 12.11: --out on an input photo overwrote it with JSON; on a folder it crashed at the end."""
+    root, labels, _ = scenes
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    photo = inputs / "s0.png"
+    photo.write_bytes((root / "s0.png").read_bytes())
+    (inputs / "p-heatmap.png").write_bytes((root / "s2.png").read_bytes())
+    label_file = tmp_path / "labels.json"
+    label_file.write_text(json.dumps({"s0.png": ["red", "green"], "p-heatmap.png": ["cyan", "magenta"]}))
+    out, message = {
+        "photo": (photo, "must name a .json preset file"),
+        "folder": (inputs, "is a folder"),
+        "labels": (label_file, "would overwrite the input"),
+        "heatmap-photo": (inputs / "p.json", "would overwrite the input"),
+        "txt": (tmp_path / "preset.txt", "must name a .json preset file"),
+    }[target]
+    before = {p: p.read_bytes() for p in (photo, inputs / "p-heatmap.png", label_file)}
+    result = invoke("tune", inputs, "--labels", label_file, "--out", out, *FAST)
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert "Traceback" not in result.output and count_forward == []  # before any VLM pass
+    assert {p: p.read_bytes() for p in before} == before

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 from cli_run import run_cli_segment
-from tiny_models import build_tiny_bridgetower, build_tiny_vilt
+from tiny_models import build_tiny_bridgetower
 
 import pnpseg
 from pnpseg.plugins import lookup
@@ -28,13 +28,8 @@ def random_pixels(adapter, size, batch=1, seed=0):
 
 
 @pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory):
-    return build_tiny_vilt(tmp_path_factory.mktemp("tiny-vilt"))
-
-
-@pytest.fixture(scope="module")
-def adapter(tiny_path):
-    return lookup("adapters", "vilt")(model=str(tiny_path))
+def adapter(tiny_vilt):
+    return lookup("adapters", "vilt")(model=str(tiny_vilt))
 
 
 @pytest.fixture
@@ -63,10 +58,10 @@ def force_patch_order(adapter, monkeypatch):
     return install
 
 
-def test_loads_through_plugin_registry_lazily(tiny_path):
+def test_loads_through_plugin_registry_lazily(tiny_vilt):
     from pnpseg_vilt import ViltAdapter
 
-    adapter = lookup("adapters", "vilt")(model=str(tiny_path))
+    adapter = lookup("adapters", "vilt")(model=str(tiny_vilt))
     assert isinstance(adapter, ViltAdapter) and not adapter.weights_loaded
     assert (adapter.num_layers, adapter.num_heads, adapter.patch_size) == (9, 10, 32)
     assert adapter.max_text_length == 40
@@ -145,8 +140,8 @@ def test_forward_leaves_global_rng_alone(adapter):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_matches_cpu(tiny_path, adapter):
-    gpu = lookup("adapters", "vilt")(model=str(tiny_path), device="cuda")
+def test_cuda_matches_cpu(tiny_vilt, adapter):
+    gpu = lookup("adapters", "vilt")(model=str(tiny_vilt), device="cuda")
     compare_devices(adapter, gpu, (64, 96), [1])
 
 
@@ -209,8 +204,8 @@ def test_bad_model_sources(tmp_path):
         factory(model=str(bridgetower))
 
 
-def test_checkpoint_without_retrieval_head_is_refused(tmp_path, tiny_path):
-    adapter = lookup("adapters", "vilt")(model=str(resave_as(tiny_path, tmp_path / "mlm", "ViltForMaskedLM")))
+def test_checkpoint_without_retrieval_head_is_refused(tmp_path, tiny_vilt):
+    adapter = lookup("adapters", "vilt")(model=str(resave_as(tiny_vilt, tmp_path / "mlm", "ViltForMaskedLM")))
     text = adapter.tokenize(["A picture of cat"])
     with pytest.raises(pnpseg.ModelLoadError, match="no image-text retrieval head"):
         adapter.forward(random_pixels(adapter, (64, 64)), text, [0])
@@ -224,6 +219,6 @@ def test_offline_default_model_is_one_line_error(tmp_path):
     assert "--model PATH" in message and "'vilt'" in message and "\n" not in message
 
 
-def test_cli_segment_end_to_end(tmp_path, tiny_path):
+def test_cli_segment_end_to_end(tmp_path, tiny_vilt):
     # more than 40 tokens: chunked
-    run_cli_segment(tmp_path, tiny_path, "vilt", NAMES, "--image-size", "64x96", "--drop-rounds", "2")
+    run_cli_segment(tmp_path, tiny_vilt, "vilt", NAMES, "--image-size", "64x96", "--drop-rounds", "2")

@@ -116,7 +116,8 @@ def eval_command(
 ) -> None:
     """Evaluate on a dataset: mIoU, per-class IoU and pixel accuracy; resumable."""
     from pnpseg.evaluation.datasets import get_dataset
-    from pnpseg.evaluation.evaluate import PROTOCOLS, Evaluation, ModelPredictor, PredictionFolder
+    from pnpseg.evaluation.evaluate import evaluate
+    from pnpseg.evaluation.protocols import PROTOCOLS
     from pnpseg.io.outputs import atomic_write_bytes
 
     if protocol not in PROTOCOLS:
@@ -127,119 +128,132 @@ def eval_command(
         atomic_write_bytes(export_classes, ("\n".join(names) + "\n").encode("utf-8"))
         console.print(f"wrote {len(names)} class names to {export_classes}", highlight=False)
         return
-    slide_window = _parse_slide(slide)
-    out = out or Path("pnpseg-eval") / f"{dataset}-{protocol}"
     if engine not in ("local", "ray"):
         raise PnpsegError(f"--engine must be local or ray, got {engine!r}")
-    if engine == "ray":
-        return _eval_on_ray(**locals())
-    if predictions is not None:
-        predictor = PredictionFolder(predictions, data)
-        settings = predictor.settings()
-    else:
-        from pnpseg.method.segmenter import Segmenter
-
-        params = dict(
-            layer=layer,
-            head=head,
-            threshold=threshold,
-            blur_sigma=blur_sigma,
-            drop_rounds=drop_rounds,
-            drop_rule=drop_rule,
-            image_size=image_size,
-            postprocess=postprocess,
-            compat=compat,
-        )
-        loaded = None
-        if preset is not None:
-            try:
-                from pnpseg.method.preset import apply_preset, load_preset
-            except ImportError:  # pragma: no cover - pnpseg.method.preset ships with `pnpseg tune`
-                raise PnpsegError("--preset needs pnpseg.method.preset (pnpseg tune), which is not installed") from None
-            loaded = load_preset(preset)
-            adapter, model, params = apply_preset(loaded, adapter, model, params)
-        adapter = adapter or "blip"
-        data.samples()  # dataset problems before any model loads
-        segmenter = Segmenter.from_pretrained(adapter, model=model, device=device, **params)
-        predictor = ModelPredictor(
-            segmenter,
-            data,
-            protocol,
-            synonyms=synonyms,
-            pnp_background=pnp_background,
-            bg_threshold=bg_threshold,
-            slide=slide_window,
-            short_side=short_side,
-        )
-        settings = {
-            "adapter": adapter,
-            "model": model,
-            "preset": str(preset) if preset else None,
-            **predictor.settings(),
-        }
-    job = Evaluation(
-        data,
-        predictor,
-        out,
-        protocol=protocol,
-        settings=settings,
-        limit=limit,
-        save_predictions=save_predictions,
-        checkpoint_every=checkpoint_every,
-        overwrite=overwrite,
-        console=console,
-    )
-    job.run()
-
-
-def _eval_on_ray(**o) -> None:
-    """``eval --engine ray``: the same predictor, rebuilt on each Ray worker from its options."""
-    from pnpseg.engines.ray import EvalConfig, ray_evaluate
-
+    out = out or Path("pnpseg-eval") / f"{dataset}-{protocol}"
     params = dict(
-        layer=o["layer"],
-        head=o["head"],
-        threshold=o["threshold"],
-        blur_sigma=o["blur_sigma"],
-        drop_rounds=o["drop_rounds"],
-        drop_rule=o["drop_rule"],
-        image_size=o["image_size"],
-        postprocess=o["postprocess"],
-        compat=o["compat"],
+        layer=layer,
+        head=head,
+        threshold=threshold,
+        blur_sigma=blur_sigma,
+        drop_rounds=drop_rounds,
+        drop_rule=drop_rule,
+        image_size=image_size,
+        postprocess=postprocess,
+        compat=compat,
     )
-    adapter, model, preset = o["adapter"], o["model"], o["preset"]
-    if o["predictions"] is None:
-        if preset is not None:
-            from pnpseg.method.preset import apply_preset, load_preset
+    predictor_options = dict(
+        synonyms=synonyms,
+        pnp_background=pnp_background,
+        bg_threshold=bg_threshold,
+        slide=_parse_slide(slide),
+        short_side=short_side,
+    )
+    run = dict(limit=limit, checkpoint_every=checkpoint_every, overwrite=overwrite)
+    bar = _Bar(f"Evaluating {data.name} ({data.num_classes} classes, protocol {protocol})")
+    with bar:
+        if engine == "ray":
+            from pnpseg.engines.ray import EvalConfig, ray_evaluate
+            from pnpseg.evaluation.evaluate import with_preset
 
-            adapter, model, params = apply_preset(load_preset(preset), adapter, model, params)
-        o["data"].samples()  # dataset problems before any model loads
-    config = EvalConfig(
-        o["data"],
-        str(o["out"]),
-        o["protocol"],
-        predictions=str(o["predictions"]) if o["predictions"] is not None else None,
-        adapter=adapter or "blip",
-        model=model,
-        preset=str(preset) if preset else None,
-        device=o["device"],
-        params=params,
-        save_predictions=o["save_predictions"],
-        predictor_options=dict(
-            synonyms=o["synonyms"],
-            pnp_background=o["pnp_background"],
-            bg_threshold=o["bg_threshold"],
-            slide=o["slide_window"],
-            short_side=o["short_side"],
-        ),
-    )
-    ray_evaluate(
-        config,
-        address=o["ray_address"],
-        workers=o["workers"],
-        gpus_per_worker=o["gpus_per_worker"],
-        limit=o["limit"],
-        checkpoint_every=o["checkpoint_every"],
-        overwrite=o["overwrite"],
-        console=console,
+            if predictions is None:
+                adapter, model, params = with_preset(preset, adapter, model, params)
+                data.samples()  # dataset problems before any model loads
+            config = EvalConfig(
+                data,
+                str(out),
+                protocol,
+                predictions=str(predictions) if predictions is not None else None,
+                adapter=adapter or "blip",
+                model=model,
+                preset=str(preset) if preset else None,
+                device=device,
+                params=params,
+                save_predictions=save_predictions,
+                predictor_options=predictor_options,
+            )
+            address = dict(address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker)
+            result = ray_evaluate(config, **address, **run, progress=bar.update)
+        else:
+            result = evaluate(
+                data,
+                protocol=protocol,
+                predictions=predictions,
+                adapter=adapter,
+                model=model,
+                preset=preset,
+                device=device,
+                params=params,
+                out=out,
+                save_predictions=save_predictions,
+                progress=bar.update,
+                **predictor_options,
+                **run,
+            )
+    _report(result)
+
+
+class _Bar:
+    """A Rich progress bar with the running mIoU, fed by ``progress(done, total, miou)``."""
+
+    def __init__(self, header: str) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.header = header
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("mIoU {task.fields[miou]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.task = None
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.task is not None:
+            self.progress.stop()
+
+    def update(self, done: int, total: int, miou: float) -> None:
+        from pnpseg.evaluation.report import format_percent
+
+        if self.task is None:  # the first report: the records to reuse are known
+            console.print(f"{self.header}: {total} image(s) to do", highlight=False, soft_wrap=True)
+            self.progress.start()
+            self.task = self.progress.add_task("eval", total=total, miou=format_percent(miou))
+        self.progress.update(self.task, completed=done, miou=format_percent(miou))
+
+
+def _report(result) -> None:
+    """The per-class table, mIoU, aAcc and where the results are."""
+    from rich.table import Table
+
+    from pnpseg.evaluation.report import format_percent
+
+    table = Table(title=f"pnpseg eval: {result.dataset} ({result.protocol})")
+    table.add_column("class")
+    table.add_column("IoU", justify="right")
+    for name, iou in result.per_class.items():
+        table.add_row(name, format_percent(iou))
+    table.add_section()
+    table.add_row("[bold]mIoU[/]", f"[bold]{format_percent(result.miou)}[/]")
+    table.add_row("aAcc", format_percent(result.aacc))
+    table.add_row("images", str(result.images))
+    console.print(table)
+    console.print(
+        f"{result.computed} image(s) scored in this run, {result.reused} result(s) reused from the saved state "
+        f"(their label and prediction inputs unchanged); results written to {result.out}",
+        highlight=False,
+        soft_wrap=True,
     )

@@ -6,13 +6,13 @@ docs/tuning.md.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
-from pnpseg.cli.app import app, friendly
+from pnpseg.cli.app import app, console, friendly
 
 
 @app.command()
@@ -61,70 +61,74 @@ def tune(
     top: int = typer.Option(10, "--top", min=1, help="Rows in the table of best trials."),
 ) -> None:
     """Search layer, head, threshold (stage 1) and blur σ (stage 2) by the CLIP reward; write a preset."""
-    import numpy as np
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    from rich.table import Table
+    from pnpseg.tuning.tune import tune as run_tune
+    from pnpseg.tuning.write import heatmap_path
 
-    from pnpseg.errors import ClassNameError, PnpsegError
-    from pnpseg.io.images import discover
-    from pnpseg.method.preset import save_preset
-    from pnpseg.method.segmenter import Segmenter, resolve_device
-    from pnpseg.sources.image_classes import ImageClassesError
-    from pnpseg.tuning.scorers import build_scorer
-    from pnpseg.tuning.tune import (
-        Trial,
-        Tuner,
-        best_trial,
-        gradcam_masks,
-        heatmap_grid,
-        make_blur_masks,
-        parse_float_range,
-        parse_int_range,
-        read_labels,
-        sample_grid,
-        save_heatmap,
-        stage1_grid,
-    )
-
-    console = Console(stderr=True)
-    started = time.perf_counter()
-    items, _ = discover(inputs)
-    labelled, unlabelled = read_labels(labels, items)
-    if not labelled:
-        raise ImageClassesError(f"none of the inputs is listed in {labels}")
-    if unlabelled:
-        console.print(f"[dim]{len(unlabelled)} input image(s) not in the labels file are ignored[/]", highlight=False)
-    threshold_values = parse_float_range(thresholds, "thresholds")
-    blur_values = parse_float_range(blur_scales, "blur scales")
-    if any(not 0 <= t < 1 for t in threshold_values):
-        raise PnpsegError(f"thresholds must lie in [0, 1), got {threshold_values}")
-    if any(b < 0 for b in blur_values):
-        raise PnpsegError(f"blur scales must be ≥ 0, got {blur_values}")
-
-    dev = resolve_device(device)
-    segmenter = Segmenter.from_pretrained(adapter, model=model, device=dev, layer=1, head=1, image_size=image_size)
-    vlm = segmenter.adapter
-    layer_values = parse_int_range(layers or f"1-{vlm.num_layers}", 1, vlm.num_layers, "layers")
-    head_values = parse_int_range(heads or f"1-{vlm.num_heads}", 1, vlm.num_heads, "heads")
-    for entry in labelled:  # tokenizer-level checks before any pass
-        try:
-            segmenter.plan(entry.classes)
-        except ClassNameError as error:
-            raise ImageClassesError(f"labels for {entry.item.relative.as_posix()!r}: {error}") from None
-    score = build_scorer(scorer, model=scorer_model, device=dev)
     cache_dir = None if no_cache else (cache or out.parent / f"{out.stem}.cache")
-    tuner = Tuner(segmenter, adapter, model, score, cache_dir)
+    with _Bars(f"Tuning {adapter} with the {scorer} scorer") as bars:
+        result = run_tune(
+            inputs,
+            labels,
+            adapter=adapter,
+            model=model,
+            scorer=scorer,
+            scorer_model=scorer_model,
+            trials=trials,
+            seed=seed,
+            layers=layers,
+            heads=heads,
+            thresholds=thresholds,
+            blur_scales=blur_scales,
+            image_size=image_size,
+            device=device,
+            cache=cache_dir,
+            out=out,
+            progress=bars.update,
+        )
+    _print_tables(result, top)
+    best, possible = result.best, result.best.reward.possible
+    per_class = ", ".join(f"{k} {v:.2f}" for k, v in best.reward.per_class.items())
+    notes = []
+    if result.ignored:
+        notes.append(f"{result.ignored} input image(s) not in the labels file are ignored")
+    if result.single_class:
+        notes.append(f"{result.single_class} image(s) with one class cannot win (docs/tuning.md)")
+    for note in notes:
+        console.print(f"[dim]{note}[/]", highlight=False)
+    for warning in result.warnings:
+        console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    margin = result.margin
+    console.print(
+        f"best: layer {best.layer}, head {best.head}, threshold {best.threshold:g}, blur σ {best.blur_sigma:g}; "
+        f"reward {best.reward.total}/{possible} (per class: {per_class}); "
+        f"stage-1 margin over the median trial {100 * margin['margin']:.1f}%\n"
+        f"VLM passes: {result.vlm_passes} for {result.images} image(s) ({result.cache_hits} from the cache) "
+        f"at {result.input_size[0]}x{result.input_size[1]} on {result.device}; "
+        f"{len(result.stage1) + len(result.stage2)} trials, {result.scored_images} scorer images; "
+        f"capture {result.capture_seconds:.1f} s, total {result.seconds:.1f} s\n"
+        f"wrote {out} and {heatmap_path(out)}" + (f"; cache {cache_dir}" if cache_dir else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
 
-    def progress() -> Progress:
-        return Progress(
+
+class _Bars:
+    """Rich progress bars fed by :func:`pnpseg.tune`'s ``progress(stage, done, total)``."""
+
+    NAMES = {"capture": "capture", "stage 1": "stage 1: layer/head/threshold", "stage 2": "stage 2: blur σ"}
+
+    def __init__(self, header: str) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.header = header
+        self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
@@ -132,80 +136,35 @@ def tune(
             TimeRemainingColumn(),
             console=console,
         )
+        self.tasks: dict[str, object] = {}
 
-    console.print(
-        f"Tuning {adapter} on {len(labelled)} image(s) at {segmenter.input_size[0]}x{segmenter.input_size[1]} "
-        f"with the {scorer} scorer on {dev}",
-        highlight=False,
-        soft_wrap=True,
+    def __enter__(self) -> _Bars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.tasks:
+            self.progress.stop()
+
+    def update(self, stage: str, done: int, total: int) -> None:
+        if not self.tasks:  # the first report: the inputs and the model are checked
+            console.print(self.header, highlight=False, soft_wrap=True)
+            self.progress.start()
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(self.NAMES.get(stage, stage), total=total)
+        self.progress.update(self.tasks[stage], completed=done, total=total)
+
+
+def _print_tables(result, top: int) -> None:
+    """The best trials of each stage."""
+    from rich.table import Table
+
+    ranked1 = result.ranked(1)
+    best1, possible = result.best_stage1, result.best_stage1.reward.possible
+    table = Table(
+        title=f"top {min(top, len(ranked1))} of {len(result.stage1)} stage-1 trials (of {result.grid_size} in the grid)"
     )
-    with progress() as bars:
-        task = bars.add_task("capture", total=len(labelled))
-        for entry in labelled:
-            try:
-                tuner.capture(entry)
-            except ClassNameError as error:
-                raise ImageClassesError(f"labels for {entry.item.relative.as_posix()!r}: {error}") from None
-            bars.advance(task)
-    capture_seconds = time.perf_counter() - started
-
-    grid1 = stage1_grid(layer_values, head_values, threshold_values)
-    stage1 = [Trial(l, h, t) for l, h, t in sample_grid(grid1, trials, seed)]
-    grid2 = [(b,) for b in blur_values]
-    with progress() as bars:
-        task = bars.add_task("stage 1: layer/head/threshold", total=len(stage1) * len(labelled))
-        tuner.run_trials(stage1, gradcam_masks, lambda n: bars.advance(task, n))
-        best1 = best_trial(stage1)
-        stage2 = [Trial(best1.layer, best1.head, best1.threshold, b) for (b,) in sample_grid(grid2, trials, seed)]
-        task = bars.add_task("stage 2: blur σ", total=len(stage2) * len(labelled))
-        params = segmenter.params
-        tuner.run_trials(stage2, make_blur_masks(params.background, params.compat), lambda n: bars.advance(task, n))
-    best2 = best_trial(stage2)
-    seconds = time.perf_counter() - started
-
-    chosen = {
-        "layer": best2.layer,
-        "head": best2.head,
-        "threshold": best2.threshold,
-        "blur_sigma": best2.blur_sigma,
-        "image_size": list(segmenter.input_size),
-    }
-    heat = heatmap_grid(stage1, vlm.num_layers, vlm.num_heads)
-    heat_path = out.parent / f"{out.stem}-heatmap.png"
-    save_heatmap(heat_path, heat, (best1.layer, best1.head), f"best stage-1 reward per (layer, head), {adapter}")
-    ranked1 = sorted(stage1, key=lambda t: t.key(), reverse=True)
-    save_preset(
-        out,
-        adapter=adapter,
-        model=model,
-        params=chosen,
-        image_size=list(segmenter.input_size),
-        reward={**best2.reward.to_dict(), "stage1": best1.reward.to_dict()},
-        scorer={"name": scorer, "model": scorer_model or getattr(score, "name", None)},
-        search={
-            "seed": seed,
-            "trials": trials,
-            "images": len(labelled),
-            "vlm_passes": tuner.vlm_passes,
-            "cache_hits": tuner.cache_hits,
-            "scored_images": tuner.evaluator.images_scored,
-            "space": {
-                "layers": layer_values,
-                "heads": head_values,
-                "thresholds": threshold_values,
-                "blur_scales": blur_values,
-            },
-            "seconds": round(seconds, 3),
-            "heatmap": heat_path.name,
-            "heatmap_grid": [[None if np.isnan(v) else v for v in row] for row in heat.tolist()],
-        },
-        log={"stage1": [t.to_dict() for t in stage1], "stage2": [t.to_dict() for t in stage2]},
-    )
-
-    table = Table(title=f"top {min(top, len(ranked1))} of {len(stage1)} stage-1 trials (of {len(grid1)} in the grid)")
     for column in ("layer", "head", "threshold", "reward", "margin"):
         table.add_column(column, justify="right")
-    possible = best1.reward.possible
     for trial in ranked1[:top]:
         table.add_row(
             str(trial.layer),
@@ -220,17 +179,6 @@ def tune(
     )
     for column in ("blur σ", "reward", "margin"):
         blur_table.add_column(column, justify="right")
-    for trial in sorted(stage2, key=lambda t: t.key(), reverse=True)[:top]:
+    for trial in result.ranked(2)[:top]:
         blur_table.add_row(f"{trial.blur_sigma:g}", f"{trial.reward.total}/{possible}", f"{trial.reward.margin:.3f}")
     console.print(blur_table)
-    per_class = ", ".join(f"{k} {v:.2f}" for k, v in best2.reward.per_class.items())
-    console.print(
-        f"best: layer {best2.layer}, head {best2.head}, threshold {best2.threshold:g}, blur σ {best2.blur_sigma:g}; "
-        f"reward {best2.reward.total}/{possible} (per class: {per_class})\n"
-        f"VLM passes: {tuner.vlm_passes} for {len(labelled)} image(s) ({tuner.cache_hits} from the cache); "
-        f"{len(stage1) + len(stage2)} trials, {tuner.evaluator.images_scored} scorer images; "
-        f"capture {capture_seconds:.1f} s, total {seconds:.1f} s\n"
-        f"wrote {out} and {heat_path}" + (f"; cache {cache_dir}" if cache_dir else ""),
-        highlight=False,
-        soft_wrap=True,
-    )

@@ -257,17 +257,24 @@ def folder_dataset(
 ) -> DatasetFactory:
     """A dataset factory for ``root/img_dir/**/x<img_suffix>`` + ``root/ann_dir/**/x<seg_suffix>``.
 
-    ``classes`` is a class list file path, or a list of names / synonym lists. With
+    ``classes`` is a class list file path, or a list of names / synonym lists. A relative
+    class file path, like ``img_dir`` and ``ann_dir``, is resolved against the dataset root
+    (read when the factory is called); an absolute one is read at once. With
     ``reduce_zero_label`` label 0 is ignored and labels 1..N are classes 0..N-1; otherwise 0..N-1
     are the classes directly. ``ignore_index`` is the label value meaning "not scored" (255).
     """
+    class_file: Path | None = None
+    fixed: list[list[str]] | None = None
     if isinstance(classes, (str, Path)):
-        class_list = read_class_file(classes)
+        class_file = Path(classes)
+        if class_file.is_absolute():
+            fixed = read_class_file(class_file)
     else:
-        class_list = [[c] if isinstance(c, str) else list(c) for c in classes]
+        fixed = [[c] if isinstance(c, str) else list(c) for c in classes]
     parse_background_policy(pnp_background)
 
     def factory(root: Path) -> Dataset:
+        class_list = fixed if fixed is not None else read_class_file(Path(root) / str(class_file))
         return Dataset(
             name,
             Path(root),

@@ -18,7 +18,7 @@ Edge cases, by construction of the formula (the comparison is strict):
 * a single present class never wins: a softmax over one class is 1 for any image, so
   Pr(M ⊙ I, k) = 1 = Pr(0, k);
 * a class whose mask is empty has M_k ⊙ I = 0, the black image itself: a tie, no win.
-  (:func:`pnpseg.tuning.tune` reuses the black logits for empty masks, so the tie is exact.)
+  (:class:`pnpseg.tuning.stages.RewardEvaluator` reuses the black logits for empty masks, so the tie is exact.)
 """
 
 from __future__ import annotations

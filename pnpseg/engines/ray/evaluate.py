@@ -33,7 +33,7 @@ class EvalConfig:
 
     def build(self) -> tuple[Any, Any, dict[str, Any]]:
         """(dataset, predictor, settings) exactly as ``pnpseg eval`` builds them locally."""
-        from pnpseg.evaluation.evaluate import ModelPredictor, PredictionFolder
+        from pnpseg.evaluation.predictors import ModelPredictor, PredictionFolder
 
         data = self.data
         if self.predictions is not None:
@@ -49,6 +49,14 @@ class EvalConfig:
             {"adapter": self.adapter, "model": self.model, "preset": self.preset, **predictor.settings()},
         )
 
+    def inputs(self) -> Any:
+        """What the driver hashes to key each resumed record (the predictor's ``inputs``)."""
+        from pnpseg.evaluation.predictors import PredictionFolder, image_inputs
+
+        if self.predictions is not None:
+            return PredictionFolder(Path(self.predictions), self.data).inputs
+        return image_inputs
+
 
 def describe_eval(config: EvalConfig) -> tuple[str, Any]:
     try:
@@ -61,25 +69,23 @@ class EvalActor:
     """One predictor (model) per actor; returns each sample's confusion matrix."""
 
     def __init__(self, config: EvalConfig):
-        from pnpseg.evaluation.evaluate import Evaluation
-
-        data, predictor, _ = config.build()
-        self.job = Evaluation(data, predictor, Path(config.out), protocol=config.protocol, settings=config.settings)
-        self.samples = {s.id: s for s in data.samples()}
-        self.save = config.save_predictions
+        self.data, self.predictor, _ = config.build()
+        self.samples = {s.id: s for s in self.data.samples()}
+        self.predictions = Path(config.out) / "predictions" if config.save_predictions else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from pnpseg.evaluation.metrics import confusion_matrix
+        from pnpseg.evaluation.report import save_prediction
 
         ids, matrices = [], []
-        data = self.job.dataset
+        data = self.data
         for sample_id in batch["id"].tolist():
             sample = self.samples[sample_id]
             label = data.load_label(sample)
-            pred = self.job.predictor(sample, label)
+            pred = self.predictor(sample, label)
             matrices.append(confusion_matrix(label, pred, data.num_classes).astype(np.int64).tobytes())
-            if self.save:
-                self.job._save_prediction(sample, pred)
+            if self.predictions is not None:
+                save_prediction(self.predictions, data, sample, pred)
             ids.append(sample_id)
         return {"id": np.array(ids, dtype=object), "confusion": np.array(matrices, dtype=object)}
 
@@ -91,10 +97,11 @@ class RayEvaluation(Evaluation):
         super().__init__(
             config.data,
             None,
-            Path(config.out),  # type: ignore[arg-type]
+            Path(config.out),
             protocol=config.protocol,
             settings=config.settings,
             save_predictions=config.save_predictions,
+            inputs=config.inputs(),
             **kwargs,
         )
         self.config, self.workers, self.gpus = config, max(1, int(workers)), gpus_per_worker

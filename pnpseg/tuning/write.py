@@ -1,0 +1,75 @@
+"""The files ``pnpseg tune --out`` writes: the preset and its heat-map beside it, checked
+before the search so that a bad path costs nothing and never overwrites an input."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from pnpseg.errors import PnpsegError
+from pnpseg.method.preset import save_preset
+from pnpseg.tuning.result import TuneResult, save_heatmap
+
+
+def heatmap_path(out: Path) -> Path:
+    """``<preset stem>-heatmap.png`` beside the preset."""
+    out = Path(out)
+    return out.parent / f"{out.stem}-heatmap.png"
+
+
+def check_out(out: Path, inputs: Iterable[Path]) -> None:
+    """Refuse a preset path that is a folder, not ``.json``, under a file, or that would
+    overwrite (with the preset or its heat-map) one of ``inputs``."""
+    out = Path(out)
+    if out.is_dir():
+        raise PnpsegError(f"--out {out} is a folder: give the preset file to write, e.g. {out / 'preset.json'}")
+    if out.suffix.lower() != ".json":
+        raise PnpsegError(f"--out {out} must name a .json preset file")
+    parent = next((p for p in out.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise PnpsegError(f"--out {out}: {parent} is a file, not a folder")
+    heat = heatmap_path(out)
+    if heat.is_dir():
+        raise PnpsegError(f"--out {out}: its heat-map path {heat} is a folder")
+    targets = {out.resolve(), heat.resolve()}
+    for path in inputs:
+        if Path(path).resolve() in targets:
+            raise PnpsegError(f"--out {out} would overwrite the input {path}")
+
+
+def write_outputs(result: TuneResult, out: Path) -> tuple[Path, Path]:
+    """Write the preset and the heat-map of ``result``; returns their paths."""
+    out, heat = Path(out), heatmap_path(out)
+    save_heatmap(
+        heat,
+        result.heatmap,
+        (result.best_stage1.layer, result.best_stage1.head),
+        f"best stage-1 reward per (layer, head), {result.adapter}",
+    )
+    save_preset(
+        out,
+        adapter=result.adapter,
+        model=result.model,
+        params=result.params,
+        image_size=list(result.input_size),
+        reward={**result.best.reward.to_dict(), "stage1": result.best_stage1.reward.to_dict()},
+        scorer=result.scorer,
+        search={
+            "seed": result.seed,
+            "trials": result.trials,
+            "images": result.images,
+            "vlm_passes": result.vlm_passes,
+            "cache_hits": result.cache_hits,
+            "scored_images": result.scored_images,
+            "space": result.space,
+            "seconds": round(result.seconds, 3),
+            "margin": result.margin,
+            "warnings": result.warnings,
+            "heatmap": heat.name,
+            "heatmap_grid": [[None if np.isnan(v) else v for v in row] for row in result.heatmap.tolist()],
+        },
+        log={"stage1": [t.to_dict() for t in result.stage1], "stage2": [t.to_dict() for t in result.stage2]},
+    )
+    return out, heat
