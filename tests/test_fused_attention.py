@@ -10,7 +10,6 @@ from __future__ import annotations
 import pytest
 import torch
 from PIL import Image
-from tiny_models import build_tiny_blip, build_tiny_bridgetower, build_tiny_vilt
 
 from pnpseg.method.segmenter import Segmenter
 from pnpseg.plugins import lookup
@@ -19,31 +18,26 @@ pnpseg_hf = pytest.importorskip("pnpseg_hf")
 fused = pnpseg_hf.fused
 
 
-def build_tiny_flava(folder):
-    from test_flava_adapter import build_tiny_flava  # skips without pnpseg_flava
-
-    return build_tiny_flava(folder)
-
-
-CASES = {
-    "blip": (build_tiny_blip, (64, 96)),
-    "bridgetower": (build_tiny_bridgetower, (64, 96)),
-    "vilt": (build_tiny_vilt, (64, 96)),
-    "flava": (build_tiny_flava, (64, 96)),
-}
+#: Each family's tiny checkpoint (a session fixture of conftest.py; FLAVA's is built here).
+FAMILIES = ("blip", "bridgetower", "vilt", "flava")
+SIZE = (64, 96)
 
 
 def random_pixels(size: tuple[int, int]) -> torch.Tensor:
     return torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.fixture(scope="module", params=sorted(CASES))
+@pytest.fixture(scope="module", params=FAMILIES)
 def case(request, tmp_path_factory):
     name = request.param
     pytest.importorskip(f"pnpseg_{name}")
-    build, size = CASES[name]
-    adapter = lookup("adapters", name)(model=str(build(tmp_path_factory.mktemp(f"tiny-{name}"))))
-    return name, adapter, size
+    if name == "flava":
+        from test_flava_adapter import build_tiny_flava
+
+        folder = build_tiny_flava(tmp_path_factory.mktemp("tiny-flava"))
+    else:
+        folder = request.getfixturevalue(f"tiny_{name}")
+    return name, lookup("adapters", name)(model=str(folder)), SIZE
 
 
 def scene() -> Image.Image:
@@ -93,8 +87,8 @@ def test_label_maps_equal_eager_at_fp32(case):
     assert (result.labels == reference.labels).all()
 
 
-def test_pnpseg_eager_env_loads_without_fusion(tmp_path, monkeypatch):
+def test_pnpseg_eager_env_loads_without_fusion(tiny_blip, monkeypatch):
     pytest.importorskip("pnpseg_blip")
     monkeypatch.setenv("PNPSEG_EAGER", "1")
-    adapter = lookup("adapters", "blip")(model=str(build_tiny_blip(tmp_path / "blip")))
+    adapter = lookup("adapters", "blip")(model=str(tiny_blip))
     assert not any(fused.is_fused(m) for m in adapter.model.modules())
