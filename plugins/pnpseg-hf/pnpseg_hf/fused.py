@@ -131,6 +131,7 @@ def unfuse(modules: Iterable[nn.Module]) -> None:
 
 
 def is_fused(module: nn.Module) -> bool:
+    """Whether :func:`fuse` switched ``module`` (and :func:`unfuse` has not switched it back)."""
     return "forward" in module.__dict__ or module in _eager_attributes
 
 
@@ -149,7 +150,11 @@ def eager_requested() -> bool:
 
 @contextlib.contextmanager
 def eager(modules: Iterable[nn.Module]) -> Iterator[None]:
-    """Run ``modules`` eager inside the block (those that were fused are fused again after)."""
+    """Run ``modules`` eager inside the block (those that were fused are fused again after).
+
+    It switches the modules themselves, so two threads must not run forwards of one model
+    object at once (no pnpseg engine does: each worker loads its own model).
+    """
     fused = [(m, INTERFACE if m in _eager_attributes else m.forward.__func__) for m in modules if is_fused(m)]
     unfuse(m for m, _ in fused)
     try:
