@@ -81,7 +81,7 @@ def main() -> None:
                 seconds = time.perf_counter() - start
                 assert summary.done == args.images, summary
                 assert {p.name: p.read_bytes() for p in out.glob("*.png")} == reference, "outputs differ"
-                rows.append((f"ray, {workers} worker(s)", f"{job._cpu_shares()[0]:g}", args.images / seconds))
+                rows.append((f"ray, {workers} worker(s)", f"{job.cpu_shares()[0]:g}", args.images / seconds))
         finally:
             ray.shutdown()
 

@@ -34,7 +34,11 @@ class AdapterError(PnpsegError):
     """
 
 
-class MissingDependencyError(PnpsegError):
+class EnvironmentProblem(PnpsegError):
+    """Something the run needs is missing from this machine or unreachable: exit status 3."""
+
+
+class MissingDependencyError(EnvironmentProblem):
     """An optional dependency that the chosen option needs is not installed (an environment
     problem: the message names the extra to install)."""
 

@@ -27,6 +27,17 @@ def register_adapters(register: Register) -> None:
 
 
 @hookspec
+def register_model_types(register: Register) -> None:
+    """Claim checkpoint types, so that ``Segmenter.from_pretrained(model)`` finds the adapter.
+
+    ``register(model_type, adapter_name)``: ``model_type`` is a value of a Hugging Face
+    ``config.json``'s ``model_type`` (``"blip"``) or one of its ``architectures``
+    (``"BlipForImageTextRetrieval"``, more specific: tried first, as ``AutoModel`` does);
+    ``adapter_name`` is a name registered with ``register_adapters``.
+    """
+
+
+@hookspec
 def register_postprocessors(register: Register) -> None:
     """Register postprocessors for ``--postprocess``.
 

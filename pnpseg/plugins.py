@@ -23,7 +23,7 @@ from pnpseg import hookspecs
 from pnpseg.errors import PnpsegError, UnknownNameError
 
 ENTRY_POINT_GROUP = "pnpseg"
-KINDS = ("adapters", "postprocessors", "scorers", "datasets", "class_sources")
+KINDS = ("adapters", "model_types", "postprocessors", "scorers", "datasets", "class_sources")
 
 pm = pluggy.PluginManager("pnpseg")
 pm.add_hookspecs(hookspecs)
@@ -77,10 +77,10 @@ def load_plugins_dir(directory: Path) -> None:
         pm.register(module, name=name)
 
 
-def _collect(kind: str, plugin: object | None = None) -> dict[str, Callable[..., Any]]:
-    """Call ``register_<kind>`` on all plugins (or one) and gather name → factory."""
+def _collect(kind: str, plugin: object | None = None) -> dict[str, Any]:
+    """Call ``register_<kind>`` on all plugins (or one) and gather name → factory (or adapter name)."""
     load_plugins()
-    found: dict[str, Callable[..., Any]] = {}
+    found: dict[str, Any] = {}
     owners: dict[str, str] = {}
     plugins = [plugin] if plugin is not None else pm.get_plugins()
     for plug in plugins:
@@ -89,7 +89,7 @@ def _collect(kind: str, plugin: object | None = None) -> dict[str, Callable[...,
             continue
         owner = pm.get_name(plug) or repr(plug)
 
-        def register(name: str, factory: Callable[..., Any], _owner: str = owner) -> None:
+        def register(name: str, factory: Any, _owner: str = owner) -> None:
             if name in owners and owners[name] != _owner:
                 raise PnpsegError(f"{kind[:-1]} {name!r} is registered by both {owners[name]!r} and {_owner!r}")
             owners[name] = _owner
@@ -101,6 +101,11 @@ def _collect(kind: str, plugin: object | None = None) -> dict[str, Callable[...,
 
 def adapters() -> dict[str, Callable[..., Any]]:
     return _collect("adapters")
+
+
+def model_types() -> dict[str, str]:
+    """Checkpoint ``model_type`` / architecture name → the adapter that claims it."""
+    return _collect("model_types")
 
 
 def postprocessors() -> dict[str, Callable[..., Any]]:

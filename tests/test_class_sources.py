@@ -278,6 +278,7 @@ def test_llm_source_good_malformed_and_server_error(scenes, tmp_path, monkeypatc
     )
     assert all(c in next(p["text"] for p in parts if p["type"] == "text") for c in VOCAB)
 
+    assert not [p for p in out.rglob("*") if p.is_file() and b"sk-test" in p.read_bytes()]  # no key on disk
     recs = records(out)
     good_rec = recs["s0"]["class_source"]
     assert good_rec["name"] == "llm" and good_rec["fallback"] is None
@@ -311,3 +312,39 @@ def test_clip_source_with_a_scorer_plugin(scenes):
         assert sum(proposal.scores.values()) == pytest.approx(1.0)
     with pytest.raises(PnpsegError, match="unknown scorer"):
         build_class_source("clip:scorer=nope", VOCAB)
+
+
+def test_file_source_empty_list_fails_that_image_only(scenes, tmp_path):
+    """Issue 12 #14: an image listed with ``[]`` is recorded as failed; the others are done."""
+    root, _ = scenes
+    table = tmp_path / "classes.json"
+    table.write_text(json.dumps({"s0.png": [], **{f"s{i}.png": ["red"] for i in range(1, N_IMAGES)}}))
+    out = tmp_path / "out"
+    result = segment(root, out, f"file:{table}")
+    assert result.exit_code == 1, result.output
+    recs = records(out)
+    assert recs["s0"]["status"] == "error" and "no classes" in recs["s0"]["error"]
+    assert all(recs[f"s{i}"]["status"] == "ok" for i in range(1, N_IMAGES))
+
+
+def test_file_source_bare_name_matching_several_inputs_is_ambiguous(scenes, tmp_path, monkeypatch):
+    """Issue 12 #14: ``img.png`` naming both ``a/img.png`` and ``b/img.png`` is refused up front."""
+    root, _ = scenes
+    for sub in ("a", "b"):
+        (tmp_path / "in" / sub).mkdir(parents=True)
+        (tmp_path / "in" / sub / "s0.png").write_bytes((root / "s0.png").read_bytes())
+    table = tmp_path / "classes.json"
+    table.write_text(json.dumps({"s0.png": ["red"]}))
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model must not load")
+
+    monkeypatch.setattr(Segmenter, "from_pretrained", no_model)
+    result = segment(tmp_path / "in", tmp_path / "out", f"file:{table}")
+    assert result.exit_code == 2, result.output
+    assert "matches several inputs" in result.output
+    # The relative path is not ambiguous.
+    table.write_text(json.dumps({"a/s0.png": ["red"], "b/s0": ["blue"]}))
+    monkeypatch.undo()
+    result = segment(tmp_path / "in", tmp_path / "out2", f"file:{table}")
+    assert result.exit_code == 0, result.output

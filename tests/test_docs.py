@@ -73,3 +73,13 @@ def test_hf_tutorial_adapter_builds_and_conforms(tmp_path):
 def test_toy_adapter_passes_the_conformance_kit(monkeypatch):
     monkeypatch.syspath_prepend(str(EXAMPLE))
     exec(next(block for block in python_blocks("adapters.md") if "check_adapter(ToyAdapter())" in block), {})
+
+
+def test_every_test_named_in_reliability_md_exists():
+    """Each guarantee in docs/reliability.md names a test that exists (so a renamed or deleted
+    test cannot leave a guarantee unbacked)."""
+    named = re.findall(r"`(?:tests/)?(test_\w+\.py)::(test_\w+)`", (DOCS / "reliability.md").read_text())
+    assert len(named) >= 10
+    for module, test in named:
+        source = (Path(__file__).parent / module).read_text()
+        assert re.search(rf"^def {test}\(", source, re.M), f"{module}::{test}"

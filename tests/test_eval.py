@@ -685,3 +685,18 @@ def test_a_model_result_is_redone_when_its_image_changes_and_old_state_files_are
     with pytest.raises(pnpseg.PnpsegError, match="older pnpseg; use --overwrite"):
         Evaluation(data, predictor, out).run()
     assert Evaluation(data, predictor, out, overwrite=True).run().reused == 0
+
+
+def test_json_summary_on_stdout(tmp_path):
+    """``eval --json``: one JSON document on stdout with the numbers of results.json; tables on stderr."""
+    root, preds = tmp_path / "voc", tmp_path / "preds"
+    voc_with_known_predictions(root, preds)
+    out = tmp_path / "o"
+    result = run("--dataset", "voc20", "--root", str(root), "--predictions", str(preds), "--out", str(out), "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    saved = json.loads((out / "results.json").read_text())
+    assert summary["command"] == "eval" and summary["output"] == str(out) and summary["reused"] == 0
+    assert summary["mIoU"] == saved["mIoU"] == pytest.approx(100 * (6 / 7 + 5 / 8) / 2, abs=1e-3)
+    assert summary["per_class_iou"] == saved["per_class_iou"]
+    assert "mIoU" in result.stderr

@@ -37,7 +37,7 @@ def test_class_contrast_by_hand():
 
 
 def test_the_trace_follows_the_rounds(scene):
-    segmenter = Segmenter.from_pretrained("synthetic", device="cpu")
+    segmenter = Segmenter.from_pretrained(adapter="synthetic", device="cpu")
     image = Image.open(scene).convert("RGB")
     trace = trace_pipeline(segmenter, image, ["red", "blue"])
     assert len(trace.rounds) == segmenter.params.drop_rounds
@@ -51,7 +51,7 @@ def test_the_trace_follows_the_rounds(scene):
 
 
 def test_the_atlas_finds_the_planted_head(scene):
-    segmenter = Segmenter.from_pretrained("synthetic", device="cpu")
+    segmenter = Segmenter.from_pretrained(adapter="synthetic", device="cpu")
     atlas = head_atlas(segmenter, Image.open(scene).convert("RGB"), ["red", "blue", "green"])
     assert atlas.maps.shape[:3] == (4, 4, 3)
     for k in range(3):

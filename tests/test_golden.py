@@ -33,6 +33,7 @@ def _normalise(record: dict, model: str | None) -> dict:
     record = {k: v for k, v in record.items() if k not in VOLATILE}
     if model is not None and record.get("settings", {}).get("model") == model:
         record["settings"]["model"] = "<model>"
+        record["fingerprint"] = "<fingerprint of settings naming the temp model>"
     return record
 
 

@@ -14,6 +14,7 @@ from pnpseg.io.outputs import (
     atomic_path,
     atomic_write_bytes,
     class_fractions,
+    is_temp_name,
     palette,
     save_label_png,
     write_json,
@@ -21,7 +22,7 @@ from pnpseg.io.outputs import (
 
 
 def _leftovers(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir() if ".tmp-" in p.name)
+    return sorted(p.name for p in directory.iterdir() if is_temp_name(p.name))
 
 
 # ---------------------------------------------------------------- palette / label PNG
@@ -78,7 +79,7 @@ def test_atomic_path_failure_keeps_previous_and_cleans_up(tmp_path: Path) -> Non
     target.write_bytes(b"previous")
     with pytest.raises(RuntimeError):
         with atomic_path(target) as tmp:
-            assert tmp.parent == tmp_path and tmp.name.startswith(".out.png.tmp-")
+            assert tmp.parent == tmp_path and is_temp_name(tmp.name) and tmp.name.endswith("out.png")
             tmp.write_bytes(b"half-writ")
             raise RuntimeError("killed mid-write")
     assert target.read_bytes() == b"previous"

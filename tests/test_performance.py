@@ -76,7 +76,7 @@ def test_tiny_blip_saliency_equals_plain_full_backward(tiny_blip):
 
     names = ["cat", "dog", "grass"]
     seg = Segmenter.from_pretrained(
-        "blip", model=str(tiny_blip), device="cpu", image_size=(64, 96), layer=2, head=2, drop_rounds=3
+        str(tiny_blip), adapter="blip", device="cpu", image_size=(64, 96), layer=2, head=2, drop_rounds=3
     )
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (70, 100, 3), dtype=np.uint8))
     ours = seg.saliency([image], [names])[0]

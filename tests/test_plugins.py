@@ -128,6 +128,7 @@ def test_core_and_cli_never_import_ray():
 
 
 def test_engine_ray_without_ray_says_which_extra(tmp_path, monkeypatch):
+    """A missing optional dependency is an environment problem: exit 3 (the documented exit codes)."""
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
     (tmp_path / "x.png").write_bytes(b"")
     result = CliRunner().invoke(
@@ -145,7 +146,7 @@ def test_engine_ray_without_ray_says_which_extra(tmp_path, monkeypatch):
             str(tmp_path / "out"),
         ],
     )
-    assert result.exit_code == 2 and "pip install 'pnpseg[ray]'" in result.output, result.output
+    assert result.exit_code == 3 and "pip install 'pnpseg[ray]'" in result.output, result.output
 
 
 def test_core_source_has_no_transformers_import():

@@ -5,6 +5,7 @@ worker killed mid-run, and confusion matrices summed across workers."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,9 @@ from typer.testing import CliRunner
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 
+import pnpseg.engines.ray.actors as actors
 from pnpseg.cli import app
+from pnpseg.engines.common.folder import LOCK
 from pnpseg.engines.ray import EvalConfig, RaySegmentJob, ray_evaluate
 from pnpseg.evaluation.datasets import folder_dataset
 from pnpseg.evaluation.evaluate import Evaluation
@@ -23,8 +26,9 @@ from pnpseg.testing import make_scene
 
 COLOURS = ["red", "green", "blue"]
 ARGS = ["--classes", ",".join(COLOURS), "--adapter", "synthetic", "--device", "cpu", "--image-size", "128"]
-#: Fields allowed to differ between engines: timing, and "output", which names each run's own --out.
-VOLATILE = ("seconds", "output")
+#: Fields allowed to differ between engines: timing, and "output" and "key", which name each
+#: run's own --out (the key is the input relative to it).
+VOLATILE = ("seconds", "output", "key")
 
 
 def segment(*args: str):
@@ -54,7 +58,7 @@ def scenes(tmp_path_factory):
 @pytest.fixture(scope="module")
 def local_run(scenes, tmp_path_factory):
     out = tmp_path_factory.mktemp("local")
-    result = segment(str(scenes), *ARGS, "--out", str(out), "--viz")
+    result = segment(str(scenes), *ARGS, "--out", str(out), "--viz", "--format", "png,cvat,coco")
     assert result.exit_code == 1, result.output  # broken.png
     return out
 
@@ -63,7 +67,7 @@ def outputs(out: Path) -> dict[str, bytes]:
     return {
         p.relative_to(out).as_posix(): p.read_bytes()
         for p in sorted(out.rglob("*"))
-        if p.is_file() and p.name != "manifest.jsonl"
+        if p.is_file() and p.name not in ("manifest.jsonl", LOCK)  # a file:// URI is not locked
     }
 
 
@@ -79,10 +83,13 @@ def records(out: Path, strip: str = "") -> list[dict]:
 
 def test_ray_engine_matches_the_local_engine(scenes, local_run, tmp_path):
     out = tmp_path / "ray"
-    result = segment(str(scenes), *ARGS, "--out", str(out), "--viz", "--engine", "ray", "--workers", "2")
+    result = segment(
+        str(scenes), *ARGS, "--out", str(out), "--viz", "--format", "png,cvat,coco", "--engine", "ray", "--workers", "2"
+    )
     assert result.exit_code == 1, result.output
     assert "skipping non-image file" in result.output and "broken.png" in result.output
-    assert outputs(out) == outputs(local_run)  # label PNGs, overlays and classes.json, byte for byte
+    # label PNGs, overlays, classes.json and the --format documents, byte for byte
+    assert outputs(out) == outputs(local_run) and (out / "coco.json").is_file() and (out / "cvat").is_dir()
     assert records(out) == records(local_run)  # same records in the same (input) order
     assert [r["status"] for r in records(out)].count("error") == 1
     assert not (out / ".pnpseg-parts").exists()
@@ -94,7 +101,7 @@ def test_uris_and_resume(scenes, local_run, tmp_path):
     first = segment(*args)
     assert first.exit_code == 1, first.output
     assert {k: v for k, v in outputs(out).items()} == {
-        k: v for k, v in outputs(local_run).items() if not k.startswith("overlays/")
+        k: v for k, v in outputs(local_run).items() if not k.startswith(("overlays/", "cvat/", "coco.json"))
     }
     assert records(out, strip="file://") == records(local_run)
     assert json.loads((out / "manifest.jsonl").read_text().splitlines()[0])["output"].startswith(f"file://{out}/")
@@ -106,17 +113,28 @@ def test_uris_and_resume(scenes, local_run, tmp_path):
     assert other.exit_code == 2 and "other settings" in other.output
 
 
-def test_a_worker_killed_mid_run_still_does_every_image_once(scenes, local_run, tmp_path):
+def test_a_worker_killed_mid_run_still_does_every_image_once(scenes, local_run, tmp_path, monkeypatch):
     out, marker = tmp_path / "killed", tmp_path / "killed-once"
+
+    class DiesOnce(actors.SegmentActor):  # defined here, so Ray ships it to the workers by value
+        """The first actor to pass 2 images dies (os._exit), once."""
+
+        seen = 0
+
+        def __call__(self, batch):
+            self.seen += len(batch["input"])
+            if self.seen > 2:
+                try:
+                    os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                except FileExistsError:
+                    pass
+                else:
+                    os._exit(1)
+            return super().__call__(batch)
+
+    monkeypatch.setattr(actors, "SegmentActor", DiesOnce)
     job = RaySegmentJob(
-        [scenes],
-        COLOURS,
-        out,
-        adapter="synthetic",
-        device="cpu",
-        params={"image_size": "128"},
-        workers=2,
-        fault=(2, str(marker)),
+        [scenes], COLOURS, out, adapter="synthetic", device="cpu", params={"image_size": "128"}, workers=2
     )
     summary = job.run()
     assert marker.exists()  # an actor did die (os._exit) after its first images
@@ -125,7 +143,7 @@ def test_a_worker_killed_mid_run_still_does_every_image_once(scenes, local_run, 
     assert len(inputs) == len(set(inputs)) == 9  # exactly one record per image
     assert records(out) == records(local_run)
     assert {k: v for k, v in outputs(out).items()} == {
-        k: v for k, v in outputs(local_run).items() if not k.startswith("overlays/")
+        k: v for k, v in outputs(local_run).items() if not k.startswith(("overlays/", "cvat/", "coco.json"))
     }
 
 
@@ -162,7 +180,7 @@ def test_eval_on_ray_sums_the_same_confusion_matrix(tmp_path):
         has_background=True,
         pnp_background="always",
     )(root)
-    segmenter = Segmenter.from_pretrained("synthetic", device="cpu", image_size="128")
+    segmenter = Segmenter.from_pretrained(adapter="synthetic", device="cpu", image_size="128")
     settings = {"adapter": "synthetic", "model": None, "preset": None}
     predictor = ModelPredictor(segmenter, data, "pnp")
     local = Evaluation(data, predictor, tmp_path / "local", settings={**settings, **predictor.settings()}).run()
@@ -201,3 +219,33 @@ def test_eval_command_on_ray_scores_predictions_like_the_local_engine(tmp_path):
     assert on_ray.exit_code == 0, on_ray.output
     for name in ("results.json", "per_class_iou.csv", "results.md"):
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+
+
+def test_a_step4_task_builds_the_postprocessor_chain_once(scenes, tmp_path, monkeypatch):
+    """It once rebuilt the chain for every image (``dict.setdefault(key, build_chain(...))``)."""
+    import numpy as np
+
+    import pnpseg.method.postprocess as postprocess
+    from pnpseg.engines.common import JobSpec, OutputFolder, fingerprint
+
+    spec = JobSpec(COLOURS, "synthetic", device="cpu", params={"image_size": "128"})
+    status, (settings, params) = actors.describe(spec)
+    folder = OutputFolder(tmp_path / "out", COLOURS)
+    layout = folder.layout(settings, fingerprint(folder.table, settings))
+    paths = [scenes / f"s{i}.png" for i in (0, 2, 4)]
+    batch = {
+        "idx": np.arange(3),
+        "input": np.array([str(p) for p in paths], dtype=object),
+        "root": np.array([""] * 3, dtype=object),
+        "relative": np.array([p.name for p in paths], dtype=object),
+    }
+    handed_on = actors.SegmentActor(spec, layout)(batch)
+    built = []
+    monkeypatch.setattr(postprocess, "build_chain", lambda names: built.append(names) or [])
+    actors.chain_for.cache_clear()
+    try:
+        result = actors.finish_and_write(handed_on, layout, params)
+    finally:
+        actors.chain_for.cache_clear()  # forget the stand-in chain
+    assert [json.loads(r)["status"] for r in result["record"]] == ["ok"] * 3
+    assert built == [("blur", "crf")]

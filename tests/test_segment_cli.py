@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from pnpseg import VLMOutput
 from pnpseg.cli import app
+from pnpseg.io.outputs import is_temp_name
 from pnpseg.method.segmenter import Segmenter
 from pnpseg.testing import SyntheticAdapter, make_scene, miou
 
@@ -344,7 +345,7 @@ def test_killed_run_leaves_no_partial_png_and_resumes(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert "already done" in resumed.stderr
     assert len(list(out.glob("*.png"))) == 40
-    assert not [p for p in out.iterdir() if ".tmp-" in p.name]
+    assert not [p for p in out.iterdir() if is_temp_name(p.name)]
     records = [
         json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines() if line.strip().endswith("}")
     ]

@@ -54,8 +54,21 @@ def scenes(tmp_path_factory):
 def tuned(scenes, tmp_path_factory):
     root, labels, _ = scenes
     out = tmp_path_factory.mktemp("tuned") / "preset.json"
-    result = invoke("tune", root, "--labels", labels, "--out", out, "--trials", "200", *FAST)
+    result = invoke("tune", root, "--labels", labels, "--out", out, "--trials", "200", *FAST, "--json")
     return out, result
+
+
+def test_json_summary_on_stdout(tuned):
+    out, result = tuned
+    summary = json.loads(result.stdout)  # the only thing on stdout
+    preset = json.loads(out.read_text())
+    assert summary["command"] == "tune" and summary["preset"] == str(out)
+    assert (
+        summary["params"]["layer"] == preset["params"]["layer"]
+        and summary["params"]["head"] == preset["params"]["head"]
+    )
+    assert summary["reward"]["total"] == preset["reward"]["total"]
+    assert "best: layer" in result.stderr
 
 
 def test_tune_finds_the_planted_head(tuned):
@@ -503,3 +516,17 @@ def test_tune_out_is_checked_before_the_search_and_never_overwrites_an_input(sce
     assert result.exit_code == 2 and message in result.output, result.output
     assert "Traceback" not in result.output and count_forward == []  # before any VLM pass
     assert {p: p.read_bytes() for p in before} == before
+
+
+def test_an_image_listed_with_no_classes_is_unlabelled(tmp_path):
+    """The labels file shares the class-file format: ``[]`` means "no classes", not an error."""
+    from pnpseg.io.images import discover
+    from pnpseg.tuning.capture import read_labels
+
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (8, 8)).save(tmp_path / name)
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"a.png": ["red", "blue"], "b.png": []}))
+    labelled, unlabelled = read_labels(labels, discover([tmp_path])[0])
+    assert [(e.item.path.name, e.classes) for e in labelled] == [("a.png", ["red", "blue"])]
+    assert [item.path.name for item in unlabelled] == ["b.png"]

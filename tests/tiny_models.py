@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from pnpseg_hf.testing import BERT_SPECIALS, byte_level_vocab, save_tiny, wordpiece_vocab
 
 #: Special tokens of BLIP's BERT tokenizer: the BERT five, then [DEC] (the captioning BOS,
@@ -146,3 +148,75 @@ def build_tiny_vilt(folder: Path) -> Path:
     image_processor = hf.ViltImageProcessor(size={"shortest_edge": 64})
     processor = hf.ViltProcessor(image_processor=image_processor, tokenizer=tokenizer)
     return save_tiny(folder, lambda: hf.ViltForImageAndTextRetrieval(config), processor)
+
+
+def write_tiny_lavis_blip_checkpoint(folder: Path, width: int = 128, seed: int = 0) -> Path:
+    """``folder/blip.pth`` shaped and named as a LAVIS ``BlipITM`` / BLIP release checkpoint.
+
+    Random tensors under LAVIS's names (``visual_encoder.blocks.N.attn.qkv``,
+    ``text_encoder.encoder.layer.N.crossattention...``), stored as the releases store them:
+    ``{"model": state, "config": ..., "epoch": ...}``, with a retrieval checkpoint's momentum
+    encoder and queue, and BERT's ``vocab.txt`` beside it. Vision: 64 px, patch 16, 2 layers;
+    text: 3 layers, all cross-attending, 64 positions; embeddings for the vocabulary plus
+    [DEC] and [ENC]. Needs no LAVIS (the LAVIS environment builds real ones).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = wordpiece_vocab(BERT_SPECIALS)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    g = torch.Generator().manual_seed(seed)
+    w, mlp = width, 4 * width
+
+    def linear(prefix: str, n_out: int, n_in: int) -> dict[str, torch.Tensor]:
+        return {
+            f"{prefix}.weight": torch.randn(n_out, n_in, generator=g) * 0.05,
+            f"{prefix}.bias": torch.randn(n_out, generator=g) * 0.01,
+        }
+
+    def norm(prefix: str) -> dict[str, torch.Tensor]:
+        return {
+            f"{prefix}.weight": 1 + 0.1 * torch.randn(w, generator=g),
+            f"{prefix}.bias": 0.1 * torch.randn(w, generator=g),
+        }
+
+    state: dict[str, torch.Tensor] = {
+        "visual_encoder.cls_token": torch.randn(1, 1, w, generator=g),
+        "visual_encoder.pos_embed": torch.randn(1, 17, w, generator=g),
+        "visual_encoder.patch_embed.proj.weight": torch.randn(w, 3, 16, 16, generator=g) * 0.05,
+        "visual_encoder.patch_embed.proj.bias": torch.zeros(w),
+        **norm("visual_encoder.norm"),
+        "text_encoder.embeddings.position_ids": torch.arange(64)[None],
+        "text_encoder.embeddings.word_embeddings.weight": torch.randn(len(vocab) + 2, w, generator=g),
+        "text_encoder.embeddings.position_embeddings.weight": torch.randn(64, w, generator=g),
+        **norm("text_encoder.embeddings.LayerNorm"),
+        **linear("vision_proj", 16, w),
+        **linear("text_proj", 16, w),
+        **linear("itm_head", 2, w),
+    }
+    for i in range(2):
+        block = f"visual_encoder.blocks.{i}"
+        state.update(norm(f"{block}.norm1") | norm(f"{block}.norm2") | linear(f"{block}.attn.qkv", 3 * w, w))
+        state.update(
+            linear(f"{block}.attn.proj", w, w) | linear(f"{block}.mlp.fc1", mlp, w) | linear(f"{block}.mlp.fc2", w, mlp)
+        )
+    for i in range(3):
+        layer = f"text_encoder.encoder.layer.{i}"
+        for attention in ("attention", "crossattention"):
+            for part in ("query", "key", "value"):
+                state.update(linear(f"{layer}.{attention}.self.{part}", w, w))
+            state.update(
+                linear(f"{layer}.{attention}.output.dense", w, w) | norm(f"{layer}.{attention}.output.LayerNorm")
+            )
+        state.update(linear(f"{layer}.intermediate.dense", 2 * w, w) | linear(f"{layer}.output.dense", w, 2 * w))
+        state.update(norm(f"{layer}.output.LayerNorm"))
+    momentum = {
+        k.replace("visual_encoder.", "visual_encoder_m.", 1): v
+        for k, v in state.items()
+        if k.startswith("visual_encoder.")
+    }
+    state.update(
+        momentum | {"image_queue": torch.randn(16, 8, generator=g), "ptr_queue": torch.zeros(1, dtype=torch.long)}
+    )
+    path = folder / "blip.pth"
+    torch.save({"model": state, "config": {"image_size": 64, "vit": "tiny"}, "epoch": 5}, path)
+    return path

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from pnpseg.errors import PnpsegError
+from pnpseg.errors import EnvironmentProblem, PnpsegError
 
 app = typer.Typer(
     add_completion=False,
@@ -26,10 +26,18 @@ console = Console(stderr=True)
 
 EXIT_INPUT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_ENVIRONMENT = 3
+
+
+def print_json(summary: Any) -> None:
+    """A command's ``--json`` summary: one JSON document on stdout (everything else goes to stderr)."""
+    import json
+
+    typer.echo(json.dumps(summary, ensure_ascii=False, default=str))
 
 
 def friendly(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn PnpsegError into one red line and exit status 2, never a traceback."""
+    """Turn PnpsegError into one red line and exit status 2 (3 for an environment problem), never a traceback."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -37,7 +45,7 @@ def friendly(command: Callable[..., Any]) -> Callable[..., Any]:
             return command(*args, **kwargs)
         except PnpsegError as error:  # escaped: "pip install 'pnpseg[ray]'" is not markup
             console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(EXIT_USAGE) from None
+            raise typer.Exit(EXIT_ENVIRONMENT if isinstance(error, EnvironmentProblem) else EXIT_USAGE) from None
 
     return wrapper
 

@@ -10,8 +10,9 @@ from typing import Optional
 
 import typer
 
-from pnpseg.cli.app import app, console, friendly
+from pnpseg.cli.app import app, console, friendly, print_json
 from pnpseg.errors import PnpsegError
+from pnpseg.method.defaults import DEFAULT_ADAPTER
 
 
 def _parse_slide(value: str | None) -> tuple[int, int] | None:
@@ -45,7 +46,9 @@ def eval_command(
         None, "--adapter", "-a", help="VLM adapter (default: the preset's, else blip)."
     ),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint name or local folder."),
-    preset: Optional[Path] = typer.Option(None, "--preset", help="A parameter preset written by `pnpseg tune`."),
+    preset: Optional[str] = typer.Option(
+        None, "--preset", help="A parameter preset written by `pnpseg tune`: a file or hf://ORG/REPO/FILE.json."
+    ),
     limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Evaluate only the first N images."),
     out: Optional[Path] = typer.Option(
         None, "--out", "-o", help="Output folder (default: pnpseg-eval/<dataset>-<protocol>)."
@@ -113,6 +116,9 @@ def eval_command(
     ),
     workers: int = typer.Option(1, "--workers", min=1, help="--engine ray: model workers (actors)."),
     gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0.0, help="--engine ray: GPUs per worker."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON summary on stdout (progress and tables stay on stderr)."
+    ),
 ) -> None:
     """Evaluate on a dataset: mIoU, per-class IoU and pixel accuracy; resumable."""
     from pnpseg.evaluation.datasets import get_dataset
@@ -164,7 +170,7 @@ def eval_command(
                 str(out),
                 protocol,
                 predictions=str(predictions) if predictions is not None else None,
-                adapter=adapter or "blip",
+                adapter=adapter or DEFAULT_ADAPTER,
                 model=model,
                 preset=str(preset) if preset else None,
                 device=device,
@@ -191,31 +197,18 @@ def eval_command(
                 **run,
             )
     _report(result)
+    if as_json:
+        print_json({"command": "eval", **result.to_json()})
 
 
 class _Bar:
     """A Rich progress bar with the running mIoU, fed by ``progress(done, total, miou)``."""
 
     def __init__(self, header: str) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from pnpseg.io.progress import progress_bar
 
         self.header = header
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("mIoU {task.fields[miou]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        )
+        self.progress = progress_bar(console, "mIoU {task.fields[miou]}")
         self.task = None
 
     def __enter__(self) -> _Bar:

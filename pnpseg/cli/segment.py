@@ -7,8 +7,9 @@ from typing import Optional
 
 import typer
 
-from pnpseg.cli.app import EXIT_INPUT_FAILED, app, console, friendly
+from pnpseg.cli.app import EXIT_INPUT_FAILED, app, console, friendly, print_json
 from pnpseg.errors import PnpsegError
+from pnpseg.method.defaults import DEFAULT_ADAPTER
 
 
 @app.command()
@@ -16,7 +17,7 @@ from pnpseg.errors import PnpsegError
 def segment(
     inputs: list[str] = typer.Argument(
         ...,
-        help="Image files and/or folders (searched recursively); with --engine ray also scheme://... URIs (s3://, gs://, file://, any pyarrow/fsspec file system).",
+        help="Image files and/or folders (searched recursively); - reads one path per line from stdin; with --engine ray also scheme://... URIs (s3://, gs://, file://, any pyarrow/fsspec file system).",
     ),
     classes: Optional[str] = typer.Option(
         None, "--classes", "-c", help='Comma-separated class names, e.g. "cat,dog,grass".'
@@ -68,14 +69,22 @@ def segment(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Redo images already done; allow a different class list."
     ),
-    preset: Optional[Path] = typer.Option(
-        None, "--preset", help="Parameters (and adapter/model) from `pnpseg tune`; explicit flags win."
+    preset: Optional[str] = typer.Option(
+        None,
+        "--preset",
+        help="Parameters (and adapter/model) from `pnpseg tune`: a file or hf://ORG/REPO/FILE.json; explicit flags win.",
     ),
     class_source: str = typer.Option(
         "all",
         "--class-source",
         help="Which of --classes to segment per image: all, file:PATH, itm[:threshold=T|top=N], clip[:...], llm[:...] (docs/class-sources.md).",
     ),
+    formats: str = typer.Option(
+        "png",
+        "--format",
+        help="Output formats, comma-separated: png (label PNGs, always written), coco, cvat, labelstudio (docs/formats.md).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout (progress stays on stderr)."),
     engine: str = typer.Option(
         "local", "--engine", help="local (this machine) or ray (a Ray cluster; needs pnpseg[ray], docs/scale-out.md)."
     ),
@@ -97,9 +106,12 @@ def segment(
     """Segment images into the given classes; write label PNGs, classes.json and manifest.jsonl."""
     from pnpseg.engines.local import SegmentJob, read_class_names
     from pnpseg.engines.parallel import parse_batch_size
+    from pnpseg.io.formats import parse_formats
     from pnpseg.method.preset import apply_preset, load_preset
 
     names = read_class_names(classes, classes_file)
+    inputs = read_inputs(inputs)
+    chosen_formats = parse_formats(formats)
     params = dict(
         layer=layer,
         head=head,
@@ -122,7 +134,7 @@ def segment(
             inputs,
             names,
             out,
-            adapter=adapter or "blip",
+            adapter=adapter or DEFAULT_ADAPTER,
             model=model,
             device=device,
             params=params,
@@ -133,11 +145,15 @@ def segment(
             workers=workers or 1,
             precision=precision,
             class_source=class_source,
+            formats=chosen_formats,
             address=ray_address,
             gpus_per_worker=gpus_per_worker,
             cpus_per_worker=cpus_per_worker,
         )
-        if job.run().failed:
+        summary = job.run()
+        if as_json:
+            print_json({"command": "segment", **summary.to_json(job.folder.location, job.folder.manifest_uri)})
+        if summary.failed:
             raise typer.Exit(EXIT_INPUT_FAILED)
         return
     job = SegmentJob(
@@ -155,7 +171,23 @@ def segment(
         workers=workers,
         precision=precision,
         class_source=class_source,
+        formats=chosen_formats,
     )
     summary = job.run()
+    if as_json:
+        print_json({"command": "segment", **summary.to_json(job.folder.location, job.folder.manifest_uri)})
     if summary.failed:
         raise typer.Exit(EXIT_INPUT_FAILED)
+
+
+def read_inputs(inputs: list[str]) -> list[str]:
+    """``-`` stands for the paths on stdin, one per line (blank lines skipped), as ``find`` prints them."""
+    if "-" not in inputs:
+        return inputs
+    stdin = [line.strip() for line in typer.get_text_stream("stdin").read().splitlines() if line.strip()]
+    if not stdin:
+        raise PnpsegError("segment -: no paths on stdin")
+    expanded: list[str] = []
+    for given in inputs:
+        expanded += stdin if given == "-" else [given]
+    return expanded

@@ -12,7 +12,8 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from pnpseg.cli.app import app, console, friendly
+from pnpseg.cli.app import app, console, friendly, print_json
+from pnpseg.method.defaults import DEFAULT_ADAPTER
 
 
 @app.command()
@@ -25,7 +26,7 @@ def tune(
         "-l",
         help="JSON object (image → list of class names) or CSV rows image,classes with the classes separated by ';'.",
     ),
-    adapter: str = typer.Option("blip", "--adapter", "-a", help="VLM adapter (see `pnpseg plugins`)."),
+    adapter: str = typer.Option(DEFAULT_ADAPTER, "--adapter", "-a", help="VLM adapter (see `pnpseg plugins`)."),
     model: Optional[str] = typer.Option(
         None, "--model", "-m", help="Checkpoint name or local folder; default: the adapter's."
     ),
@@ -59,6 +60,9 @@ def tune(
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (VLM and scorer)."),
     top: int = typer.Option(10, "--top", min=1, help="Rows in the table of best trials."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON summary on stdout (progress and tables stay on stderr)."
+    ),
 ) -> None:
     """Search layer, head, threshold (stage 1) and blur σ (stage 2) by the CLIP reward; write a preset."""
     from pnpseg.tuning.tune import tune as run_tune
@@ -110,6 +114,8 @@ def tune(
         highlight=False,
         soft_wrap=True,
     )
+    if as_json:
+        print_json({"command": "tune", "preset": str(out), "heatmap": str(heatmap_path(out)), **result.to_json()})
 
 
 class _Bars:
@@ -118,24 +124,10 @@ class _Bars:
     NAMES = {"capture": "capture", "stage 1": "stage 1: layer/head/threshold", "stage 2": "stage 2: blur σ"}
 
     def __init__(self, header: str) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from pnpseg.io.progress import progress_bar
 
         self.header = header
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        )
+        self.progress = progress_bar(console)
         self.tasks: dict[str, object] = {}
 
     def __enter__(self) -> _Bars:

@@ -81,7 +81,7 @@ class DemoSession:
         """A segmenter with the page's knobs over the base parameters (the adapter loads once)."""
         if self._segmenter is None:
             self._segmenter = Segmenter.from_pretrained(
-                self.adapter_name, model=self.model, device=self.device, **self.params
+                self.model, adapter=self.adapter_name, device=self.device, **self.params
             )
         base = self._segmenter
         return Segmenter(base.adapter, base.params, precision=base.precision, **knobs)

@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -30,13 +30,23 @@ from pnpseg.io.outputs import write_json
 Progress = Callable[[int, int, float], None]
 
 
+@runtime_checkable
+class BulkPredictor(Protocol):
+    """Predicts many samples elsewhere (the Ray engine's workers, which also save the
+    predictions when asked to) and returns their confusion matrices, in order."""
+
+    def confusions(self, todo: list[Sample]) -> Iterator[tuple[str, np.ndarray]]: ...
+
+    def inputs(self, sample: Sample) -> list[Path]: ...
+
+
 class Evaluation:
     """One evaluation run; with ``out``, resumable through ``out/eval_state.npz`` and reported there."""
 
     def __init__(
         self,
         dataset: Dataset,
-        predictor: Predictor | None,
+        predictor: Predictor | BulkPredictor,
         out: Path | None,
         *,
         protocol: str = "pnp",
@@ -117,10 +127,11 @@ class Evaluation:
         return self._finish(cm, reused, time.perf_counter() - start)
 
     def confusions(self, todo: list[Sample]) -> Iterator[tuple[str, np.ndarray]]:
-        """(sample id, its confusion matrix) for each sample, in order (predicted here; the Ray
-        engine overrides this to predict on its workers)."""
-        if self.predictor is None:
-            raise PnpsegError("this evaluation has no predictor")
+        """(sample id, its confusion matrix) for each sample, in order: from a
+        :class:`BulkPredictor` (the Ray engine's workers), else predicted here."""
+        if isinstance(self.predictor, BulkPredictor):
+            yield from self.predictor.confusions(todo)
+            return
         for sample in todo:
             label = self.dataset.load_label(sample)
             pred = self.predictor(sample, label)
@@ -194,7 +205,7 @@ def evaluate(
 
         adapter, model, values = with_preset(preset, adapter, model, params or {})
         dataset.samples()  # dataset problems before any model loads
-        segmenter = Segmenter.from_pretrained(adapter, model=model, device=device, **values)
+        segmenter = Segmenter.from_pretrained(model, adapter=adapter, device=device, **values)
         predictor = ModelPredictor(
             segmenter,
             dataset,

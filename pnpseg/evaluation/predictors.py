@@ -154,11 +154,11 @@ class ModelPredictor:
         if self.short_side:
             scale = self.short_side / min(image.size)
             work = image.resize(
-                (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR
+                (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BILINEAR
             )
         labels = self._labels(work)
         if labels.shape != label.shape:
-            labels = np.asarray(Image.fromarray(labels.astype(np.uint8)).resize(image.size, Image.NEAREST))
+            labels = np.asarray(Image.fromarray(labels.astype(np.uint8)).resize(image.size, Image.Resampling.NEAREST))
         return self.cmap.lut[labels.astype(np.int64)]
 
     def _windows(self, image: Image.Image):
@@ -224,5 +224,5 @@ class ModelPredictor:
         labels = torch.cat([scores[:1], folded]).argmax(0).numpy() if background else folded.argmax(0).numpy() + 1
         labels = labels.astype(np.uint8 if labels.max() < 256 else np.int32)
         if labels.shape != (image.height, image.width):
-            labels = np.asarray(Image.fromarray(labels).resize(image.size, Image.NEAREST))
+            labels = np.asarray(Image.fromarray(labels).resize(image.size, Image.Resampling.NEAREST))
         return labels

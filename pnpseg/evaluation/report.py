@@ -42,6 +42,21 @@ class EvalResult:
         """Images predicted in this run (the others were reused from the saved state)."""
         return self.images - self.reused
 
+    def to_json(self) -> dict[str, Any]:
+        """The ``eval --json`` summary: the headline numbers of ``results.json`` (percent)."""
+        return {
+            "dataset": self.dataset,
+            "protocol": self.protocol,
+            "averaging": self.rule,
+            "images": self.images,
+            "reused": self.reused,
+            "mIoU": percent(self.miou),
+            "aAcc": percent(self.aacc),
+            "per_class_iou": {k: percent(v) for k, v in self.per_class.items()},
+            "seconds": round(self.seconds, 3),
+            "output": str(self.out) if self.out is not None else None,
+        }
+
 
 def percent(value: float | None) -> float | None:
     """A fraction as a percentage rounded for the reports; None for a missing value."""
@@ -129,10 +144,10 @@ def render_confusion(cm: np.ndarray, names: Sequence[str], pairs: int = 10) -> I
         return im
     rows = [k for k in involved if k < n]
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    text_w = max(probe.textbbox((0, 0), labels[k][:30], font=font)[2] for k in involved) + 2 * pad
+    text_w = int(max(probe.textbbox((0, 0), labels[k][:30], font=font)[2] for k in involved)) + 2 * pad
     legend = ["top confusions (ground truth -> predicted, % of its pixels):"]
     legend += [f"{labels[g]} -> {labels[p]}: {100 * rate:.1f}%" for g, p, rate in top]
-    legend_w = max(probe.textbbox((0, 0), line, font=font)[2] for line in legend) + 2 * pad
+    legend_w = int(max(probe.textbbox((0, 0), line, font=font)[2] for line in legend)) + 2 * pad
     width = max(text_w + cell * len(involved) + pad, legend_w)
     height = text_w + cell * len(rows) + pad + 16 * (len(top) + 2)
     im = Image.new("RGB", (width, max(height, 100)), "white")

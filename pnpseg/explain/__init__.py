@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pnpseg.explain.trace import HeadAtlas, PipelineTrace, class_contrast, head_atlas, trace_pipeline
+from pnpseg.method.defaults import DEFAULT_ADAPTER
 
 __all__ = ["HeadAtlas", "PipelineTrace", "class_contrast", "explain_image", "head_atlas", "trace_pipeline"]
 
@@ -42,7 +43,7 @@ def explain_image(
     out = Path(out)
     picture = load_image(Path(image))
     chosen = {key: value for key, value in dict(params or {}).items() if value is not None}
-    segmenter = Segmenter.from_pretrained(adapter or "blip", model=model, device=device, **chosen)
+    segmenter = Segmenter.from_pretrained(model, adapter=adapter or DEFAULT_ADAPTER, device=device, **chosen)
     names = list(classes)
     out.mkdir(parents=True, exist_ok=True)
     trace = trace_pipeline(segmenter, picture, names)

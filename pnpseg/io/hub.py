@@ -3,8 +3,8 @@
 huggingface_hub retries an unreachable host five times with back-off (about 30 s) and logs
 every retry. Before going online, the loaders here check that the hub's host answers at
 all (a DNS lookup and a TCP connect with a short timeout), and silence the retry chatter:
-the user gets pnpseg's one-line error instead. huggingface_hub is imported only by
-:func:`cache_only`, which only its users reach.
+the user gets pnpseg's one-line error instead. huggingface_hub is imported only inside the
+functions that use it (:func:`cache_only`, :func:`hub_file`), which only their users reach.
 """
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ import logging
 import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlparse
+
+from pnpseg.errors import EnvironmentProblem, PnpsegError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 _PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
@@ -91,3 +94,42 @@ def cache_only(enabled: bool = True) -> Iterator[None]:
         yield
     finally:
         constants.HF_HUB_OFFLINE = previous
+
+
+def hub_file(repo_id: str, filename: str, what: str = "file") -> Path:
+    """A file of a hub repository: from the local cache, else downloaded if the hub answers.
+
+    Offline (``HF_HUB_OFFLINE=1``) or unreachable and not cached: one-line
+    :class:`EnvironmentProblem` (exit 3). A repository or file the hub does not have, or a
+    malformed id: :class:`PnpsegError` (exit 2).
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
+
+    where = f"{what} {filename!r} of {repo_id!r}"
+    try:
+        return Path(hf_hub_download(repo_id, filename, local_files_only=True))
+    except ValueError as error:  # HFValidationError: not a hub id
+        raise PnpsegError(f"{where}: {str(error).splitlines()[0]}") from None
+    except (OSError, EntryNotFoundError):  # not in the cache
+        pass
+    if not reachable():
+        raise EnvironmentProblem(f"{where} is not in the local cache and the hub cannot be reached (offline?)")
+    try:
+        with quiet():
+            return Path(hf_hub_download(repo_id, filename))
+    except (RepositoryNotFoundError, EntryNotFoundError):
+        raise PnpsegError(f"{where} does not exist on the hub (or is private)") from None
+    except (OSError, HfHubHTTPError) as error:
+        raise EnvironmentProblem(f"{where} could not be downloaded: {str(error).splitlines()[0][:160]}") from None
+
+
+HF_SCHEME = "hf://"
+
+
+def hf_uri_file(uri: str, what: str = "file") -> Path:
+    """``hf://org/repo/path/in/repo.json`` → the local (cached) copy of that file (:func:`hub_file`)."""
+    parts = uri[len(HF_SCHEME) :].strip("/").split("/")
+    if len(parts) < 3 or not all(parts):
+        raise PnpsegError(f"{uri!r}: expected hf://ORG/REPO/PATH/IN/REPO (e.g. hf://org/presets/blip.json)")
+    return hub_file("/".join(parts[:2]), "/".join(parts[2:]), what)

@@ -66,11 +66,13 @@ def _hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _walk(root: Path) -> tuple[list[InputItem], list[Path]]:
+def _walk(root: Path, exclude: frozenset[Path]) -> tuple[list[InputItem], list[Path]]:
     items: list[InputItem] = []
     skipped: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not _hidden(d))  # prune .git etc.
+        dirnames[:] = sorted(  # prune .git etc., and the output folder
+            d for d in dirnames if not _hidden(d) and (Path(dirpath) / d).resolve() not in exclude
+        )
         for name in sorted(filenames):
             if _hidden(name):
                 continue
@@ -84,13 +86,15 @@ def _walk(root: Path) -> tuple[list[InputItem], list[Path]]:
     return items, skipped
 
 
-def discover(inputs: Sequence[Path]) -> tuple[list[InputItem], list[Path]]:
+def discover(inputs: Sequence[Path], exclude: Sequence[Path] = ()) -> tuple[list[InputItem], list[Path]]:
     """Expand files and folders into the images to process, plus the non-image files skipped.
 
     Folders are walked recursively in sorted order; hidden files and folders (``.DS_Store``,
     ``.git``) inside them are ignored silently. A file given directly keeps its name as
     ``relative`` (even if hidden) but is still skipped if its suffix is not an image suffix.
     Inputs keep their command-line order; the same file reached twice is kept once.
+    Folders in ``exclude`` (the output folder, when it lies inside an input folder) are not
+    walked.
 
     Raises :class:`PnpsegError` if an input does not exist, or if two images would write
     the same output (``a/x.jpg`` + ``b/x.jpg`` given as files, or ``x.jpg`` + ``x.png`` in
@@ -99,10 +103,11 @@ def discover(inputs: Sequence[Path]) -> tuple[list[InputItem], list[Path]]:
     """
     items: list[InputItem] = []
     skipped: list[Path] = []
+    excluded = frozenset(Path(p).resolve() for p in exclude)
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
-            found, skip = _walk(path)
+            found, skip = _walk(path, excluded)
             items += found
             skipped += skip
         elif path.is_file():
@@ -117,15 +122,21 @@ def discover(inputs: Sequence[Path]) -> tuple[list[InputItem], list[Path]]:
 
     unique: list[InputItem] = []
     seen_files: set[Path] = set()
-    by_output: dict[str, list[InputItem]] = {}
     for item in items:
         real = item.path.resolve()
         if real in seen_files:
             continue
         seen_files.add(real)
         unique.append(item)
-        key = item.relative.with_suffix("").as_posix().casefold()
-        by_output.setdefault(key, []).append(item)
+    check_output_clashes(unique)
+    return unique, skipped
+
+
+def check_output_clashes(items: Sequence[InputItem]) -> None:
+    """Refuse inputs that would write the same output file (suffix and letter case ignored)."""
+    by_output: dict[str, list[InputItem]] = {}
+    for item in items:
+        by_output.setdefault(item.relative.with_suffix("").as_posix().casefold(), []).append(item)
     clashes = [group for group in by_output.values() if len(group) > 1]
     if clashes:
         shown = "; ".join(" and ".join(str(i.path) for i in group) for group in clashes[:5])
@@ -134,7 +145,6 @@ def discover(inputs: Sequence[Path]) -> tuple[list[InputItem], list[Path]]:
             f"{len(clashes)} output name clash(es), these inputs would write the same "
             f"output file: {shown}{more}; rename them or process them separately"
         )
-    return unique, skipped
 
 
 def _scale_to_u8(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:

@@ -1,8 +1,10 @@
 """Writing results so that an interrupted run never leaves a half-written file behind.
 
 Every file is written to a hidden temp file next to its destination, fsynced, then renamed
-over it (``os.replace`` is atomic on POSIX and Windows). Progress is recorded in an
-append-only JSON-lines manifest so a rerun can skip finished images.
+over it (``os.replace`` is atomic on POSIX and Windows). Temp files carry the recognisable
+prefix :data:`TEMP_PREFIX`, so a later run can tell this program's leftovers from a user's
+files. Progress is recorded in an append-only JSON-lines manifest so a rerun can skip
+finished images.
 """
 
 from __future__ import annotations
@@ -18,6 +20,22 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+#: Every temp file this program writes starts with this (see :func:`temp_name`).
+TEMP_PREFIX = ".pnpseg-tmp-"
+
+
+def temp_name(name: str) -> str:
+    """The hidden temp name for a file called ``name``: ``.pnpseg-tmp-<random>-<name>``.
+
+    It ends with ``name``, so writers that pick a format by suffix (PIL, ``np.save``) still work.
+    """
+    return f"{TEMP_PREFIX}{secrets.token_hex(4)}-{name}"
+
+
+def is_temp_name(name: str) -> bool:
+    """True for a name :func:`temp_name` made."""
+    return name.startswith(TEMP_PREFIX)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -38,13 +56,12 @@ def _fsync_dir(directory: Path) -> None:
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success fsync it and rename it over ``path``.
 
-    The temp file is ``.<name>.tmp-<random><suffix>`` (hidden; the original suffix is kept
-    so writers that pick a format by suffix, like PIL or ``np.save``, still work). On any
+    The temp file is :func:`temp_name` of ``path``'s name, in the same folder. On any
     exception it is deleted and ``path`` is left as it was. Parent folders are created.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}{path.suffix}")
+    tmp = path.with_name(temp_name(path.name))
     try:
         yield tmp
         with open(tmp, "rb") as f:
@@ -75,10 +92,15 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Pretty UTF-8 JSON, atomically. NaN/inf raise ValueError (they are not valid JSON)."""
+def json_bytes(obj: Any) -> bytes:
+    """Pretty UTF-8 JSON and a final newline. NaN/inf raise ValueError (they are not valid JSON)."""
     text = json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False, default=_json_default)
-    atomic_write_bytes(path, (text + "\n").encode("utf-8"))
+    return (text + "\n").encode("utf-8")
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """:func:`json_bytes`, atomically."""
+    atomic_write_bytes(path, json_bytes(obj))
 
 
 def palette(num_classes: int = 256) -> list[int]:
@@ -144,6 +166,12 @@ def label_name(label: int, class_names: Sequence[str]) -> str:
     return class_names[label - 1] if label - 1 < len(class_names) else f"class {label}"
 
 
+def class_table(classes: Sequence[str]) -> dict[str, str]:
+    """``classes.json``: label value → name, 0 being background (``segment`` and ``eval``'s
+    saved predictions alike)."""
+    return {"0": "background", **{str(i + 1): name for i, name in enumerate(classes)}}
+
+
 def class_fractions(labels: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
     """Fraction of pixels per label present (label 0 as "background"), rounded to 4 places."""
     lab = check_labels(labels)
@@ -155,8 +183,15 @@ def class_fractions(labels: np.ndarray, class_names: Sequence[str]) -> dict[str,
     return {name: round(float(frac), 4) for name, frac in out.items()}
 
 
+def record_key(record: Mapping[str, Any]) -> str:
+    """What identifies a record's input: its ``"key"`` (the resolved input, see
+    :mod:`pnpseg.engines.common.folder`), else its ``"input"``."""
+    key = record.get("key")
+    return key if isinstance(key, str) else record["input"]
+
+
 def parse_manifest(data: bytes) -> dict[str, dict]:
-    """``manifest.jsonl`` bytes → ``{input: latest record}``; malformed or partial lines are ignored."""
+    """``manifest.jsonl`` bytes → ``{key: latest record}``; malformed or partial lines are ignored."""
     result: dict[str, dict] = {}
     for line in data.splitlines():
         try:
@@ -164,7 +199,7 @@ def parse_manifest(data: bytes) -> dict[str, dict]:
         except ValueError:  # includes UnicodeDecodeError and a line cut by a crash
             continue
         if isinstance(rec, dict) and isinstance(rec.get("input"), str):
-            result[rec["input"]] = rec
+            result[record_key(rec)] = rec
     return result
 
 
@@ -177,8 +212,9 @@ def manifest_line(record: Mapping[str, Any]) -> bytes:
 class Manifest:
     """Append-only ``manifest.jsonl``: one JSON record per processed input, latest wins.
 
-    Each record must have an ``"input"`` string key (the CLI's identifier for the input)
-    and should have a ``"status"`` (``"ok"`` marks success). Appends are one ``os.write``
+    Each record must have an ``"input"`` string key (the CLI's name for the input; an
+    optional ``"key"`` identifies it instead, see :func:`record_key`) and should have a
+    ``"status"`` (``"ok"`` marks success). Appends are one ``os.write``
     on an ``O_APPEND`` descriptor followed by fsync, so a crash can lose at most the line
     being written; unreadable lines are skipped on reading. Assumes a single writer.
     """
@@ -188,7 +224,7 @@ class Manifest:
         self._cache: dict[str, dict] | None = None
 
     def records(self) -> dict[str, dict]:
-        """Re-read the file: ``{input: latest record}``. Malformed or partial lines are ignored."""
+        """Re-read the file: ``{key: latest record}``. Malformed or partial lines are ignored."""
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
@@ -217,16 +253,16 @@ class Manifest:
         finally:
             os.close(fd)
         if self._cache is not None:
-            self._cache[record["input"]] = json.loads(data)
+            self._cache[record_key(record)] = json.loads(data)
 
-    def is_done(self, input_path: str, output_path: Path, require: Mapping[str, Any] | None = None) -> bool:
-        """True if the latest record for ``input_path`` is ``status == "ok"``, its output
+    def is_done(self, key: str, output_path: Path, require: Mapping[str, Any] | None = None) -> bool:
+        """True if the latest record for ``key`` is ``status == "ok"``, its output
         exists, and (optionally) the record has every key/value in ``require`` (e.g. the
         same classes), so a rerun with other settings is not skipped. Reads the file once,
         then trusts this object's own appends.
         """
         records = self._cache if self._cache is not None else self.records()
-        rec = records.get(input_path)
+        rec = records.get(key)
         if rec is None or rec.get("status") != "ok" or not Path(output_path).exists():
             return False
         wanted = json.loads(json.dumps(dict(require or {}), default=_json_default))

@@ -10,6 +10,7 @@ appears after blending with the image, framed by the pure colour.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageColor, ImageDraw, ImageFont
 from scipy import ndimage
 
-from pnpseg.io.outputs import atomic_path, check_labels, label_name
+from pnpseg.io.outputs import atomic_write_bytes, check_labels, label_name
 
 #: Okabe & Ito (2008) without black, then Tol's muted scheme: distinguishable under the
 #: common colour-vision deficiencies; cycled beyond 17 classes (names and outlines remain).
@@ -170,9 +171,15 @@ def _with_legend(
     return canvas
 
 
+def encode_overlay(image: Image.Image, labels: np.ndarray, class_names: Sequence[str]) -> bytes:
+    """The PNG bytes of :func:`render_overlay` (lossless: outlines stay crisp)."""
+    buffer = io.BytesIO()
+    render_overlay(image, labels, class_names).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def save_overlay(path: Path, image: Image.Image, labels: np.ndarray, class_names: Sequence[str]) -> None:
-    """Write :func:`render_overlay` atomically as a PNG (lossless: outlines stay crisp)."""
+    """Write :func:`encode_overlay` atomically."""
     if Path(path).suffix.lower() != ".png":
         raise ValueError(f"overlays are PNG files, got {path}")
-    with atomic_path(path) as tmp:
-        render_overlay(image, labels, class_names).save(tmp, format="PNG")
+    atomic_write_bytes(path, encode_overlay(image, labels, class_names))

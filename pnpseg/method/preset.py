@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from pnpseg.errors import PnpsegError
+from pnpseg.io.hub import HF_SCHEME, hf_uri_file
 from pnpseg.io.outputs import write_json
+from pnpseg.method.defaults import DEFAULT_ADAPTER
 from pnpseg.method.params import SegmentParams
 
 FORMAT = "pnpseg-preset"
@@ -40,7 +42,10 @@ class PresetError(PnpsegError):
 
 
 def load_preset(path: str | Path) -> dict[str, Any]:
-    """Read and check a preset; returns the whole dict (``params`` checked against SegmentParams)."""
+    """Read and check a preset (a file, or ``hf://org/repo/file.json`` from the hub's cache,
+    offline-aware); returns the whole dict (``params`` checked against SegmentParams)."""
+    if str(path).startswith(HF_SCHEME):
+        path = hf_uri_file(str(path), "preset")
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -86,7 +91,7 @@ def apply_preset(
     adapter: str | None,
     model: str | None,
     params: Mapping[str, Any],
-    default_adapter: str = "blip",
+    default_adapter: str = DEFAULT_ADAPTER,
 ) -> tuple[str, str | None, dict[str, Any]]:
     """Merge a preset below explicit choices: returns ``(adapter, model, params)``.
 

@@ -54,8 +54,10 @@ def saliency_maps(
     weights = token_weights(batch.chunks, text.input_ids.shape[1], k_max, params.compat).to(pixels.device)
     pieces = (weights > 0).to(weights.dtype)  # every class token counted once: the authors' drop score
     image = batch.image.to(pixels.device)
-    dropped = None
-    total = None
+    drop_rule = params.drop_rule or "median"  # a SegmentParams built here has it resolved
+    dropped: torch.Tensor | None = None
+    total = torch.zeros(())
+    grid = (0, 0)
     for round_ in range(params.drop_rounds):
         with stage("dropout bookkeeping"):
             masked = pixels if dropped is None else adapter.mask_patches(pixels, dropped)
@@ -75,7 +77,7 @@ def saliency_maps(
                 on_round(round_, maps, dropped.clone())
             if round_ + 1 < params.drop_rounds:
                 score = maps.sum(1) if params.compat != "authors" else piece_sums(cam, pieces, image, num_images)
-                dropped |= drop_patches(params.drop_rule, score, dropped, params.compat)
+                dropped |= drop_patches(drop_rule, score, dropped, params.compat)
     gh, gw = grid
     return [total[i, : batch.num_classes[i]].reshape(-1, gh, gw).float().cpu() for i in range(num_images)]
 

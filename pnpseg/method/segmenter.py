@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Union, overload
 
 import numpy as np
 import torch
@@ -14,12 +14,14 @@ from PIL import Image
 from pnpseg.errors import PnpsegError
 from pnpseg.io.images import load_image, to_rgb
 from pnpseg.method.adapter import VLMAdapter
+from pnpseg.method.defaults import DEFAULT_ADAPTER
 from pnpseg.method.labels import labels_from_scores, scores_from_saliency
 from pnpseg.method.params import SegmentParams, adapter_defaults
 from pnpseg.method.postprocess import build_chain
 from pnpseg.method.precision import autocast, check_precision
 from pnpseg.method.profiling import stage
 from pnpseg.method.prompts import Chunk, plan_prompts, validate_names
+from pnpseg.method.resize import fit_longest_side
 from pnpseg.method.saliency import Batch, RoundHook, saliency_maps
 
 ImageLike = Union[Image.Image, np.ndarray, str, Path]
@@ -42,6 +44,51 @@ class SegmentationResult:
     class_names: list[str]
     background: bool
 
+    def masks(self) -> dict[str, np.ndarray]:
+        """One boolean (H, W) mask per class name (all of them, empty where absent)."""
+        return {name: self.labels == i + 1 for i, name in enumerate(self.class_names)}
+
+    def present(self) -> list[int]:
+        """Indices (into ``class_names``) of the classes that label at least one pixel."""
+        values = np.unique(self.labels)
+        return [int(v) - 1 for v in values if 0 < v <= len(self.class_names)]
+
+    def class_scores(self) -> dict[str, float]:
+        """Per present class: the mean of its final score over the pixels it labels."""
+        channels = self.scores.detach().float().cpu()
+        height, width = channels.shape[-2:]
+        small = np.asarray(
+            Image.fromarray(self.labels.astype(np.int32)).resize((width, height), Image.Resampling.NEAREST)
+        )
+        offset = 1 if self.background else 0  # channel of label value v is v - 1 + offset
+        result = {}
+        for i in self.present():
+            pixels = torch.from_numpy(small == i + 1)
+            channel = channels[i + offset]
+            result[self.class_names[i]] = float(channel[pixels].mean()) if pixels.any() else float(channel.max())
+        return result
+
+    def to_hf(self) -> list[dict[str, Any]]:
+        """The Hugging Face ``image-segmentation`` pipeline's output: one
+        ``{"score": float, "label": str, "mask": PIL.Image "L" (255 = the class)}`` per class
+        present (background/unlabelled pixels get no entry)."""
+        scores = self.class_scores()
+        return [
+            {
+                "score": scores[self.class_names[i]],
+                "label": self.class_names[i],
+                "mask": Image.fromarray(((self.labels == i + 1) * 255).astype(np.uint8), mode="L"),
+            }
+            for i in self.present()
+        ]
+
+    def to_coco_rle(self) -> dict[str, dict[str, Any]]:
+        """COCO run-length encodings (pycocotools, ``pip install 'pnpseg[coco]'``) per class
+        present: ``{name: {"size": [H, W], "counts": str}}``, JSON-ready."""
+        from pnpseg.io.formats.coco import encode_rle
+
+        return {self.class_names[i]: encode_rle(self.labels == i + 1) for i in self.present()}
+
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
@@ -55,9 +102,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 class Segmenter:
     """PnP-OVSS with one adapter and one set of parameters.
 
-    >>> seg = Segmenter.from_pretrained("blip", layer=8, head=10)   # doctest: +SKIP
-    >>> result = seg("cat.jpg", ["cat", "grass", "sky"])             # doctest: +SKIP
+    >>> seg = Segmenter.from_pretrained("Salesforce/blip-itm-large-flickr")  # doctest: +SKIP
+    >>> result = seg("cat.jpg", ["cat", "grass", "sky"])                     # doctest: +SKIP
+    >>> result.masks()["cat"]                                                # doctest: +SKIP
     """
+
+    #: The registered name of the adapter (set by :meth:`from_pretrained`; None when built directly).
+    adapter_name: str | None = None
 
     def __init__(
         self, adapter: VLMAdapter, params: SegmentParams | None = None, *, precision: str = "fp32", **overrides: Any
@@ -72,13 +123,30 @@ class Segmenter:
 
     @classmethod
     def from_pretrained(
-        cls, adapter: str = "blip", model: str | None = None, device: str | torch.device = "auto", **params: Any
+        cls,
+        model: str | None = None,
+        *,
+        adapter: str | None = None,
+        device: str | torch.device = "auto",
+        **params: Any,
     ) -> Segmenter:
-        """Build the named adapter (from any installed plugin) and a segmenter around it."""
+        """A segmenter for a checkpoint (hub id or folder), the way ``AutoModel`` picks a class.
+
+        Without ``adapter``, the adapter is the one that claims the checkpoint's
+        ``config.json`` (``architectures``, then ``model_type``; hook ``register_model_types``);
+        without ``model`` either, the default adapter (``blip``) with its default checkpoint.
+        ``adapter=NAME`` names an adapter of any installed plugin directly. ``params`` are
+        :class:`SegmentParams` fields and ``precision``.
+        """
+        from pnpseg.method.checkpoint import adapter_for
         from pnpseg.plugins import lookup
 
+        if adapter is None:
+            adapter = DEFAULT_ADAPTER if model is None else adapter_for(model)
         factory = lookup("adapters", adapter)
-        return cls(factory(model=model, device=resolve_device(device)), **params)
+        segmenter = cls(factory(model=model, device=resolve_device(device)), **params)
+        segmenter.adapter_name = adapter
+        return segmenter
 
     # -- validation -----------------------------------------------------------------
     def _check_params(self) -> None:
@@ -100,8 +168,18 @@ class Segmenter:
         return self._plans[names]
 
     # -- running --------------------------------------------------------------------
-    def __call__(self, image: ImageLike, classes: Sequence[str]) -> SegmentationResult:
-        return self.segment_batch([image], [list(classes)])[0]
+    @overload
+    def __call__(self, images: ImageLike, classes: Sequence[str]) -> SegmentationResult: ...
+    @overload
+    def __call__(
+        self, images: list[ImageLike] | tuple[ImageLike, ...], classes: Sequence[str]
+    ) -> list[SegmentationResult]: ...
+
+    def __call__(self, images, classes):
+        """One image (path, PIL or ``ndarray[H, W, 3]``) → one result; a list or tuple → a list."""
+        if isinstance(images, (list, tuple)):
+            return self.segment_batch(images, list(classes))
+        return self.segment_batch([images], [list(classes)])[0]
 
     def segment_batch(
         self, images: Sequence[ImageLike], classes: Sequence[str] | Sequence[Sequence[str]]
@@ -146,10 +224,9 @@ def finish(
     """:meth:`Segmenter.finish` as a plain function, so worker processes can run it too."""
     p = params
     width, height = image.size
-    scale = min(1.0, p.max_postprocess_side / max(width, height))
-    work = (max(1, round(height * scale)), max(1, round(width * scale)))
     with stage("resize"):
-        small = image if scale == 1.0 else image.resize((work[1], work[0]), Image.BILINEAR)
+        small = fit_longest_side(image, p.max_postprocess_side)
+        work = (small.height, small.width)
         rgb = np.asarray(small, dtype=np.uint8)
         scores = scores_from_saliency(saliency, work, p.threshold, p.background, p.compat)
     if on_stage is not None:
@@ -160,8 +237,8 @@ def finish(
         if on_stage is not None:
             on_stage(name, scores)
     labels = labels_from_scores(scores, p.background).numpy().astype(np.uint8 if len(names) < 256 else np.int32)
-    if scale != 1.0:
-        labels = np.asarray(Image.fromarray(labels).resize((width, height), Image.NEAREST))
+    if small is not image:
+        labels = np.asarray(Image.fromarray(labels).resize((width, height), Image.Resampling.NEAREST))
     return SegmentationResult(labels, scores, saliency, list(names), p.background)
 
 
@@ -175,7 +252,7 @@ def _as_image(image: ImageLike) -> Image.Image:
 
 def _per_image(classes: Sequence[str] | Sequence[Sequence[str]], count: int) -> list[list[str]]:
     if classes and all(isinstance(c, str) for c in classes):
-        return [list(classes)] * count
+        return [[str(c) for c in classes]] * count
     if len(classes) != count:
         raise PnpsegError(f"got {len(classes)} class lists for {count} images")
     return [list(c) for c in classes]

@@ -14,7 +14,9 @@ NAME[:options]`` (empty if nothing) and the factory does every check it can up f
 (``item`` says where the image came from: ``item.path`` and ``item.relative``.)
 
 and raises :class:`ClassSourceImageError` for a problem with that one image (the CLI records
-it in the manifest and goes on). Built-ins: ``all``, ``file``, ``itm``, ``clip``, ``llm``
+it in the manifest and goes on). A source may also define ``check_inputs(items)``, which the
+engines call with every discovered :class:`InputItem` before the model loads (``file`` uses it
+to refuse a key that names several inputs). Built-ins: ``all``, ``file``, ``itm``, ``clip``, ``llm``
 (see docs/class-sources.md).
 """
 
@@ -77,7 +79,7 @@ class Proposal:
 
 
 class ClassSource(Protocol):
-    name: str
+    name: str  # optional method: check_inputs(items: Sequence[InputItem]) -> None
 
     def __call__(
         self, image: Image.Image, item: InputItem | None, vocabulary: Sequence[str], segmenter: Any
@@ -214,10 +216,16 @@ class FileSource:
         if vocabulary:
             self.table.check_vocabulary(vocabulary)
 
+    def check_inputs(self, items: Sequence[InputItem]) -> None:
+        """A key that lists several inputs (a bare file name in two folders) is an error."""
+        self.table.check_unambiguous(items)
+
     def __call__(self, image, item, vocabulary, segmenter) -> Proposal:
         names = self.table.lookup(item) if item is not None else None
         if names is None:
             raise ClassSourceImageError(f"image not listed in class file {self.table.path}")
+        if not names:
+            raise ClassSourceImageError(f"image listed with no classes in class file {self.table.path}")
         if self.ordered:
             spelling = {name.casefold(): name for name in vocabulary}
             return Proposal([spelling[name.casefold()] for name in names], source=self.name, ordered=True)
@@ -304,7 +312,7 @@ class LlmSource:
     name = "llm"
 
     def __init__(self, options: str = "", vocabulary: Sequence[str] = ()) -> None:
-        from pnpseg.sources.llm import ENV_API_KEY, ENV_BASE_URL, ENV_MODEL, LLMClient
+        from pnpseg.sources.llm import ENV_API_KEY, ENV_BASE_URL, ENV_MODEL, LLMClient, is_plain_remote, parse_timeout
 
         opts = parse_options(
             "llm",
@@ -313,7 +321,7 @@ class LlmSource:
                 "url": str,
                 "model": str,
                 "key_env": str,
-                "timeout": float,
+                "timeout": parse_timeout,
                 "fallback": str,
                 **{f"fallback_{k}": v for k, v in KEEP_OPTIONS.items()},
             },
@@ -326,6 +334,13 @@ class LlmSource:
         ]
         if missing:
             raise PnpsegError(f"--class-source llm needs {' and '.join(missing)}")
+        if is_plain_remote(url):
+            log.warning(
+                "llm class source: %s is plain http to a host that is not this machine: "
+                "images%s travel unencrypted (use https)",
+                url,
+                " and the API key" if key else "",
+            )
         self.client = LLMClient(url, model, key, timeout=opts.get("timeout", 60.0))
         fallback = opts.get("fallback", "itm")
         if fallback not in ("itm", "all"):
@@ -341,10 +356,11 @@ class LlmSource:
             classes, unknown = parse_class_list(answer, vocabulary)
             if not classes:
                 raise LLMError(f"no class of the vocabulary in the answer {answer[:200]!r}")
-        except LLMError as error:
-            log.warning("llm class source: %s; using %s", error, self.fallback.name)
+        except Exception as error:  # any malformed answer or broken exchange: the documented fallback
+            reason = str(error) if isinstance(error, LLMError) else f"malformed answer ({type(error).__name__})"
+            log.warning("llm class source: %s; using %s", reason, self.fallback.name)
             proposal = self.fallback(image, item, vocabulary, segmenter)
-            proposal.fallback = {"name": self.fallback.name, "reason": str(error)}
+            proposal.fallback = {"name": self.fallback.name, "reason": reason}
             proposal.source = self.name
             return proposal
         notes = []
@@ -376,6 +392,13 @@ def build_class_source(spec: str | None, vocabulary: Sequence[str] = ()) -> Clas
     if not getattr(source, "name", None):
         source.name = name
     return source
+
+
+def check_inputs(source: ClassSource, items: Sequence[InputItem]) -> None:
+    """Let ``source`` check the whole input list before the model loads (if it wants to)."""
+    check = getattr(source, "check_inputs", None)
+    if check is not None:
+        check(items)
 
 
 def propose(

@@ -55,8 +55,8 @@ class ImageClasses:
             folded = key.replace("\\", "/").strip().casefold()
             if folded in self.table:
                 raise ImageClassesError(f"{self.what} {self.path} lists image {key!r} twice")
-            try:
-                self.table[folded] = (key, validate_names(names))
+            try:  # an empty list is kept: the image is listed with no classes
+                self.table[folded] = (key, validate_names(names) if names else [])
             except ClassNameError as error:
                 raise ImageClassesError(f"{self.what} {self.path}, image {key!r}: {error}") from None
 
@@ -64,10 +64,23 @@ class ImageClasses:
         return {name for _, names in self.table.values() for name in names}
 
     def lookup(self, item: InputItem) -> list[str] | None:
-        for key in item_keys(item):
-            if key in self.table:
-                return self.table[key][1]
-        return None
+        key = self.key_of(item)
+        return None if key is None else self.table[key][1]
+
+    def key_of(self, item: InputItem) -> str | None:
+        """The table key (casefolded) that lists ``item``, most specific first; None if unlisted."""
+        return next((key for key in item_keys(item) if key in self.table), None)
+
+    def check_unambiguous(self, items: Sequence[InputItem]) -> None:
+        """Error if one key of the file is what lists two or more of ``items``."""
+        by_key: dict[str, list[InputItem]] = {}
+        for item in items:
+            key = self.key_of(item)
+            if key is not None:
+                by_key.setdefault(key, []).append(item)
+        for key, hits in by_key.items():
+            if len(hits) > 1:
+                raise _ambiguous(self, self.table[key][0], hits)
 
     def check_vocabulary(self, vocabulary: Sequence[str]) -> None:
         """Error naming the classes that are not in ``vocabulary`` (compared case-insensitively)."""
@@ -90,14 +103,18 @@ class ImageClasses:
             if not hits:
                 raise ImageClassesError(f"{self.what} {self.path} names image {key!r}, which is not among the inputs")
             if len(hits) > 1:
-                shown = ", ".join(str(hit.path) for hit in hits[:3])
-                raise ImageClassesError(
-                    f"{self.what} {self.path}: {key!r} matches several inputs ({shown}); use the relative path"
-                )
+                raise _ambiguous(self, key, hits)
             if hits[0].path in matched:
                 raise ImageClassesError(f"{self.what} {self.path} lists image {str(hits[0].relative)!r} twice")
             matched[hits[0].path] = names
         return matched
+
+
+def _ambiguous(table: ImageClasses, key: str, hits: Sequence[InputItem]) -> ImageClassesError:
+    shown = ", ".join(str(hit.path) for hit in hits[:3])
+    return ImageClassesError(
+        f"{table.what} {table.path}: {key!r} matches several inputs ({shown}); use the relative path"
+    )
 
 
 def _parse(path: Path, what: str) -> list[tuple[str, list[str]]]:

@@ -1,28 +1,39 @@
-"""A minimal OpenAI-compatible chat-completions client (standard library only).
+"""The ``llm`` class source's client: an OpenAI-compatible chat endpoint through the ``openai`` SDK.
 
-Used by the ``llm`` class source: the image goes as a base64 ``data:`` URL, the model is
-asked which names of the vocabulary are visible, and the answer is parsed leniently. Nothing
-is sent anywhere unless a user selects that source.
+The image goes as a base64 ``data:`` URL, the model is asked which names of the vocabulary
+are visible, and the answer is parsed leniently. Nothing is sent anywhere unless a user
+selects that source. The SDK (extra ``pnpseg[llm]``) is imported only then.
+
+Edges we hold ourselves, whatever the SDK's defaults: no redirect is followed (the key is
+never sent to another origin), ``timeout`` is a deadline for the whole exchange, the body
+is capped at :data:`MAX_BODY` bytes, and the answer's parsing is linear in its length.
 """
 
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import io
+import ipaddress
 import json
+import math
 import re
-import urllib.error
-import urllib.request
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
 
 from PIL import Image
 
-from pnpseg.errors import PnpsegError
+from pnpseg.errors import MissingDependencyError, PnpsegError
+from pnpseg.method.resize import fit_longest_side
 
 ENV_BASE_URL = "PNPSEG_LLM_BASE_URL"
 ENV_MODEL = "PNPSEG_LLM_MODEL"
 ENV_API_KEY = "PNPSEG_LLM_API_KEY"
+#: Largest answer body read (bytes); a longer one is a malformed answer.
+MAX_BODY = 1 << 20
 
 PROMPT = (
     "Which of the following classes are visible in this image? Classes: {classes}.\n"
@@ -35,69 +46,129 @@ class LLMError(PnpsegError):
     """The endpoint could not be reached, refused the request, or answered nonsense."""
 
 
+def parse_timeout(text: str) -> float:
+    """``timeout=`` seconds: finite and positive (``-1``, ``0``, ``nan``, ``inf`` are refused)."""
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(text)
+    return value
+
+
+def is_plain_remote(url: str) -> bool:
+    """True for an ``http://`` URL whose host is not loopback (images and key would go unencrypted)."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "http":
+        return False
+    host = (parts.hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
+
+
 @dataclass
 class LLMClient:
     base_url: str
     model: str
     api_key: str | None = None
-    timeout: float = 60.0
+    timeout: float = 60.0  # seconds for the whole exchange: connect, send, every byte of the answer
     max_side: int = 1024  # images are downscaled to this longest side before sending
 
+    def __post_init__(self) -> None:
+        try:
+            import openai
+        except ImportError:
+            raise MissingDependencyError("--class-source llm needs the openai SDK: pip install 'pnpseg[llm]'") from None
+        self._openai = openai
+        # The key is given explicitly (never OPENAI_API_KEY behind the user's back); no retries
+        # (a failure falls back to another source); redirects are answered, not followed.
+        self._client = openai.OpenAI(
+            base_url=self.base_url.rstrip("/").removesuffix("/chat/completions"),
+            api_key=self.api_key or "none",
+            max_retries=0,
+            timeout=self.timeout,
+            http_client=openai.DefaultHttpxClient(follow_redirects=False, timeout=self.timeout),
+        )
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pnpseg-llm")
+
     def endpoint(self) -> str:
-        url = self.base_url.rstrip("/")
-        return url if url.endswith("/chat/completions") else url + "/chat/completions"
+        return str(self._client.base_url).rstrip("/") + "/chat/completions"
 
     def ask(self, image: Image.Image, vocabulary: Sequence[str]) -> str:
-        """Send the image and the question; return the assistant's text (raises LLMError)."""
+        """Send the image and the question; return the assistant's text (raises LLMError).
+
+        Runs in a worker thread so that ``timeout`` bounds the whole exchange even against a
+        server that drips one byte at a time; the worker stops at its own deadline too.
+        """
+        deadline = time.monotonic() + self.timeout
+        future = self._pool.submit(self._exchange, image, vocabulary, deadline)
+        try:
+            return future.result(timeout=self.timeout)
+        except concurrent.futures.TimeoutError:
+            raise LLMError(f"no complete answer from {self.endpoint()} within {self.timeout:g} s") from None
+
+    def _exchange(self, image: Image.Image, vocabulary: Sequence[str], deadline: float) -> str:
         prompt = PROMPT.format(classes=", ".join(vocabulary), example=vocabulary[0] if vocabulary else "cat")
-        body = {
-            "model": self.model,
-            "temperature": 0,
-            "messages": [
-                {
-                    "role": "user",
-                    "content": [
-                        {"type": "text", "text": prompt},
-                        {"type": "image_url", "image_url": {"url": image_data_url(image, self.max_side)}},
-                    ],
-                }
-            ],
-        }
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(self.endpoint(), json.dumps(body).encode("utf-8"), headers, method="POST")
+        messages: list[Any] = [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": prompt},
+                    {"type": "image_url", "image_url": {"url": image_data_url(image, self.max_side)}},
+                ],
+            }
+        ]
+        openai = self._openai
+        body = bytearray()
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                payload = json.loads(response.read().decode("utf-8"))
-        except urllib.error.HTTPError as error:
-            raise LLMError(f"HTTP {error.code} from {self.endpoint()}") from None
-        except (urllib.error.URLError, OSError, TimeoutError) as error:
-            raise LLMError(f"cannot reach {self.endpoint()}: {getattr(error, 'reason', error)}") from None
-        except ValueError:
-            raise LLMError(f"{self.endpoint()} did not answer JSON") from None
-        try:
-            content = payload["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError):
-            raise LLMError("the answer has no choices[0].message.content") from None
-        if isinstance(content, list):  # content parts
-            content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
-        if not isinstance(content, str):
-            raise LLMError("the answer's message content is not text")
-        return content
+            with self._client.chat.completions.with_streaming_response.create(
+                model=self.model, messages=messages, temperature=0
+            ) as response:
+                if response.status_code // 100 != 2:  # a redirect included: never followed
+                    raise LLMError(f"HTTP {response.status_code} from {self.endpoint()}")
+                for chunk in response.iter_bytes(1 << 14):
+                    body += chunk
+                    if len(body) > MAX_BODY:
+                        raise LLMError(f"the answer from {self.endpoint()} exceeds {MAX_BODY} bytes")
+                    if time.monotonic() > deadline:
+                        raise LLMError(f"no complete answer from {self.endpoint()} within {self.timeout:g} s")
+        except openai.APIStatusError as error:
+            raise LLMError(f"HTTP {error.status_code} from {self.endpoint()}") from None
+        except openai.APITimeoutError:
+            raise LLMError(f"no complete answer from {self.endpoint()} within {self.timeout:g} s") from None
+        except openai.APIConnectionError as error:
+            raise LLMError(f"cannot reach {self.endpoint()}: {error.__cause__ or error}") from None
+        except LLMError:
+            raise
+        except Exception as error:  # a cut or garbled transfer (the HTTP library's own errors)
+            raise LLMError(f"broken answer from {self.endpoint()}: {type(error).__name__}") from None
+        return message_text(bytes(body))
+
+
+def message_text(body: bytes) -> str:
+    """``choices[0].message.content`` of a chat-completions body (text parts joined)."""
+    try:
+        payload = json.loads(body.decode("utf-8"))
+    except (ValueError, RecursionError):
+        raise LLMError("the answer is not JSON") from None
+    try:
+        content = payload["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        raise LLMError("the answer has no choices[0].message.content") from None
+    if isinstance(content, list):  # content parts
+        content = "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    if not isinstance(content, str):
+        raise LLMError("the answer's message content is not text")
+    return content
 
 
 def image_data_url(image: Image.Image, max_side: int = 1024) -> str:
-    image = image.convert("RGB")
-    scale = max_side / max(image.size)
-    if scale < 1:
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
+    image = fit_longest_side(image.convert("RGB"), max_side)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=90)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.S)
 
 
 def parse_class_list(text: str, vocabulary: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -105,11 +176,13 @@ def parse_class_list(text: str, vocabulary: Sequence[str]) -> tuple[list[str], l
 
     Accepts a JSON list (possibly inside a code fence or surrounded by prose), a JSON object
     with a list value (``{"classes": [...]}``), or a comma/semicolon/newline separated list
-    (bullets and quotes stripped). Matching is case- and whitespace-insensitive.
+    (bullets and quotes stripped). Matching is case- and whitespace-insensitive. Linear in
+    the answer's length (no backtracking pattern over the whole text).
     """
-    items = _items(text)
+    items = _items(text if isinstance(text, str) else "")
     lookup = {" ".join(name.split()).casefold(): name for name in vocabulary}
-    found, unknown = set(), []
+    found: set[str] = set()
+    unknown: list[str] = []
     for item in items:
         key = " ".join(str(item).split()).strip(" .\"'`*-").casefold()
         if not key:
@@ -121,19 +194,36 @@ def parse_class_list(text: str, vocabulary: Sequence[str]) -> tuple[list[str], l
     return [name for name in vocabulary if name in found], unknown
 
 
+def _fenced(text: str) -> str | None:
+    """The body of the first ```` ``` ```` code fence (language tag dropped), if closed."""
+    start = text.find("```")
+    if start < 0:
+        return None
+    end = text.find("```", start + 3)
+    if end < 0:
+        return None
+    body = text[start + 3 : end]
+    first, newline, rest = body.partition("\n")
+    return (rest if newline and first.strip().isalpha() else body).strip()
+
+
+def _json_value(candidate: str) -> Any:
+    try:
+        return json.loads(candidate)
+    except (ValueError, RecursionError):
+        return None
+
+
 def _items(text: str) -> list[str]:
     text = (text or "").strip()
-    fenced = _FENCE.search(text)
-    candidates = [fenced.group(1).strip()] if fenced else []
+    fenced = _fenced(text)
+    candidates = [fenced] if fenced is not None else []
     candidates.append(text)
-    match = re.search(r"\[.*\]", text, re.S)
-    if match:
-        candidates.append(match.group(0))
+    first, last = text.find("["), text.rfind("]")
+    if 0 <= first < last:
+        candidates.append(text[first : last + 1])
     for candidate in candidates:
-        try:
-            value = json.loads(candidate)
-        except ValueError:
-            continue
+        value = _json_value(candidate)
         if isinstance(value, dict):
             value = next((v for v in value.values() if isinstance(v, list)), None)
         if isinstance(value, list):
@@ -141,7 +231,10 @@ def _items(text: str) -> list[str]:
         if isinstance(value, str):
             text = value
             break
-    body = fenced.group(1) if fenced else text
+    body = fenced if fenced is not None else text
     body = body.strip().strip("[]")
     parts = re.split(r"[,;\n]", body)
-    return [re.sub(r"^\s*(?:[-*•]|\d+[.)])\s*", "", part) for part in parts if part.strip()]
+    return [_BULLET.sub("", part, count=1) for part in parts if part.strip()]
+
+
+_BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s*")

@@ -16,5 +16,10 @@ def register_adapters(register: Callable[[str, Callable[..., Any]], None]) -> No
 
 
 @pnpseg.hookimpl
+def register_model_types(register: Callable[[str, str], None]) -> None:
+    register(SyntheticAdapter.model_type, "synthetic")
+
+
+@pnpseg.hookimpl
 def register_scorers(register: Callable[[str, Callable[..., Any]], None]) -> None:
     register("synthetic", SyntheticScorer)

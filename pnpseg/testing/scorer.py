@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from pnpseg.errors import ClassNameError
+from pnpseg.method.resize import fit_longest_side
 from pnpseg.testing.images import COLOURS
 from pnpseg.tuning.scorers import ImageInput, to_pil
 
@@ -47,10 +48,7 @@ class SyntheticScorer:
         protos = np.array([COLOURS[name.lower()] for name in class_names], dtype=np.float32) / 255.0
         rows = []
         for image in images:  # numpy only: no per-image torch ops (cheap under CPU contention)
-            pil = to_pil(image)
-            scale = SIDE / max(pil.size)
-            if scale < 1:
-                pil = pil.resize((max(1, round(pil.width * scale)), max(1, round(pil.height * scale))), Image.BOX)
+            pil = fit_longest_side(to_pil(image), SIDE, Image.Resampling.BOX)
             pixels = np.asarray(pil, dtype=np.float32).reshape(-1, 3) / 255.0  # (P, 3)
             d2 = ((pixels[:, None, :] - protos[None]) ** 2).sum(-1)  # (P, K)
             rows.append(np.exp(-d2 / TAU).mean(0))

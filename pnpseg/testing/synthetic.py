@@ -88,6 +88,9 @@ class SyntheticAdapter(BaseAdapter):
         "image_size": (224, 224),
     }
 
+    #: ``model_type`` of a ``config.json`` that ``Segmenter.from_pretrained(folder)`` maps to this adapter.
+    model_type = "pnpseg-synthetic"
+
     def __init__(self, model: str | None = None, device: str | torch.device = "cpu", max_text_length: int = 64) -> None:
         # ``model`` is accepted (and ignored) so every adapter factory has one signature.
         if max_text_length < 3:
@@ -116,7 +119,7 @@ class SyntheticAdapter(BaseAdapter):
         """Resize to ``size`` = (height, width), scale to [0, 1], normalise to [-1, 1]."""
         self._check_size(size)
         h, w = size
-        arrays = [np.asarray(im.convert("RGB").resize((w, h), Image.BILINEAR), np.float32) for im in images]
+        arrays = [np.asarray(im.convert("RGB").resize((w, h), Image.Resampling.BILINEAR), np.float32) for im in images]
         pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 255.0
         return ((pixels - MEAN) / STD).to(self.device)
 

@@ -22,6 +22,7 @@ from pnpseg.io.images import InputItem, load_image
 from pnpseg.io.outputs import atomic_path
 from pnpseg.method.gradcam import capture, gradcam
 from pnpseg.method.prompts import token_weights
+from pnpseg.method.resize import fit_longest_side
 from pnpseg.method.saliency import Batch
 from pnpseg.method.segmenter import Segmenter
 from pnpseg.sources.image_classes import ImageClasses
@@ -43,6 +44,7 @@ def read_labels(path: Path, items: Sequence[InputItem]) -> tuple[list[LabelledIm
     """Match a labels file (format: :mod:`pnpseg.sources.image_classes`) to the discovered inputs:
     ``(labelled images in input order, unlabelled inputs)``."""
     matched = ImageClasses(Path(path), "labels file").match(items)
+    matched = {path: names for path, names in matched.items() if names}  # listed with [] = unlabelled
     labelled = [LabelledImage(item, matched[item.path]) for item in items if item.path in matched]
     return labelled, [item for item in items if item.path not in matched]
 
@@ -92,10 +94,7 @@ def all_head_maps(segmenter: Segmenter, image: Image.Image, classes: Sequence[st
 
 def scoring_image(image: Image.Image) -> np.ndarray:
     """The RGB array masked images are made from, longest side at most :data:`SCORE_SIDE`."""
-    scale = min(1.0, SCORE_SIDE / max(image.size))
-    if scale < 1.0:
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return np.asarray(fit_longest_side(image, SCORE_SIDE).convert("RGB"), dtype=np.uint8)
 
 
 class Capturer:

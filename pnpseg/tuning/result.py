@@ -50,6 +50,21 @@ class TuneResult:
     margin: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
+    def to_json(self) -> dict[str, Any]:
+        """The ``tune --json`` summary: the choice, its reward and margin, and the search's cost."""
+        return {
+            "adapter": self.adapter,
+            "model": self.model,
+            "params": self.params,
+            "reward": self.best.reward.to_dict(),
+            "margin": self.margin,
+            "warnings": self.warnings,
+            "images": self.images,
+            "trials": len(self.stage1) + len(self.stage2),
+            "vlm_passes": self.vlm_passes,
+            "seconds": round(self.seconds, 3),
+        }
+
     def ranked(self, stage: int = 1) -> list[Trial]:
         """The trials of a stage, best first."""
         return sorted(self.stage1 if stage == 1 else self.stage2, key=lambda t: t.key(), reverse=True)

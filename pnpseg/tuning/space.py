@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import random
 import re
 from collections.abc import Sequence
@@ -41,10 +42,10 @@ def parse_float_range(text: str, what: str) -> list[float]:
     if ":" in text:
         parts = text.split(":")
         try:
-            start, stop, step = (float(p) for p in parts) if len(parts) == 3 else (None, None, None)
-        except ValueError:
-            start = None
-        if start is None or step <= 0:
+            start, stop, step = (float(p) for p in parts)
+        except ValueError:  # not three numbers
+            start = stop = step = math.nan
+        if not step > 0:  # also NaN
             raise PnpsegError(f"{what} must be start:stop:step with step > 0, got {text!r}")
         count = int(np.floor((stop - start) / step - 1e-9)) + 1
         values = [round(start + i * step, 10) for i in range(max(count, 0))]

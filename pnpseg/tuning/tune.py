@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pnpseg.errors import ClassNameError, PnpsegError
 from pnpseg.io.images import discover
+from pnpseg.method.defaults import DEFAULT_ADAPTER
 from pnpseg.sources.image_classes import ImageClassesError
 from pnpseg.tuning.capture import Capturer, LabelledImage, read_labels
 from pnpseg.tuning.result import MIN_MARGIN, TuneResult, heatmap_grid, reward_margin
@@ -43,7 +44,7 @@ def tune(
     inputs: Sequence[str | Path],
     labels: str | Path,
     *,
-    adapter: str = "blip",
+    adapter: str = DEFAULT_ADAPTER,
     model: str | None = None,
     scorer: str = "clip",
     scorer_model: str | None = None,
@@ -95,7 +96,7 @@ def tune(
         raise PnpsegError(f"blur scales must be ≥ 0, got {blur_values}")
 
     dev = resolve_device(device)
-    segmenter = Segmenter.from_pretrained(adapter, model=model, device=dev, layer=1, head=1, image_size=image_size)
+    segmenter = Segmenter.from_pretrained(model, adapter=adapter, device=dev, layer=1, head=1, image_size=image_size)
     vlm = segmenter.adapter
     layer_values = parse_int_range(layers or f"1-{vlm.num_layers}", 1, vlm.num_layers, "layers")
     head_values = parse_int_range(heads or f"1-{vlm.num_heads}", 1, vlm.num_heads, "heads")

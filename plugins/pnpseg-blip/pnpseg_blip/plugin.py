@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pnpseg
 
 from .adapter import BlipAdapter
@@ -10,3 +12,17 @@ from .adapter import BlipAdapter
 @pnpseg.hookimpl
 def register_adapters(register: pnpseg.hookspecs.Register) -> None:
     register("blip", BlipAdapter)
+
+
+@pnpseg.hookimpl
+def register_model_types(register: pnpseg.hookspecs.Register) -> None:
+    """``Segmenter.from_pretrained(<a blip checkpoint>)`` picks this adapter (a literal: no
+    transformers import to list what plugins claim)."""
+    register("blip", "blip")
+
+
+@pnpseg.hookimpl
+def register_commands(cli: Any) -> None:
+    from .commands import convert_app
+
+    cli.add_typer(convert_app, name="convert")

@@ -10,3 +10,10 @@ from .adapter import FlavaAdapter
 @pnpseg.hookimpl
 def register_adapters(register: pnpseg.hookspecs.Register) -> None:
     register("flava", FlavaAdapter)
+
+
+@pnpseg.hookimpl
+def register_model_types(register: pnpseg.hookspecs.Register) -> None:
+    """``Segmenter.from_pretrained(<a flava checkpoint>)`` picks this adapter (a literal: no
+    transformers import to list what plugins claim)."""
+    register("flava", "flava")

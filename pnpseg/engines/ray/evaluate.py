@@ -12,6 +12,7 @@ import numpy as np
 from pnpseg.engines.ray.cluster import import_ray, init_ray
 from pnpseg.errors import PnpsegError
 from pnpseg.evaluation.evaluate import Evaluation
+from pnpseg.method.defaults import DEFAULT_ADAPTER
 
 
 @dataclass
@@ -22,14 +23,13 @@ class EvalConfig:
     out: str
     protocol: str
     predictions: str | None = None
-    adapter: str = "blip"
+    adapter: str = DEFAULT_ADAPTER
     model: str | None = None
     preset: str | None = None
     device: str = "auto"
     params: dict[str, Any] | None = None
     predictor_options: dict[str, Any] | None = None
     save_predictions: bool = False
-    settings: dict[str, Any] | None = None
 
     def build(self) -> tuple[Any, Any, dict[str, Any]]:
         """(dataset, predictor, settings) exactly as ``pnpseg eval`` builds them locally."""
@@ -41,7 +41,9 @@ class EvalConfig:
             return data, predictor, predictor.settings()
         from pnpseg.method.segmenter import Segmenter
 
-        segmenter = Segmenter.from_pretrained(self.adapter, model=self.model, device=self.device, **(self.params or {}))
+        segmenter = Segmenter.from_pretrained(
+            self.model, adapter=self.adapter, device=self.device, **(self.params or {})
+        )
         predictor = ModelPredictor(segmenter, data, self.protocol, **(self.predictor_options or {}))
         return (
             data,
@@ -90,21 +92,12 @@ class EvalActor:
         return {"id": np.array(ids, dtype=object), "confusion": np.array(matrices, dtype=object)}
 
 
-class RayEvaluation(Evaluation):
-    """:class:`~pnpseg.evaluation.evaluate.Evaluation` whose confusion matrices come from Ray actors."""
+class RayPredictions:
+    """A :class:`~pnpseg.evaluation.evaluate.BulkPredictor`: confusion matrices from Ray actors."""
 
-    def __init__(self, config: EvalConfig, *, workers: int = 1, gpus_per_worker: float = 0.0, **kwargs: Any):
-        super().__init__(
-            config.data,
-            None,
-            Path(config.out),
-            protocol=config.protocol,
-            settings=config.settings,
-            save_predictions=config.save_predictions,
-            inputs=config.inputs(),
-            **kwargs,
-        )
+    def __init__(self, config: EvalConfig, *, workers: int = 1, gpus_per_worker: float = 0.0):
         self.config, self.workers, self.gpus = config, max(1, int(workers)), gpus_per_worker
+        self.inputs = config.inputs()  # what each sample's prediction depends on (resume keys)
 
     def confusions(self, todo: list[Any]) -> Iterator[tuple[str, np.ndarray]]:
         if not todo:
@@ -122,7 +115,7 @@ class RayEvaluation(Evaluation):
             num_cpus=cpus,
             num_gpus=self.gpus or None,
         )
-        n = self.dataset.num_classes
+        n = self.config.data.num_classes
         for row in ds.iter_rows():
             yield str(row["id"]), np.frombuffer(row["confusion"], dtype=np.int64).reshape(n, n + 1)
 
@@ -138,5 +131,12 @@ def ray_evaluate(
     status, settings = ray.get(task(describe_eval).remote(config))
     if status != "ok":
         raise PnpsegError(settings)
-    config.settings = settings
-    return RayEvaluation(config, workers=workers, gpus_per_worker=gpus_per_worker, **kwargs).run()
+    return Evaluation(
+        config.data,
+        RayPredictions(config, workers=workers, gpus_per_worker=gpus_per_worker),
+        Path(config.out),
+        protocol=config.protocol,
+        settings=settings,
+        save_predictions=config.save_predictions,
+        **kwargs,
+    ).run()

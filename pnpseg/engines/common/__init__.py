@@ -1,0 +1,39 @@
+"""The seam both engines compose: what a job is, one batch step, and where its results go.
+
+* :class:`JobSpec` (:mod:`.job`) — the engine-neutral description of a ``segment`` job:
+  classes, adapter/model/parameters, class source. :meth:`JobSpec.build` makes the
+  segmenter, the class source and the settings the same way on a laptop and on a Ray worker.
+* :class:`BatchStep` (:mod:`.step`) — decode → propose → saliency for one batch; it returns
+  a finished record (an image that failed) or an :class:`Unfinished` image per input and
+  writes nothing. :func:`complete` turns step 4's labels into the written outputs and record.
+* :class:`OutputLayout` (:mod:`.layout`) — where outputs go and what a record says
+  (key, settings fingerprint); picklable, so Ray workers write through it.
+* :class:`OutputFolder` (:mod:`.folder`) — the record sink: the one ``--out`` a job owns,
+  with its lock, class table, fingerprint check, temp-file cleanup and manifest.
+* :class:`Summary` and :func:`report` (:mod:`.report`) — counting records and the end-of-run table.
+
+The local engine (:mod:`pnpseg.engines.local`) and the Ray engine (:mod:`pnpseg.engines.ray`)
+use only these public names of each other's shared parts.
+"""
+
+from pnpseg.engines.common.folder import OutputFolder
+from pnpseg.engines.common.job import Built, JobSpec, fingerprint
+from pnpseg.engines.common.layout import OutputLayout, to_vocabulary
+from pnpseg.engines.common.report import Summary, report, say_skipped
+from pnpseg.engines.common.step import BatchStep, Unfinished, complete, decode
+
+__all__ = [
+    "BatchStep",
+    "Built",
+    "JobSpec",
+    "OutputFolder",
+    "OutputLayout",
+    "Summary",
+    "Unfinished",
+    "complete",
+    "decode",
+    "fingerprint",
+    "report",
+    "say_skipped",
+    "to_vocabulary",
+]

@@ -1,0 +1,277 @@
+"""The record sink: the one output folder a job owns.
+
+An output folder holds exactly one class table (``classes.json``) and one settings
+fingerprint, which every manifest record carries. A run whose classes or settings differ
+is refused, unless ``--overwrite`` is given, and then the folder is reset: the outputs that
+records with another fingerprint name are deleted, so no mask of the old class table
+survives next to the new ``classes.json``. A record with another fingerprint is never
+counted as done. Records are keyed as :mod:`pnpseg.engines.common.layout` explains.
+
+One run at a time: a local folder is locked (``.pnpseg.lock``, an OS lock through
+``filelock``, released by the OS if the run is killed) for the whole run, and a second run
+is refused with one line. While it holds the lock, a run deletes the temp files
+(:data:`pnpseg.io.outputs.TEMP_PREFIX`) that a killed run left: their writer is dead, or it
+would hold the lock. Files of any other name are never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from pnpseg.engines.common.layout import OutputLayout
+from pnpseg.errors import PnpsegError
+from pnpseg.io.formats import Labelled, labelled, render
+from pnpseg.io.images import InputItem
+from pnpseg.io.outputs import Manifest, class_table, is_temp_name, json_bytes, manifest_line, parse_manifest, record_key
+from pnpseg.io.store import Store, has_scheme
+
+LOCK = ".pnpseg.lock"
+MANIFEST = "manifest.jsonl"
+CLASSES = "classes.json"
+#: Folder where other writers of a run (Ray tasks) leave manifest records for the sink to merge.
+PARTS = ".pnpseg-parts"
+
+
+class OutputFolder:
+    """``--out`` of one job: checks, lock, reset, cleanup, ``classes.json`` and the manifest."""
+
+    def __init__(self, location: str | Path, classes: Iterable[str], *, overwrite: bool = False):
+        self.store = Store(location)
+        self.location = self.store.location
+        self.classes = list(classes)
+        self.table = class_table(self.classes)
+        self.overwrite = overwrite
+        self.manifest_uri = self.store.uri(MANIFEST)
+        #: On a local disk the manifest is appended to in place; an object store's is rewritten.
+        self.manifest = Manifest(self.store.local / MANIFEST) if self.store.local is not None else None
+        self._records: dict[str, dict] | None = None  # an object store's manifest, read once
+        self._existing: set[str] | None = None
+        self._pending: list[dict] = []  # records for an object store, written at the end
+
+    # -- checks (cheap, read-only: before the model loads, and again under the lock) ---------
+    def check_classes(self) -> None:
+        """Refuse a folder whose ``classes.json`` names other classes (unless overwriting)."""
+        if self.overwrite:
+            return
+        previous = self.store.read_bytes(CLASSES)
+        if previous is None:
+            return
+        try:
+            same = json.loads(previous) == self.table
+        except ValueError:
+            same = False
+        if not same:
+            raise PnpsegError(
+                f"{self.location} holds results for other classes ({self.store.uri(CLASSES)}); "
+                "use --overwrite (which resets the folder) or another --out"
+            )
+
+    def guard_inputs(self, items: Iterable[InputItem]) -> None:
+        """Refuse a job whose outputs would replace one of its own inputs."""
+        local = self.store.local
+        if local is None:
+            return
+        items = list(items)
+        inputs = {Path(item.path).resolve() for item in items if not has_scheme(str(item.path))}
+        for item in items:
+            target = local / OutputLayout.label_file(item)
+            if target.resolve() in inputs:
+                raise PnpsegError(f"output {target} would overwrite an input image; choose another --out")
+
+    def check_fingerprint(self, fingerprint: str) -> None:
+        """Refuse a folder holding outputs made with other classes or settings (unless overwriting)."""
+        if self.overwrite:
+            return
+        if self._stale(fingerprint):
+            raise PnpsegError(
+                f"{self.location} holds results made with other settings (see {self.manifest_uri}); "
+                "use --overwrite (which resets the folder) or another --out"
+            )
+
+    def _stale(self, fingerprint: str) -> list[str]:
+        """The files (inside the folder) of ok records with another fingerprint that still exist."""
+        found = []
+        for record in self.records().values():
+            if record.get("status") == "ok" and record.get("fingerprint") != fingerprint:
+                rel = record.get("file") or self._relative(record.get("output"))
+                if rel is not None and self._exists(rel):
+                    found.append(rel)
+        return found
+
+    def _exists(self, rel: str) -> bool:
+        if self.store.local is not None:
+            return (self.store.local / rel).exists()
+        if self._existing is None:
+            self._existing = set(self.store.files())  # one listing, not N lookups
+        return rel in self._existing
+
+    def layout(self, settings: Mapping[str, Any], fingerprint: str, viz: bool = False) -> OutputLayout:
+        return OutputLayout(self.location, tuple(self.classes), dict(settings), fingerprint, viz)
+
+    # -- the run ----------------------------------------------------------------------------
+    @contextmanager
+    def open(self, fingerprint: str, order: Sequence[str] = ()) -> Iterator[OutputFolder]:
+        """Hold the folder for a run: lock it, merge the record parts a killed run left (in
+        the input ``order`` of their keys), check it again, reset it if ``--overwrite``
+        changes its classes or settings, remove dead runs' temp files, write ``classes.json``.
+        On leaving, records not yet written are written; after a complete run the parts are removed."""
+        self.store.mkdir()
+        with self._lock():
+            self._records = None  # read again, under the lock
+            self._merge_parts(order)
+            self.check_classes()
+            self.check_fingerprint(fingerprint)
+            if self.overwrite:
+                self._reset(fingerprint)
+            self._remove_temp_files()
+            self.store.write_bytes(CLASSES, json_bytes(self.table))
+            try:
+                yield self
+            finally:
+                self.flush()  # what was collected, even if the run stops early
+            self.store.delete_folder(PARTS)  # only after a complete run: parts hold what was not
+
+    def _merge_parts(self, order: Sequence[str]) -> None:
+        """Records that other writers of a killed run finished but the sink never appended."""
+        parts = [rel for rel in self.store.files(PARTS) if rel.endswith(".jsonl")]
+        if not parts:
+            return
+        records = self.records()
+        merged: dict[str, dict] = {}
+        for rel in parts:
+            merged.update(parse_manifest(self.store.read_bytes(rel) or b""))
+        position = {key: i for i, key in enumerate(order)}
+        new = sorted(
+            (r for key, r in merged.items() if records.get(key) != r),
+            key=lambda r: position.get(record_key(r), len(position)),
+        )
+        self.append(new)
+        self.flush()
+        self.store.delete_folder(PARTS)
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        if self.store.local is None:  # object stores have no OS locks: see docs/reliability.md
+            yield
+            return
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(self.store.local / LOCK), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise PnpsegError(
+                f"another pnpseg run is writing to {self.location} (it holds {self.store.uri(LOCK)}); "
+                "wait for it to finish or use another --out"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _reset(self, fingerprint: str) -> None:
+        """``--overwrite`` with other classes or settings: delete the outputs (label PNGs and
+        overlays) of records with another fingerprint. The manifest keeps their lines, which
+        no longer count: their files are gone and their fingerprint differs."""
+        for rel in self._stale(fingerprint):
+            self.store.delete(rel)
+            self.store.delete(PurePosixPath("overlays", rel).as_posix())
+        self._existing = None
+
+    def _relative(self, output: Any) -> str | None:
+        """An output named by a record → its path inside this folder, or None if it is elsewhere."""
+        if not isinstance(output, str):
+            return None
+        if self.store.local is None:
+            base = self.store.uri("").rstrip("/") + "/"
+            return output[len(base) :] if output.startswith(base) else None
+        root = self.store.local.resolve()
+        try:
+            return Path(output).resolve().relative_to(root).as_posix()
+        except ValueError:
+            return None
+
+    def _remove_temp_files(self) -> None:
+        """Temp files of runs that were killed mid-write: we hold the lock, so their writers are dead."""
+        if self.store.local is None:
+            for rel in self.store.files():
+                if is_temp_name(PurePosixPath(rel).name):
+                    self.store.delete(rel)
+            return
+        for dirpath, _, filenames in os.walk(self.store.local):  # symlinks are not followed
+            for name in filenames:
+                if is_temp_name(name):
+                    Path(dirpath, name).unlink(missing_ok=True)
+
+    # -- records ----------------------------------------------------------------------------
+    def records(self) -> dict[str, dict]:
+        """``{key: latest record}`` of the manifest."""
+        if self.manifest is not None:
+            return self.manifest.records()
+        if self._records is None:
+            self._records = parse_manifest(self.store.read_bytes(MANIFEST) or b"")
+        return self._records
+
+    def is_done(self, layout: OutputLayout, item: InputItem) -> bool:
+        """True if ``item``'s latest record is ok, carries ``layout``'s fingerprint, and its
+        label PNG exists."""
+        wanted = {"fingerprint": layout.fingerprint}
+        if self.manifest is not None and self.store.local is not None:
+            return self.manifest.is_done(layout.key(item), self.store.local / layout.label_file(item), require=wanted)
+        record = self.records().get(layout.key(item))
+        if record is None or record.get("status") != "ok" or record.get("fingerprint") != layout.fingerprint:
+            return False
+        return self._exists(layout.label_file(item))
+
+    def append(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Add records to the manifest: on a local disk durably, at once, line by line; on an
+        object store (no appends there) at :meth:`flush`, which rewrites it once."""
+        rows = [dict(r) for r in records]
+        if self.manifest is not None:
+            for row in rows:
+                self.manifest.append(row)
+            return
+        self._pending += rows
+        if self._records is not None:
+            self._records.update(parse_manifest(b"".join(manifest_line(r) for r in rows)))
+
+    # -- whole-run documents (--format) -----------------------------------------------------
+    def finished(self, fingerprint: str) -> list[Labelled]:
+        """Every image whose current label PNG this folder holds (an ok record with this
+        fingerprint, its file present), resumed ones included, in manifest order."""
+        found = []
+        for record in self.records().values():
+            current = record.get("status") == "ok" and record.get("fingerprint") == fingerprint
+            rel = record.get("file") if current else None
+            data = self.store.read_bytes(rel) if rel else None
+            if data is not None:
+                found.append(labelled(record["input"], rel, data))
+        return found
+
+    def write_formats(self, formats: Sequence[str], fingerprint: str) -> dict[str, list[str]]:
+        """Render ``--format`` documents (all but png, written per image) from every finished
+        image and write each file atomically; returns ``{format: [files written]}``."""
+        extra = [name for name in formats if name != "png"]
+        if not extra:
+            return {}
+        written: dict[str, list[str]] = {}
+        for name, files in render(extra, self.classes, self.finished(fingerprint)).items():
+            for rel, data in files.items():
+                self.store.write_bytes(rel, data)
+            written[name] = [self.store.uri(rel) for rel in files]
+        return written
+
+    def flush(self) -> None:
+        """Write the records an object store is still owed."""
+        if not self._pending:
+            return
+        old = self.store.read_bytes(MANIFEST) or b""
+        if old and not old.endswith(b"\n"):
+            old += b"\n"
+        self.store.write_bytes(MANIFEST, old + b"".join(manifest_line(r) for r in self._pending))
+        self._pending = []

@@ -1,0 +1,71 @@
+"""COCO: one JSON with ``images``, ``categories`` and RLE ``annotations`` (pycocotools, extra ``[coco]``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from pnpseg.errors import MissingDependencyError
+
+FILE = "coco.json"
+
+
+def _mask_api() -> Any:
+    try:
+        from pycocotools import mask
+    except ImportError:
+        raise MissingDependencyError("COCO RLE needs pycocotools: pip install 'pnpseg[coco]'") from None
+    return mask
+
+
+def encode_rle(mask: np.ndarray) -> dict[str, Any]:
+    """A boolean (H, W) mask → COCO compressed RLE ``{"size": [H, W], "counts": str}``."""
+    rle = _mask_api().encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
+    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def coco_document(images: Sequence[Any], classes: Sequence[str]) -> dict[str, Any]:
+    """The COCO dict: category ``i`` is ``classes[i - 1]`` (the label value), one annotation
+    per class present per image; ``iscrowd`` 1 as COCO uses for RLE masks."""
+    api = _mask_api()
+    document: dict[str, Any] = {
+        "info": {"description": "pnpseg segmentation", "version": "1.0"},
+        "images": [],
+        "categories": [{"id": i + 1, "name": name, "supercategory": ""} for i, name in enumerate(classes)],
+        "annotations": [],
+    }
+    for image_id, image in enumerate(images, start=1):
+        document["images"].append(
+            {
+                "id": image_id,
+                "file_name": image.input,
+                "width": image.width,
+                "height": image.height,
+                "pnpseg_output": image.name + ".png",
+            }
+        )
+        for value in np.unique(image.labels):
+            if value == 0 or value > len(classes):
+                continue
+            rle = encode_rle(image.labels == value)
+            encoded = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+            document["annotations"].append(
+                {
+                    "id": len(document["annotations"]) + 1,
+                    "image_id": image_id,
+                    "category_id": int(value),
+                    "segmentation": rle,
+                    "area": float(api.area(encoded)),
+                    "bbox": [float(v) for v in api.toBbox(encoded)],
+                    "iscrowd": 1,
+                }
+            )
+    return document
+
+
+def coco_files(images: Sequence[Any], classes: Sequence[str]) -> dict[str, bytes]:
+    document = coco_document(images, classes)
+    return {FILE: (json.dumps(document, ensure_ascii=False) + "\n").encode("utf-8")} if images else {}

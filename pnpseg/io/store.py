@@ -1,0 +1,152 @@
+"""An output (or input) folder on the local disk or behind a ``scheme://`` URI (pyarrow.fs, else fsspec).
+
+Both engines write through :class:`Store`: local paths use :mod:`pnpseg.io.outputs`' atomic
+writers (so the bytes are the same whichever engine wrote them); URIs get the same temp name
+and a rename on their file system. pyarrow (the ``ray`` extra) is imported only for URIs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from pnpseg.errors import PnpsegError
+from pnpseg.io.outputs import atomic_write_bytes, temp_name
+
+
+def has_scheme(location: str) -> bool:
+    head, sep, _ = str(location).partition("://")
+    return bool(sep) and head.isidentifier() and len(head) > 1  # not C:\ on Windows
+
+
+def filesystem(uri: str) -> tuple[Any, str, str]:
+    """``uri`` → (pyarrow file system, path in it, URI prefix so that prefix + path == uri)."""
+    import pyarrow.fs as pafs
+
+    try:
+        fs, path = pafs.FileSystem.from_uri(uri)
+    except Exception:
+        try:
+            import fsspec
+        except ImportError:
+            raise PnpsegError(
+                f"no file system for {uri}: pyarrow does not know it and fsspec is not installed"
+            ) from None
+        inner, path = fsspec.core.url_to_fs(uri)
+        fs = pafs.PyFileSystem(pafs.FSSpecHandler(inner))
+    stripped = uri.rstrip("/")
+    path = path.rstrip("/") or path
+    prefix = stripped[: len(stripped) - len(path)] if stripped.endswith(path) else uri.partition("://")[0] + "://"
+    return fs, path, prefix
+
+
+class Store:
+    """A folder on the local disk (``pnpseg.io.outputs`` writers) or on a pyarrow/fsspec file system."""
+
+    def __init__(self, location: str | Path):
+        self.location = str(location)
+        if has_scheme(self.location):
+            self.local: Path | None = None
+            self.fs, self.root, self.prefix = filesystem(self.location)
+        else:
+            self.local, self.fs, self.root, self.prefix = Path(self.location), None, str(location), ""
+
+    def uri(self, rel: str) -> str:
+        """What the manifest records for ``rel``: a local path, or a URI."""
+        if self.local is not None:
+            return str(self.local / rel)
+        return self.prefix + self._path(rel)
+
+    def _path(self, rel: str) -> str:
+        return f"{self.root.rstrip('/')}/{rel}" if rel else self.root
+
+    def read_bytes(self, rel: str) -> bytes | None:
+        """The file's bytes, or None if it does not exist."""
+        try:
+            if self.local is not None:
+                return (self.local / rel).read_bytes()
+            with self.fs.open_input_stream(self._path(rel)) as f:
+                return f.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        except OSError as error:
+            if "not found" in str(error).lower() or "does not exist" in str(error).lower():
+                return None
+            raise
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """All-or-nothing: a hidden temp file beside the target (:func:`~pnpseg.io.outputs.temp_name`),
+        then a rename over it."""
+        if self.local is not None:
+            atomic_write_bytes(self.local / rel, data)
+            return
+        final = PurePosixPath(self._path(rel))
+        tmp = str(final.with_name(temp_name(final.name)))
+        self.fs.create_dir(str(final.parent), recursive=True)
+        try:
+            with self.fs.open_output_stream(tmp) as f:
+                f.write(data)
+            self.fs.move(tmp, str(final))
+        except BaseException:
+            try:
+                self.fs.delete_file(tmp)
+            except Exception:
+                pass
+            raise
+
+    def files(self, rel: str = "") -> list[str]:
+        """Relative paths of the files under ``rel`` (recursively), sorted."""
+        if self.local is not None:
+            base = self.local / rel
+            return (
+                sorted(p.relative_to(self.local).as_posix() for p in base.rglob("*") if p.is_file())
+                if base.is_dir()
+                else []
+            )
+        import pyarrow.fs as pafs
+
+        selector = pafs.FileSelector(self._path(rel), recursive=True, allow_not_found=True)
+        root = self.root.rstrip("/") + "/"
+        infos = self.fs.get_file_info(selector)
+        return sorted(i.path[len(root) :] for i in infos if i.type == pafs.FileType.File and i.path.startswith(root))
+
+    def delete(self, rel: str) -> None:
+        if self.local is not None:
+            (self.local / rel).unlink(missing_ok=True)
+        else:
+            try:
+                self.fs.delete_file(self._path(rel))
+            except FileNotFoundError:
+                pass
+
+    def delete_folder(self, rel: str) -> None:
+        """Remove the files directly in folder ``rel`` (ours, e.g. merged manifest parts) and the folder."""
+        if self.local is not None:
+            folder = self.local / rel
+            for path in sorted(folder.glob("*")) if folder.is_dir() else []:
+                path.unlink(missing_ok=True)
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        else:
+            try:
+                self.fs.delete_dir(self._path(rel))
+            except (FileNotFoundError, OSError):
+                pass
+
+    def mkdir(self) -> None:
+        if self.local is not None:
+            self.local.mkdir(parents=True, exist_ok=True)
+        else:
+            self.fs.create_dir(self.root, recursive=True)
+
+
+_STORES: dict[str, Store] = {}
+
+
+def store_for(location: str) -> Store:
+    """One Store (file-system client) per location and process."""
+    if location not in _STORES:
+        _STORES[location] = Store(location)
+    return _STORES[location]

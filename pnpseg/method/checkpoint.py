@@ -1,0 +1,59 @@
+"""Which adapter serves a checkpoint: its ``config.json``, matched against the adapters' claims.
+
+As ``AutoModel`` does, the config's ``architectures`` are tried first, then its
+``model_type``; adapters claim them through the ``register_model_types`` hook. The config
+comes from a local folder, or from the hub through the offline-aware cache
+(:func:`pnpseg.io.hub.hub_file`). Nothing here imports transformers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pnpseg.errors import ModelLoadError, PnpsegError
+
+
+def read_config(model: str) -> dict[str, Any]:
+    """The ``config.json`` of a checkpoint folder or hub id."""
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        path = folder / "config.json"
+        if not path.is_file():
+            raise ModelLoadError(f"folder {model!r} has no config.json: pass adapter=NAME (--adapter)")
+    elif folder.exists():
+        raise ModelLoadError(f"{model!r} is a file, not a model folder")
+    else:
+        from pnpseg.io.hub import hub_file
+
+        path = hub_file(model, "config.json", "model config")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot read the config of {model!r}: {error}") from None
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"the config of {model!r} is not a JSON object")
+    return config
+
+
+def adapter_for(model: str) -> str:
+    """The name of the adapter that claims ``model``'s architecture or model type."""
+    from pnpseg.plugins import adapters, model_types
+
+    if model in adapters() and not Path(model).expanduser().exists():
+        raise PnpsegError(f"{model!r} is an adapter name, not a checkpoint: use from_pretrained(adapter={model!r})")
+
+    config = read_config(model)
+    claims = model_types()
+    architectures = [a for a in config.get("architectures") or [] if isinstance(a, str)]
+    model_type = config.get("model_type")
+    for key in [*architectures, model_type]:
+        if isinstance(key, str) and key in claims:
+            return claims[key]
+    described = ", ".join(repr(k) for k in [model_type, *architectures] if k) or "no model_type"
+    claimed = ", ".join(f"{key} ({name})" for key, name in sorted(claims.items())) or "none"
+    raise PnpsegError(
+        f"no installed adapter claims {model!r} ({described}); claimed types: {claimed}; "
+        "install an adapter plugin or pass adapter=NAME (--adapter)"
+    )
