@@ -4,7 +4,34 @@ from __future__ import annotations
 
 
 class PnpsegError(Exception):
-    """Base class for errors caused by user input or the environment, not by a bug."""
+    """Base class for errors caused by user input or the environment, not by a bug.
+
+    ``exit_code`` is the CLI's exit status for it: 2 (usage) unless a subclass says otherwise.
+    """
+
+    exit_code = 2
+
+
+class NoImagesError(PnpsegError):
+    """The inputs held no image to process: exit 1, like inputs that failed."""
+
+    exit_code = 1
+
+
+class EnvironmentProblem(PnpsegError):
+    """Not the user's input but this machine: a missing model, dependency or service, or an
+    output it cannot store (an unwritable folder, a full disk): exit status 3."""
+
+    exit_code = 3
+
+
+class MissingDependencyError(EnvironmentProblem, ImportError):
+    """An optional dependency that the chosen option needs is not installed (the message
+    names the extra to install)."""
+
+
+class ServiceUnavailableError(EnvironmentProblem):
+    """A service an option needs (an LLM endpoint, a Ray cluster) cannot be reached."""
 
 
 class UnknownNameError(PnpsegError, KeyError):
@@ -23,7 +50,7 @@ class ClassNameError(PnpsegError, ValueError):
     """A class list the pipeline cannot use (empty, duplicates, blank, untokenisable...)."""
 
 
-class ModelLoadError(PnpsegError):
+class ModelLoadError(EnvironmentProblem):
     """A model that is neither cached nor reachable, or a local path that is not a model."""
 
 
@@ -34,17 +61,15 @@ class AdapterError(PnpsegError):
     """
 
 
-class EnvironmentProblem(PnpsegError):
-    """Something the run needs is missing from this machine or unreachable: exit status 3."""
-
-
-class MissingDependencyError(EnvironmentProblem):
-    """An optional dependency that the chosen option needs is not installed (an environment
-    problem: the message names the extra to install)."""
-
-
 class ImageError(PnpsegError):
-    """An input file that cannot be read as an image."""
+    """An input file that cannot be read as an image: ``"<path>: <reason>"``.
+
+    ``reason`` alone is what a record that already names the input should show.
+    """
+
+    def __init__(self, path: object, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path}: {reason}")
 
 
 def model_unavailable(name: str, adapter: str) -> ModelLoadError:

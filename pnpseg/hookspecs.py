@@ -1,20 +1,53 @@
 """Plugin hook specifications (pluggy project ``pnpseg``).
 
 Every hook receives a ``register(name, factory)`` callback; built-in features use the same
-hooks as outside plugins (see ``pnpseg/method/postprocess/__init__.py``, ``pnpseg/testing``).
+hooks as outside plugins (see ``pnpseg/builtins.py``).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pluggy
+
+from pnpseg.errors import MissingDependencyError
 
 hookspec = pluggy.HookspecMarker("pnpseg")
 hookimpl = pluggy.HookimplMarker("pnpseg")
 
 Register = Callable[[str, Callable[..., Any]], None]
+
+
+@dataclass(frozen=True)
+class LazyFactory:
+    """A factory named ``"module:attribute"``, imported on its first call.
+
+    Register this instead of the class itself, so that loading the plugin (which every
+    ``pnpseg`` command does, ``--help`` included) imports nothing heavy such as torch or
+    transformers: ``register("toy", pnpseg.lazy("my_plugin.adapter:ToyAdapter"))``.
+    """
+
+    target: str
+
+    def load(self) -> Callable[..., Any]:
+        module, _, attribute = self.target.partition(":")
+        try:
+            return getattr(importlib.import_module(module), attribute)
+        except ImportError as error:
+            raise MissingDependencyError(f"{self.target} cannot be imported: {error}") from error
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.load()(*args, **kwargs)
+
+
+def lazy(target: str) -> LazyFactory:
+    """A factory that imports ``"module:attribute"`` when first called (see :class:`LazyFactory`)."""
+    if ":" not in target:
+        raise ValueError(f"lazy factory target must be 'module:attribute', got {target!r}")
+    return LazyFactory(target)
 
 
 @hookspec

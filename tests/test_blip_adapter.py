@@ -38,6 +38,7 @@ def random_images(n: int, seed: int = 0) -> list[Image.Image]:
     return [Image.fromarray(rng.integers(0, 256, (40, 70, 3), dtype=np.uint8)) for _ in range(n)]
 
 
+@pytest.mark.slow
 def test_registry_builds_adapter_from_folder(adapter: BlipAdapter) -> None:
     assert isinstance(adapter, BlipAdapter)
     assert isinstance(adapter, pnpseg.VLMAdapter)
@@ -45,8 +46,8 @@ def test_registry_builds_adapter_from_folder(adapter: BlipAdapter) -> None:
     assert adapter.max_text_length == 64
     assert adapter.patch_size == 16
     assert adapter.device == torch.device("cpu")
-    assert adapter.default_params["layer"] == 8 and adapter.default_params["head"] == 10
-    assert adapter.default_params["image_size"] == (336, 336)
+    effective = pnpseg.SegmentParams.build(adapter.default_params)  # BLIP's are SegmentParams' defaults
+    assert (effective.layer, effective.head, effective.image_size) == (8, 10, (336, 336))
 
 
 def test_weights_load_lazily(tiny_blip: Path, tmp_path: Path) -> None:
@@ -93,6 +94,7 @@ def test_attention_shapes_any_resolution(adapter: BlipAdapter, size: tuple[int, 
 
 
 @pytest.mark.parametrize("size", [(64, 96), (32, 32)])
+@pytest.mark.slow
 def test_match_logit_equals_hf_forward_with_interpolation(adapter: BlipAdapter, size: tuple[int, int]) -> None:
     """Our split forward (vision no_grad, text with hooks) is the model's own ITM pass.
 
@@ -129,6 +131,7 @@ def test_gradients_reach_every_captured_layer_and_no_parameter(adapter: BlipAdap
     assert not any(cross_attention_module(model, i)._forward_hooks for i in range(adapter.num_layers))
 
 
+@pytest.mark.slow
 def test_conformance(adapter: BlipAdapter) -> None:
     """Every clause of the protocol; gradients equal those of Hugging Face's own ITM forward
     (with a full graph), cut to the text→patch block."""
@@ -225,6 +228,7 @@ def test_preprocess_normalises_and_checks_size(adapter: BlipAdapter) -> None:
         adapter.preprocess(random_images(1), (40, 48))
 
 
+@pytest.mark.slow
 def test_offline_hub_name_gives_one_line_error(tmp_path: Path) -> None:
     # huggingface_hub reads HF_HUB_OFFLINE / HF_HOME at import: use a fresh interpreter.
     code = textwrap.dedent(

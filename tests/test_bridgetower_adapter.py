@@ -52,8 +52,8 @@ def test_loads_through_plugin_registry_lazily(tiny_bridgetower):
 def test_default_params_are_the_papers():
     from pnpseg_bridgetower import BridgeTowerAdapter
 
-    p = BridgeTowerAdapter.default_params
-    assert (p["layer"], p["head"], p["threshold"], p["image_size"]) == (2, 8, 0.15, (336, 336))
+    p = pnpseg.SegmentParams.build(BridgeTowerAdapter.default_params)  # the adapter states only what differs
+    assert (p.layer, p.head, p.threshold, p.image_size) == (2, 8, 0.15, (336, 336))
 
 
 @pytest.mark.parametrize("size, grid", [((64, 96), (4, 6)), ((96, 64), (6, 4))])
@@ -119,6 +119,7 @@ def _reference_gradients(adapter, pixels, text, layers):
             handle.remove()
 
 
+@pytest.mark.slow
 def test_conformance(adapter):
     """Every clause of the protocol; gradients equal the full-graph ones of the model's own
     forward, although the adapter's graph starts at the first requested layer."""
@@ -161,6 +162,7 @@ def test_checkpoint_without_itm_head_is_refused(tmp_path, tiny_bridgetower):
         adapter.forward(random_pixels(adapter, (32, 32)), text, [0])
 
 
+@pytest.mark.slow
 def test_offline_default_model_is_one_line_error(tmp_path):
     from pnpseg_bridgetower import BridgeTowerAdapter
 
@@ -169,6 +171,7 @@ def test_offline_default_model_is_one_line_error(tmp_path):
     assert "--model PATH" in message and "'bridgetower'" in message and "\n" not in message
 
 
+@pytest.mark.slow
 def test_cli_segment_end_to_end(tmp_path, tiny_bridgetower):
     out = run_cli_segment(tmp_path, tiny_bridgetower, "bridgetower", ["cat", "dog", "grass"], "--image-size", "64")
     assert json.loads((out / "classes.json").read_text()) == {"0": "background", "1": "cat", "2": "dog", "3": "grass"}

@@ -86,6 +86,7 @@ def all_and_itm(scenes, tmp_path_factory):
     return results
 
 
+@pytest.mark.slow
 def test_itm_removes_false_positives_and_raises_miou(scenes, all_and_itm):
     _, truth = scenes
     (all_out, all_miou), (itm_out, itm_miou) = all_and_itm["all"], all_and_itm["itm"]
@@ -141,6 +142,7 @@ def test_itm_keep_rules_and_one_pass_per_image(scenes):
         build_class_source("nope", VOCAB)
 
 
+@pytest.mark.slow
 def test_file_source_reproduces_lists_exactly(scenes, tmp_path):
     root, truth = scenes
     wanted = {"s0": ["blue", "RED"], "s1": ["white"], "s2": ["green", "cyan", "magenta", "yellow"]}
@@ -250,6 +252,7 @@ class ChatServer:
         self.thread.join(timeout=5)
 
 
+@pytest.mark.slow
 def test_llm_source_good_malformed_and_server_error(scenes, tmp_path, monkeypatch):
     root, truth = scenes
     sub = tmp_path / "three"

@@ -91,16 +91,19 @@ def test_image_size_resizes_the_position_table(checkpoint, tmp_path):
     assert BlipProcessor.from_pretrained(tmp_path / "hf").image_processor.size == {"height": 96, "width": 96}
 
 
-def one_line_failure(args, message, tmp_path):
+def one_line_failure(args, message, tmp_path, code=3):
+    """A one-line error, exit ``code`` (3: a missing or unusable model; 2: a bad option)."""
     result = convert(*args)
-    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert result.exit_code == code and "Traceback" not in result.output, result.output
     assert message in result.output.replace("\n", "")
     assert not (tmp_path / "hf").exists() and not list(tmp_path.glob(".hf.*"))  # nothing half-written
 
 
 def test_bad_inputs(checkpoint, tmp_path):
     one_line_failure([tmp_path / "none.pth", tmp_path / "hf"], "no checkpoint file at", tmp_path)
-    one_line_failure([checkpoint, tmp_path / "hf", "--image-size", "100"], "multiple of the patch size 16", tmp_path)
+    one_line_failure(
+        [checkpoint, tmp_path / "hf", "--image-size", "100"], "multiple of the patch size 16", tmp_path, code=2
+    )
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"nope")
     one_line_failure([garbage, tmp_path / "hf"], "is not a PyTorch checkpoint", tmp_path)

@@ -24,7 +24,8 @@ class NoLayerDefaults(SyntheticAdapter):
 def test_defaults_beyond_the_model_are_clamped():
     segmenter = Segmenter(SmallCheckpoint())
     assert (segmenter.params.layer, segmenter.params.head) == (3, 4)  # the last layer but one
-    assert adapter_defaults(SmallCheckpoint())["threshold"] == 0.15
+    kept = pnpseg.SegmentParams.build(adapter_defaults(SmallCheckpoint()))  # other defaults untouched
+    assert (kept.threshold, kept.blur_sigma) == (0.15, 0.02)
 
 
 def test_the_core_defaults_are_clamped_too():

@@ -16,6 +16,8 @@ from typer.testing import CliRunner
 from pnpseg.cli import app
 from pnpseg.testing import make_scene
 
+pytestmark = pytest.mark.slow  # a few seconds each: not in the quick loop
+
 gr = pytest.importorskip("gradio", reason="the demo needs the [demo] extra")
 pytest.importorskip("matplotlib", reason="the demo needs the [viz] extra")
 from gradio_client import Client, handle_file  # noqa: E402

@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+import pytest
+
 from pnpseg import hookspecs
 
 DOCS = Path(__file__).parent.parent / "docs"
@@ -28,6 +30,7 @@ def test_adapter_tutorial_shows_the_example_package_code():
     assert (EXAMPLE / "pyproject.toml").read_text() in (DOCS / "adapters.md").read_text()
 
 
+@pytest.mark.slow
 def test_adapter_tutorial_runs(monkeypatch):
     from pnpseg.plugins import pm
 
@@ -53,6 +56,7 @@ def test_hf_tutorial_shows_the_flava_adapter_and_its_test():
     exec(imports, {})
 
 
+@pytest.mark.slow
 def test_hf_tutorial_adapter_builds_and_conforms(tmp_path):
     """The HFAdapter subclass exactly as the doc shows it, on a tiny FLAVA, passes check_adapter."""
     import pytest
@@ -70,6 +74,7 @@ def test_hf_tutorial_adapter_builds_and_conforms(tmp_path):
     check_adapter(adapter, layers=[1])
 
 
+@pytest.mark.slow
 def test_toy_adapter_passes_the_conformance_kit(monkeypatch):
     monkeypatch.syspath_prepend(str(EXAMPLE))
     exec(next(block for block in python_blocks("adapters.md") if "check_adapter(ToyAdapter())" in block), {})

@@ -336,6 +336,7 @@ def colours(tmp_path_factory):
     pm.unregister(plugin)
 
 
+@pytest.mark.slow
 def test_synthetic_end_to_end_and_rescoring_saved_predictions(colours, tmp_path):
     out = tmp_path / "eval"
     result = run(
@@ -372,6 +373,7 @@ def test_synthetic_end_to_end_and_rescoring_saved_predictions(colours, tmp_path)
     assert json.loads((tmp_path / "rescored/results.json").read_text())["mIoU"] == scored["mIoU"]
 
 
+@pytest.mark.slow
 def test_synthetic_standard_protocol_with_sliding_window(colours, tmp_path):
     out = tmp_path / "std"
     result = run(
@@ -544,6 +546,7 @@ def test_unknown_dataset_lists_the_registered_ones(tmp_path):
     assert result.exit_code == 2 and "voc20" in result.output and "cityscapes" in result.output
 
 
+@pytest.mark.slow
 def test_pnp_background_policies(tmp_path):
     from pnpseg.evaluation.predictors import ModelPredictor
     from pnpseg.method.segmenter import Segmenter

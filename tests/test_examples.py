@@ -56,8 +56,14 @@ def test_islands_gives_small_islands_to_the_next_best_label():
     assert (labels[10:60, 10:60] == 1).all()
     assert (labels[80:83, 80:83] == 0).all()
     assert (labels[90:92, 5:7] == 2).all()
+    pixels = islands.RemoveIslands(min_area=64)(scores, np.zeros((100, 100, 3), np.uint8), SegmentParams())
+    assert torch.equal(pixels, out)  # 64 pixels, as 0.005 of 100×100 is 50: the same specks go
+    assert (islands.RemoveIslands(min_area=8)(scores, None, SegmentParams()).argmax(0)[80:83, 80:83] == 1).all()
+    with pytest.raises(ValueError, match="min_area"):
+        islands.RemoveIslands(min_area=-1)
 
 
+@pytest.mark.slow
 def test_segment_through_example_adapter_and_postprocessor(example_plugins, tmp_path):
     image, truth = make_scene(120, 200, ["red", "blue"], seed=5)
     image.save(tmp_path / "x.png")
@@ -88,15 +94,18 @@ def test_segment_through_example_adapter_and_postprocessor(example_plugins, tmp_
             "--adapter",
             "synthetic",
             "--postprocess",
-            "blur,crf,islands",
+            "blur,crf,islands:min_area=64",
             "--out",
             str(tmp_path / "isl"),
         ],
     )
     assert islands.exit_code == 0, islands.output
+    record = json.loads((tmp_path / "isl" / "manifest.jsonl").read_text())
+    assert record["settings"]["params"]["postprocess"] == ["blur", "crf", "islands:min_area=64"]
     assert miou(np.array(Image.open(tmp_path / "isl" / "x.png")), truth, 3) >= 0.85
 
 
+@pytest.mark.slow
 def test_pip_installed_examples_show_up_in_plugins(tmp_path):
     pytest.importorskip("setuptools")
     target = tmp_path / "site"

@@ -36,6 +36,7 @@ def test_class_contrast_by_hand():
     assert class_contrast(torch.tensor([[0.0, 0.0], [1.0, 0.0]])).tolist() == [0.0, 0.0]  # an empty map
 
 
+@pytest.mark.slow
 def test_the_trace_follows_the_rounds(scene):
     segmenter = Segmenter.from_pretrained(adapter="synthetic", device="cpu")
     image = Image.open(scene).convert("RGB")
@@ -58,6 +59,7 @@ def test_the_atlas_finds_the_planted_head(scene):
         assert atlas.best(k) == (TRUE_LAYER + 1, TRUE_HEAD + 1)
 
 
+@pytest.mark.slow
 def test_explain_writes_figures_and_numbers(scene, tmp_path):
     out = tmp_path / "explain"
     result = CliRunner().invoke(

@@ -94,6 +94,7 @@ def _flava_own_forward(adapter, pixels, text, layers):
     return logit, [out.multimodal_output.attentions[i] for i in layers]
 
 
+@pytest.mark.slow
 def test_composed_forward_is_flavas_own_at_the_checkpoint_size(adapter):
     text = adapter.tokenize(["A picture of cat dog", "A picture of sky"])
     pixels = random_pixels((64, 64), batch=2, seed=1)
@@ -132,12 +133,14 @@ def _reference_gradients(adapter, pixels, text, layers):
     return [grad[..., 1 + n1 :, 2 : 1 + n1] for grad in grads]
 
 
+@pytest.mark.slow
 def test_gradients_are_exact(adapter):
     report = check_adapter(adapter, layers=[1, 0], reference_gradients=_reference_gradients, atol=1e-8)
     assert "exact gradients" in report.passed
 
 
 @pytest.mark.parametrize("size", [(64, 96), (96, 64)])
+@pytest.mark.slow
 def test_patch_columns_are_row_major(adapter, size):
     pixels = random_pixels(size, seed=1)
     text = adapter.tokenize(["A picture of cat dog"])
@@ -161,12 +164,14 @@ def test_wrong_checkpoints_are_one_line_errors(tmp_path, tiny_path):
         bare.forward(random_pixels((32, 32)), bare.tokenize(["a cat"]), [0])
 
 
+@pytest.mark.slow
 def test_offline_default_model_is_one_line_error(tmp_path):
     message = offline_default_model_error(FlavaAdapter, tmp_path)
     assert message.startswith("ModelLoadError: model 'facebook/flava-full' is not in the local cache")
     assert "'flava'" in message and "\n" not in message
 
 
+@pytest.mark.slow
 def test_cli_segment_end_to_end(tmp_path, tiny_path):
     run_cli_segment(tmp_path, tiny_path, "flava", ["cat", "dog", "grass"], "--image-size", "64x96")
 
@@ -176,7 +181,9 @@ def test_pnpseg_plugins_lists_flava():
 
     from pnpseg.cli import app
 
-    result = CliRunner().invoke(app, ["plugins"], env={"COLUMNS": "200"})
+    result = CliRunner().invoke(app, ["plugins"], env={"COLUMNS": "80"})
     assert result.exit_code == 0
-    row = next(line for line in result.output.splitlines() if "pnpseg-flava" in line)
-    assert "flava" in row.split("pnpseg-flava")[1]
+    lines = result.output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("flava  (pnpseg-flava"))
+    block = [line for line in lines[start + 1 :] if line.startswith("  ")][:3]  # one block per plugin
+    assert "  adapters: flava" in block

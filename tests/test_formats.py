@@ -53,6 +53,7 @@ def run(scenes, tmp_path_factory):
     return out, pngs, result
 
 
+@pytest.mark.slow
 def test_json_summary_is_the_only_stdout(run):
     out, _, result = run
     summary = json.loads(result.stdout)  # one JSON document, nothing else

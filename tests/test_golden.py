@@ -66,6 +66,7 @@ def _check(name: str, snapshot: dict) -> None:
     assert snapshot == golden[name]
 
 
+@pytest.mark.slow
 def test_synthetic_run_is_unchanged(tmp_path, monkeypatch):
     snapshot = _run(tmp_path, monkeypatch, "synthetic", ["--classes", "red,blue,green", "--adapter", "synthetic"], None)
     _check("synthetic", snapshot)

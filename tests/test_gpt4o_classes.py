@@ -86,6 +86,7 @@ def test_file_options_and_their_errors(tmp_path):
         build_class_source(f"file:{path},format=gpt4o,dataset=voc21", VOCAB)
 
 
+@pytest.mark.slow
 def test_segment_with_a_gpt4o_file(scenes, tmp_path):  # noqa: F811 (fixture)
     root, _ = scenes
     answers = {f"s{i}": "[3: 'x', 1: 'y', 3: 'again'], [90%, 100, 95]" for i in range(N_IMAGES)}

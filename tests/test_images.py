@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from pnpseg.errors import ImageError, PnpsegError
-from pnpseg.io.images import IMAGE_SUFFIXES, InputItem, discover, load_image
+from pnpseg.io.images import IMAGE_SUFFIXES, InputItem, Skipped, discover, load_image
 
 
 def _rgb(path: Path) -> tuple[Image.Image, np.ndarray]:
@@ -250,7 +250,7 @@ def test_discover_recursive_sorted_with_skips(tmp_path: Path) -> None:
     rels = [i.relative.as_posix() for i in items]
     assert rels == ["A2.tif", "a.JPG", "b.png", "sub/deeper/c.webp", "sub/z.jpeg"]
     assert all(i.path == root / i.relative for i in items)
-    assert skipped == [root / "readme.txt", root / "sub" / "data.csv"]
+    assert [s.path for s in skipped] == [root / "readme.txt", root / "sub" / "data.csv"]
     assert discover([root]) == (items, skipped)  # deterministic
     assert items[3].output_relative() == Path("sub/deeper/c.png")
 
@@ -264,7 +264,7 @@ def test_discover_files_and_folders_keep_order(tmp_path: Path) -> None:
         InputItem(f, Path("single.bmp")),
         InputItem(tmp_path / "dir" / "x.png", Path("x.png")),
     ]
-    assert skipped == [tmp_path / "doc.pdf"]
+    assert skipped == [Skipped(tmp_path / "doc.pdf", "not an image file")]
 
 
 def test_discover_same_file_twice_kept_once(tmp_path: Path) -> None:

@@ -98,6 +98,7 @@ def test_no_redirect_is_followed_and_the_key_stays_home(image, monkeypatch):
     assert proposal.fallback["name"] == "itm" and "HTTP 302" in proposal.fallback["reason"]
 
 
+@pytest.mark.slow
 def test_timeout_is_a_deadline_for_the_whole_answer(image):
     def drip(h):
         h.send_response(200)

@@ -38,6 +38,7 @@ def photos(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_overwrite_with_other_classes_leaves_no_mask_of_the_old_table(photos, tmp_path):
     out = tmp_path / "out"
     assert segment(str(photos), "--classes", "red,green", "--out", str(out)).exit_code == 0
@@ -54,6 +55,7 @@ def test_overwrite_with_other_classes_leaves_no_mask_of_the_old_table(photos, tm
     assert all(r["fingerprint"] and r["status"] == "ok" for r in latest.values())
 
 
+@pytest.mark.slow
 def test_every_record_carries_the_fingerprint_and_other_settings_are_refused(photos, tmp_path):
     out = tmp_path / "out"
     assert segment(str(photos), "--classes", "red,green", "--out", str(out)).exit_code == 0
@@ -93,6 +95,7 @@ def test_concurrent_runs_are_refused_and_a_killed_run_never_leaves_the_folder_st
     assert sorted(p.name for p in out.glob("p*.png")) == ["p0.png", "p1.png", "p2.png"]
 
 
+@pytest.mark.slow
 def test_files_that_only_look_like_temp_files_are_never_deleted(photos, tmp_path):
     out = tmp_path / "out"
     (out / "notes").mkdir(parents=True)
@@ -114,6 +117,7 @@ def test_out_inside_the_input_folder_is_not_an_input(photos):
     assert np.array(Image.open(out / "p0.png")).ndim == 2
 
 
+@pytest.mark.slow
 def test_the_same_folder_named_another_way_resumes(photos, tmp_path, monkeypatch):
     out = tmp_path / "out"
     assert segment(str(photos.resolve()), "--classes", "red", "--out", str(out.resolve())).exit_code == 0
@@ -129,6 +133,7 @@ def test_the_same_folder_named_another_way_resumes(photos, tmp_path, monkeypatch
     assert {r["key"] for r in records(out)} == {f"../photos/p{i}.png" for i in range(3)}
 
 
+@pytest.mark.slow
 def test_an_output_folder_given_as_input_yields_only_its_masks(photos, tmp_path):
     """Segmenting an earlier run's masks: the lock file, manifest and classes.json are not images."""
     from pnpseg.io.images import discover
@@ -140,4 +145,4 @@ def test_an_output_folder_given_as_input_yields_only_its_masks(photos, tmp_path)
     assert (out / ".pnpseg.lock").exists()
     items, skipped = discover([out])
     assert {i.relative.as_posix() for i in items} == {"p0.png", "p1.png", "p2.png"}
-    assert [p.name for p in skipped] == ["classes.json", "manifest.jsonl"]
+    assert [s.path.name for s in skipped] == ["classes.json", "manifest.jsonl"]

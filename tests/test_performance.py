@@ -69,6 +69,7 @@ def plain_saliency(pixels, patch, prompt, names, tokenize, forward_and_probs, la
     return total
 
 
+@pytest.mark.slow
 def test_tiny_blip_saliency_equals_plain_full_backward(tiny_blip):
     from transformers import BlipForImageTextRetrieval
 
@@ -132,6 +133,7 @@ def test_synthetic_saliency_equals_plain_full_backward():
     assert torch.allclose(ours.flatten(1), expected, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_workers_give_byte_identical_pngs(tmp_path):
     colours = ["red", "green", "blue"]
     inputs = tmp_path / "in"
@@ -170,6 +172,7 @@ def test_workers_give_byte_identical_pngs(tmp_path):
     assert outs[0] == outs[2]
 
 
+@pytest.mark.slow
 def test_bf16_runs_on_cpu_and_fp16_is_refused():
     colours = ["red", "green", "blue"]
     image, _ = make_scene(96, 160, colours, seed=5)
@@ -192,6 +195,7 @@ def test_prefetch_keeps_order():
     assert list(prefetch(range(5), lambda x: x * x, ahead=2)) == [(i, i * i) for i in range(5)]
 
 
+@pytest.mark.slow
 def test_benchmark_harness_runs_on_a_tiny_model():
     result = subprocess.run(
         [

@@ -76,6 +76,7 @@ def test_plugins_command_lists_everything():
     assert {"pnpseg", "pnpseg-blip"} <= packages
 
 
+@pytest.mark.slow
 def test_plugins_dir_loads_loose_files(tmp_path):
     (tmp_path / "mine.py").write_text(
         "import pnpseg\n@pnpseg.hookimpl\ndef register_postprocessors(register):\n    register('loose', lambda: None)\n"
@@ -89,6 +90,7 @@ def test_plugins_dir_loads_loose_files(tmp_path):
     assert '"loose"' in result.stdout
 
 
+@pytest.mark.slow
 def test_load_plugins_env_can_keep_installed_plugins_out():
     code = "from pnpseg import plugins; print(sorted(plugins.adapters()))"
     env = {**__import__("os").environ, "PNPSEG_LOAD_PLUGINS": ""}
@@ -108,6 +110,7 @@ def imported_after(code: str, module: str) -> bool:
     )
 
 
+@pytest.mark.slow
 def test_core_never_imports_transformers():
     assert not imported_after(
         "import pkgutil, importlib, pnpseg, pnpseg.cli\n"
@@ -116,6 +119,7 @@ def test_core_never_imports_transformers():
     )
 
 
+@pytest.mark.slow
 def test_core_and_cli_never_import_ray():
     """Ray (the optional ``ray`` extra) is imported only when ``--engine ray`` runs."""
     assert not imported_after(
@@ -158,6 +162,7 @@ def test_core_source_has_no_transformers_import():
     assert offenders == []
 
 
+@pytest.mark.slow
 def test_a_plugin_adds_a_command(tmp_path):
     """``register_commands``: a plugin's command shows in ``--help`` and runs like a built-in."""
     (tmp_path / "hello_plugin.py").write_text(

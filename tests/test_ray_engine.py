@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+pytestmark = pytest.mark.slow  # a few seconds each: not in the quick loop
+
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 
 import pnpseg.engines.ray.actors as actors
@@ -87,7 +89,7 @@ def test_ray_engine_matches_the_local_engine(scenes, local_run, tmp_path):
         str(scenes), *ARGS, "--out", str(out), "--viz", "--format", "png,cvat,coco", "--engine", "ray", "--workers", "2"
     )
     assert result.exit_code == 1, result.output
-    assert "skipping non-image file" in result.output and "broken.png" in result.output
+    assert "notes.txt: not an image file" in result.output and "broken.png" in result.output
     # label PNGs, overlays, classes.json and the --format documents, byte for byte
     assert outputs(out) == outputs(local_run) and (out / "coco.json").is_file() and (out / "cvat").is_dir()
     assert records(out) == records(local_run)  # same records in the same (input) order

@@ -69,7 +69,7 @@ def test_outputs_layout_palette_and_manifest(scenes, segmented):
     root, _ = scenes
     out, result = segmented
     assert result.exit_code == 0, result.output
-    assert "skipping non-image file" in result.output and "notes.txt" in result.output
+    assert "notes.txt: not an image file" in result.output
     assert json.loads((out / "classes.json").read_text()) == {"0": "background", "1": "red", "2": "green", "3": "blue"}
     records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert len(records) == 3 and {r["status"] for r in records} == {"ok"}
@@ -183,6 +183,7 @@ def odd_images(folder: Path) -> dict[str, tuple[int, int]]:
     }
 
 
+@pytest.mark.slow
 def test_odd_images_work_and_bad_files_are_recorded(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -277,6 +278,7 @@ def test_output_may_not_overwrite_inputs(tmp_path):
 
 
 @pytest.mark.parametrize("offline", ["HF_HUB_OFFLINE=1", "hub unreachable"])
+@pytest.mark.slow
 def test_missing_model_is_one_line(tmp_path, offline):
     image, _ = make_scene(64, 64, ["red"], seed=0)
     image.save(tmp_path / "x.png")
@@ -304,12 +306,13 @@ def test_missing_model_is_one_line(tmp_path, offline):
         env=env,
         timeout=120,
     )
-    assert proc.returncode == 2
+    assert proc.returncode == 3  # environment: a missing model (README "Exit codes")
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "--model" in lines[0] and "Salesforce/blip-itm-large-flickr" in lines[0], proc.stderr
     assert time.perf_counter() - started < 30  # no minute of retries
 
 
+@pytest.mark.slow
 def test_killed_run_leaves_no_partial_png_and_resumes(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()

@@ -75,8 +75,8 @@ def test_loads_through_plugin_registry_lazily(tiny_vilt):
 def test_default_params():
     from pnpseg_vilt import ViltAdapter
 
-    p = ViltAdapter.default_params
-    assert (p["layer"], p["head"], p["threshold"], p["image_size"]) == (8, 10, 0.15, (384, 384))
+    p = pnpseg.SegmentParams.build(ViltAdapter.default_params)  # the adapter states only what differs
+    assert (p.layer, p.head, p.threshold, p.image_size) == (8, 10, 0.15, (384, 384))
 
 
 @pytest.mark.parametrize("size, grid", [((64, 96), (2, 3)), ((96, 64), (3, 2))])
@@ -211,6 +211,7 @@ def test_checkpoint_without_retrieval_head_is_refused(tmp_path, tiny_vilt):
         adapter.forward(random_pixels(adapter, (64, 64)), text, [0])
 
 
+@pytest.mark.slow
 def test_offline_default_model_is_one_line_error(tmp_path):
     from pnpseg_vilt import ViltAdapter
 

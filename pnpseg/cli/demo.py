@@ -7,18 +7,17 @@ from typing import Optional
 
 import typer
 
-from pnpseg.cli.app import app, console, friendly
+import pnpseg.cli.options as o
+from pnpseg.cli.app import app, console
 
 
 @app.command()
-@friendly
 def demo(
-    adapter: Optional[str] = typer.Option(
-        None, "--adapter", "-a", help="VLM adapter; default: the preset's, else blip."
-    ),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint name or local folder."),
-    preset: Optional[Path] = typer.Option(None, "--preset", help="Start from the parameters of `pnpseg tune`."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    ctx: typer.Context,
+    adapter: o.Adapter = None,
+    model: o.Model = None,
+    preset: o.PresetPath = None,
+    device: o.Device = "auto",
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; the default serves this machine only."),
     port: int = typer.Option(7860, "--port", min=0, max=65535, help="Port (0: any free port)."),
     image: Optional[Path] = typer.Option(None, "--image", help="Open the page with this image."),
@@ -28,11 +27,9 @@ def demo(
     (instant, from cached saliency), pick layer and head (re-runs the model), draw the head
     atlas, download the label PNG and manifest record."""
     from pnpseg.demo import DemoSession, build_demo
-    from pnpseg.method.preset import apply_preset, load_preset
 
-    loaded = load_preset(preset) if preset else None
-    adapter, model, params = apply_preset(loaded, adapter, model, {})
-    session = DemoSession(adapter, model, device, params)
+    method = o.method_choice(ctx)
+    session = DemoSession(method.adapter, method.model, device, method.params)
     page = build_demo(session, image, classes)
     port = port or free_port(host)
     console.print(f"pnpseg demo on http://{host}:{port} (Ctrl+C stops it)", highlight=False)

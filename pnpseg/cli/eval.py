@@ -6,11 +6,12 @@ Registered on :data:`pnpseg.cli.app.app`; heavy imports happen inside the comman
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
-from pnpseg.cli.app import app, console, friendly, print_json
+import pnpseg.cli.options as o
+from pnpseg.cli.app import app, console, print_json
 from pnpseg.errors import PnpsegError
 from pnpseg.method.defaults import DEFAULT_ADAPTER
 
@@ -25,60 +26,69 @@ def _parse_slide(value: str | None) -> tuple[int, int] | None:
 
 
 @app.command("eval")
-@friendly
 def eval_command(
+    ctx: typer.Context,
     dataset: str = typer.Option(
         ...,
         "--dataset",
         "-d",
         help="Dataset name: voc21, voc20, pc60, pc59, coco-object, coco-stuff, ade20k, cityscapes; their -authors variants (scored as the authors' released code: voc21-authors, pc60-authors, coco-object-authors, coco-stuff-authors, ade20k-authors); or a plugin's.",
+        rich_help_panel=o.IO,
     ),
     root: Path = typer.Option(
-        ..., "--root", help="The dataset's root folder (MMSegmentation layout; see docs/evaluation.md)."
+        ...,
+        "--root",
+        help="The dataset's root folder (MMSegmentation layout; see docs/evaluation.md).",
+        rich_help_panel=o.IO,
     ),
-    protocol: str = typer.Option("pnp", "--protocol", help="pnp (the paper's) or standard (MMSegmentation-style)."),
+    protocol: o.Protocol = typer.Option(
+        o.Protocol.pnp,
+        "--protocol",
+        help="pnp (the paper's) or standard (MMSegmentation-style).",
+        rich_help_panel=o.METHOD,
+    ),
     predictions: Optional[Path] = typer.Option(
         None,
         "--predictions",
         help="Score label PNGs in this folder (DIR/<image id>.png, 0 = background, i = class i; classes.json honoured) instead of running a model.",
+        rich_help_panel=o.IO,
     ),
-    adapter: Optional[str] = typer.Option(
-        None, "--adapter", "-a", help="VLM adapter (default: the preset's, else blip)."
+    adapter: o.Adapter = None,
+    model: o.Model = None,
+    preset: o.PresetPath = None,
+    limit: Optional[int] = typer.Option(
+        None, "--limit", min=0, help="Evaluate only the first N images.", rich_help_panel=o.IO
     ),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint name or local folder."),
-    preset: Optional[str] = typer.Option(
-        None, "--preset", help="A parameter preset written by `pnpseg tune`: a file or hf://ORG/REPO/FILE.json."
-    ),
-    limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Evaluate only the first N images."),
     out: Optional[Path] = typer.Option(
-        None, "--out", "-o", help="Output folder (default: pnpseg-eval/<dataset>-<protocol>)."
+        None, "--out", "-o", help="Output folder (default: pnpseg-eval/<dataset>-<protocol>).", rich_help_panel=o.IO
     ),
     save_predictions: bool = typer.Option(
-        False, "--save-predictions", help="Also write label PNGs to OUT/predictions/ (re-scorable with --predictions)."
+        False,
+        "--save-predictions",
+        help="Also write label PNGs to OUT/predictions/ (re-scorable with --predictions).",
+        rich_help_panel=o.IO,
     ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    image_size: Optional[str] = typer.Option(
-        None, "--image-size", help="Model input size: N or HxW (the paper's 'short side' 336/768)."
-    ),
-    layer: Optional[int] = typer.Option(None, "--layer", help="Text→image attention layer (1-based)."),
-    head: Optional[int] = typer.Option(None, "--head", help="Attention head (1-based)."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Keep normalised saliency ≥ T."),
-    blur_sigma: Optional[float] = typer.Option(None, "--blur-sigma", help="Blur σ as a fraction of max(H, W)."),
-    drop_rounds: Optional[int] = typer.Option(None, "--drop-rounds", help="Saliency DropOut rounds."),
-    drop_rule: Optional[str] = typer.Option(
-        None, "--drop-rule", help="median or topk:N; default: median, or topk:10 with --compat authors."
-    ),
-    postprocess: Optional[str] = typer.Option(None, "--postprocess", help='Postprocessor chain, e.g. "blur,crf".'),
-    compat: Optional[str] = typer.Option(None, "--compat", help="paper or authors."),
+    device: o.Device = "auto",
+    image_size: o.ImageSize = None,
+    layer: o.Layer = None,
+    head: o.Head = None,
+    threshold: o.Threshold = None,
+    blur_sigma: o.BlurSigma = None,
+    drop_rounds: o.DropRounds = None,
+    drop_rule: o.DropRule = None,
+    postprocess: o.Postprocess = None,
+    compat: o.CompatOption = None,
     synonyms: Optional[bool] = typer.Option(
         None,
         "--synonyms/--no-synonyms",
         help="Prompt every synonym of a class and max-pool them (default: on for standard, off for pnp).",
+        rich_help_panel=o.METHOD,
     ),
     pnp_background: Optional[str] = typer.Option(
         None,
         "--pnp-background",
         help="pnp protocol background channel: always, never or few:N (default: the dataset's; docs/method.md §4).",
+        rich_help_panel=o.METHOD,
     ),
     bg_threshold: float = typer.Option(
         0.0,
@@ -86,110 +96,98 @@ def eval_command(
         min=0.0,
         max=1.0,
         help="standard protocol, datasets with a background class: background also where the top class probability is below this (MMSeg's prob_thd; 0 = argmax only).",
+        rich_help_panel=o.METHOD,
     ),
     slide: Optional[str] = typer.Option(
-        None, "--slide", help="Sliding window CROP:STRIDE in pixels (after --short-side)."
+        None, "--slide", help="Sliding window CROP:STRIDE in pixels (after --short-side).", rich_help_panel=o.METHOD
     ),
     short_side: Optional[int] = typer.Option(
-        None, "--short-side", min=1, help="Resize images to this short side before segmenting."
+        None,
+        "--short-side",
+        min=1,
+        help="Resize images to this short side before segmenting.",
+        rich_help_panel=o.METHOD,
     ),
     checkpoint_every: int = typer.Option(
-        20, "--checkpoint-every", min=1, help="Save the resumable state every N images."
+        20, "--checkpoint-every", min=1, help="Save the resumable state every N images.", rich_help_panel=o.IO
     ),
     overwrite: bool = typer.Option(
-        False, "--overwrite", help="Start over instead of resuming the evaluation in --out."
+        False, "--overwrite", help="Start over instead of resuming the evaluation in --out.", rich_help_panel=o.IO
     ),
     export_classes: Optional[Path] = typer.Option(
         None,
         "--export-classes",
-        help="Write the dataset's prompted class names (one per line, for `pnpseg segment --classes-file`) and exit.",
+        help="Write the dataset's prompted class names to this file (one per line, for `pnpseg segment --classes-file`) and exit.",
+        rich_help_panel=o.IO,
     ),
-    engine: str = typer.Option(
-        "local",
-        "--engine",
-        help="local or ray (predict on Ray workers, confusion matrices summed; needs pnpseg[ray], docs/scale-out.md).",
+    engine: o.Engine = o.EngineName.local,
+    ray_address: o.RayAddress = None,
+    workers: int = typer.Option(
+        1, "--workers", min=1, help="--engine ray: model workers (actors).", rich_help_panel=o.ENGINE
     ),
-    ray_address: Optional[str] = typer.Option(
-        None,
-        "--ray-address",
-        help="--engine ray: auto, HOST:PORT or ray://HOST:PORT (default: $RAY_ADDRESS, else a local Ray instance).",
-    ),
-    workers: int = typer.Option(1, "--workers", min=1, help="--engine ray: model workers (actors)."),
-    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0.0, help="--engine ray: GPUs per worker."),
+    gpus_per_worker: o.GpusPerWorker = 0.0,
     as_json: bool = typer.Option(
-        False, "--json", help="Print one JSON summary on stdout (progress and tables stay on stderr)."
+        False,
+        "--json",
+        help="Print one JSON summary on stdout (progress and tables stay on stderr).",
+        rich_help_panel=o.IO,
     ),
 ) -> None:
     """Evaluate on a dataset: mIoU, per-class IoU and pixel accuracy; resumable."""
     from pnpseg.evaluation.datasets import get_dataset
     from pnpseg.evaluation.evaluate import evaluate
-    from pnpseg.evaluation.protocols import PROTOCOLS
     from pnpseg.io.outputs import atomic_write_bytes
 
-    if protocol not in PROTOCOLS:
-        raise PnpsegError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    if export_classes is not None and export_classes.is_dir():
+        raise PnpsegError(f"--export-classes needs a file name, but {str(export_classes)!r} is a folder")
     data = get_dataset(dataset, root)
     if export_classes is not None:
         names = [c[0] for c in data.prompt_classes]
         atomic_write_bytes(export_classes, ("\n".join(names) + "\n").encode("utf-8"))
         console.print(f"wrote {len(names)} class names to {export_classes}", highlight=False)
         return
-    if engine not in ("local", "ray"):
-        raise PnpsegError(f"--engine must be local or ray, got {engine!r}")
-    out = out or Path("pnpseg-eval") / f"{dataset}-{protocol}"
-    params = dict(
-        layer=layer,
-        head=head,
-        threshold=threshold,
-        blur_sigma=blur_sigma,
-        drop_rounds=drop_rounds,
-        drop_rule=drop_rule,
-        image_size=image_size,
-        postprocess=postprocess,
-        compat=compat,
-    )
-    predictor_options = dict(
+    out = out or Path("pnpseg-eval") / f"{dataset}-{protocol.value}"
+    predictor_options: dict[str, Any] = dict(
         synonyms=synonyms,
         pnp_background=pnp_background,
         bg_threshold=bg_threshold,
         slide=_parse_slide(slide),
         short_side=short_side,
     )
-    run = dict(limit=limit, checkpoint_every=checkpoint_every, overwrite=overwrite)
-    bar = _Bar(f"Evaluating {data.name} ({data.num_classes} classes, protocol {protocol})")
+    run: dict[str, Any] = dict(limit=limit, checkpoint_every=checkpoint_every, overwrite=overwrite)
+    bar = _Bar(f"Evaluating {data.name} ({data.num_classes} classes, protocol {protocol.value})")
     with bar:
-        if engine == "ray":
+        if engine == o.EngineName.ray:
             from pnpseg.engines.ray import EvalConfig, ray_evaluate
-            from pnpseg.evaluation.evaluate import with_preset
 
-            if predictions is None:
-                adapter, model, params = with_preset(preset, adapter, model, params)
+            method = o.method_choice(ctx) if predictions is None else None
+            if method is not None:
                 data.samples()  # dataset problems before any model loads
             config = EvalConfig(
                 data,
                 str(out),
-                protocol,
+                protocol.value,
                 predictions=str(predictions) if predictions is not None else None,
-                adapter=adapter or DEFAULT_ADAPTER,
-                model=model,
+                adapter=method.adapter if method else DEFAULT_ADAPTER,
+                model=method.model if method else model,
                 preset=str(preset) if preset else None,
                 device=device,
-                params=params,
+                params=method.params if method else {},
                 save_predictions=save_predictions,
                 predictor_options=predictor_options,
             )
-            address = dict(address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker)
+            address: dict[str, Any] = dict(address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker)
             result = ray_evaluate(config, **address, **run, progress=bar.update)
         else:
             result = evaluate(
                 data,
-                protocol=protocol,
+                protocol=protocol.value,
                 predictions=predictions,
                 adapter=adapter,
                 model=model,
                 preset=preset,
                 device=device,
-                params=params,
+                params=o.method_flags(ctx.params),
                 out=out,
                 save_predictions=save_predictions,
                 progress=bar.update,
@@ -209,7 +207,7 @@ class _Bar:
 
         self.header = header
         self.progress = progress_bar(console, "mIoU {task.fields[miou]}")
-        self.task = None
+        self.task: Any = None  # a rich TaskID once started
 
     def __enter__(self) -> _Bar:
         return self

@@ -2,28 +2,36 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from pnpseg.cli.app import app, friendly
+from pnpseg.cli.app import app
 
 
 @app.command()
-@friendly
-def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
-    """List installed plugins and what each registers (adapters, postprocessors, scorers, ...)."""
+def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text.")) -> None:
+    """List installed plugins and what each registers (adapters, postprocessors, scorers, ...).
+
+    One block per plugin, wrapped rather than cut, so names stay readable at any width;
+    plugins that were skipped are listed as BROKEN with the reason.
+    """
+    from rich.console import Console
+    from rich.markup import escape
+
     from pnpseg.plugins import KINDS, plugin_info
 
     infos = plugin_info()
     if as_json:
-        typer.echo(json.dumps([info.__dict__ for info in infos], indent=2))
+        typer.echo(json.dumps([dataclasses.asdict(info) for info in infos], indent=2))
         return
-    table = Table(title="pnpseg plugins")
-    for column in ("plugin", "package", "version", *KINDS):
-        table.add_column(column)
+    out = Console(highlight=False)
     for info in infos:
-        table.add_row(info.name, info.package, info.version, *(", ".join(info.provides[k]) or "-" for k in KINDS))
-    Console().print(table)
+        origin = " ".join(filter(None, (info.package, info.version)))
+        out.print(f"[bold]{escape(info.name)}[/]" + (f"  ({escape(origin)})" if origin else ""))
+        if info.broken:
+            out.print(f"  [red]BROKEN:[/] {escape(info.broken)}")
+        for kind in KINDS:
+            if info.provides.get(kind):
+                out.print(f"  {kind.replace('_', ' ')}: {escape(', '.join(info.provides[kind]))}")

@@ -7,176 +7,169 @@ from typing import Optional
 
 import typer
 
-from pnpseg.cli.app import EXIT_INPUT_FAILED, app, console, friendly, print_json
+import pnpseg.cli.options as o
+from pnpseg.cli.app import EXIT_INPUT_FAILED, app, console, print_json
 from pnpseg.errors import PnpsegError
-from pnpseg.method.defaults import DEFAULT_ADAPTER
 
 
 @app.command()
-@friendly
 def segment(
+    ctx: typer.Context,
     inputs: list[str] = typer.Argument(
         ...,
         help="Image files and/or folders (searched recursively); - reads one path per line from stdin; with --engine ray also scheme://... URIs (s3://, gs://, file://, any pyarrow/fsspec file system).",
     ),
     classes: Optional[str] = typer.Option(
-        None, "--classes", "-c", help='Comma-separated class names, e.g. "cat,dog,grass".'
+        None,
+        "--classes",
+        "-c",
+        help='Comma-separated class names, e.g. "cat,dog,grass".',
+        rich_help_panel=o.IO,
     ),
-    classes_file: Optional[Path] = typer.Option(None, "--classes-file", help="A file with one class name per line."),
-    adapter: Optional[str] = typer.Option(
-        None, "--adapter", "-a", help="VLM adapter (see `pnpseg plugins`); default: the preset's, else blip."
+    classes_file: Optional[Path] = typer.Option(
+        None,
+        "--classes-file",
+        help="A UTF-8 file with one class name per line; a line starting with # is a comment.",
+        rich_help_panel=o.IO,
     ),
-    model: Optional[str] = typer.Option(
-        None, "--model", "-m", help="Checkpoint name or local folder; default: the adapter's."
+    adapter: o.Adapter = None,
+    model: o.Model = None,
+    preset: o.PresetPath = None,
+    out: str = typer.Option(
+        "pnpseg-output", "--out", "-o", help="Output folder (with --engine ray also a URI).", rich_help_panel=o.IO
     ),
-    out: str = typer.Option("pnpseg-output", "--out", "-o", help="Output folder (with --engine ray also a URI)."),
-    image_size: Optional[str] = typer.Option(
-        None, "--image-size", help="Model input size: N or HxW (rounded down to the patch size)."
+    image_size: o.ImageSize = None,
+    layer: o.Layer = None,
+    head: o.Head = None,
+    threshold: o.Threshold = None,
+    blur_sigma: o.BlurSigma = None,
+    drop_rounds: o.DropRounds = None,
+    drop_rule: o.DropRule = None,
+    postprocess: o.Postprocess = None,
+    background: o.Background = None,
+    compat: o.CompatOption = None,
+    class_source: str = typer.Option(
+        "all",
+        "--class-source",
+        help="Which of --classes to segment per image: all, file:PATH, itm[:threshold=T|top=N], clip[:...], llm[:...] (docs/class-sources.md).",
+        rich_help_panel=o.METHOD,
     ),
-    layer: Optional[int] = typer.Option(None, "--layer", help="Text→image attention layer (1-based)."),
-    head: Optional[int] = typer.Option(None, "--head", help="Attention head (1-based)."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Keep normalised saliency ≥ T."),
-    blur_sigma: Optional[float] = typer.Option(None, "--blur-sigma", help="Blur σ as a fraction of max(H, W)."),
-    drop_rounds: Optional[int] = typer.Option(
-        None, "--drop-rounds", help="Saliency DropOut rounds (1 = plain GradCAM)."
-    ),
-    drop_rule: Optional[str] = typer.Option(
-        None, "--drop-rule", help="median or topk:N; default: median, or topk:10 with --compat authors."
-    ),
-    postprocess: Optional[str] = typer.Option(
-        None, "--postprocess", help='Postprocessor chain, e.g. "blur,crf" or "none".'
-    ),
-    background: Optional[bool] = typer.Option(
-        None, "--background/--no-background", help="Label pixels no class claims as background (0)."
-    ),
-    compat: Optional[str] = typer.Option(
-        None, "--compat", help="paper (default) or authors (the released code's arithmetic)."
-    ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    device: o.Device = "auto",
     batch_size: str = typer.Option(
-        "1", "--batch-size", help="Images per forward pass, or auto (largest that fits on the GPU; 1 on CPU)."
+        "1",
+        "--batch-size",
+        help="Images per forward pass, or auto (largest that fits on the GPU; 1 on CPU).",
+        rich_help_panel=o.ENGINE,
     ),
     workers: int = typer.Option(
         0,
         "--workers",
         min=0,
         help="Processes for blur/CRF, overlapped with the model (0 = serial, in-process); with --engine ray: model workers (actors), default 1.",
+        rich_help_panel=o.ENGINE,
     ),
-    precision: str = typer.Option(
-        "fp32", "--precision", help="fp32, bf16 (CPU or CUDA) or fp16 (CUDA only): autocast for the model passes."
+    precision: o.Precision = typer.Option(
+        o.Precision.fp32,
+        "--precision",
+        help="Autocast for the model passes: fp32, bf16 (CPU or CUDA) or fp16 (CUDA only).",
+        rich_help_panel=o.ENGINE,
     ),
-    viz: bool = typer.Option(False, "--viz", help="Also write an overlay with a legend to OUT/overlays/."),
-    overwrite: bool = typer.Option(
-        False, "--overwrite", help="Redo images already done; allow a different class list."
+    viz: bool = typer.Option(
+        False, "--viz", help="Also write an overlay with a legend to OUT/overlays/.", rich_help_panel=o.IO
     ),
-    preset: Optional[str] = typer.Option(
+    max_image_pixels: Optional[int] = typer.Option(
         None,
-        "--preset",
-        help="Parameters (and adapter/model) from `pnpseg tune`: a file or hf://ORG/REPO/FILE.json; explicit flags win.",
+        "--max-image-pixels",
+        min=0,
+        help="Refuse images with more pixels than this, a guard against decompression bombs (default ~89 million; 0: no limit; local engine).",
+        rich_help_panel=o.IO,
     ),
-    class_source: str = typer.Option(
-        "all",
-        "--class-source",
-        help="Which of --classes to segment per image: all, file:PATH, itm[:threshold=T|top=N], clip[:...], llm[:...] (docs/class-sources.md).",
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Redo images already done; allow a different class list.", rich_help_panel=o.IO
     ),
     formats: str = typer.Option(
         "png",
         "--format",
         help="Output formats, comma-separated: png (label PNGs, always written), coco, cvat, labelstudio (docs/formats.md).",
+        rich_help_panel=o.IO,
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout (progress stays on stderr)."),
-    engine: str = typer.Option(
-        "local", "--engine", help="local (this machine) or ray (a Ray cluster; needs pnpseg[ray], docs/scale-out.md)."
+    as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON summary on stdout (progress stays on stderr).", rich_help_panel=o.IO
     ),
-    ray_address: Optional[str] = typer.Option(
-        None,
-        "--ray-address",
-        help="--engine ray: auto, HOST:PORT or ray://HOST:PORT (default: $RAY_ADDRESS, else a local Ray instance).",
-    ),
-    gpus_per_worker: float = typer.Option(
-        0.0, "--gpus-per-worker", min=0.0, help="--engine ray: GPUs per model worker (fractions share a GPU)."
-    ),
+    engine: o.Engine = o.EngineName.local,
+    ray_address: o.RayAddress = None,
+    gpus_per_worker: o.GpusPerWorker = 0.0,
     cpus_per_worker: Optional[float] = typer.Option(
         None,
         "--cpus-per-worker",
         min=0.0,
         help="--engine ray: CPUs per model worker (default 1, less on clusters with no CPU to spare for blur/CRF).",
+        rich_help_panel=o.ENGINE,
     ),
 ) -> None:
     """Segment images into the given classes; write label PNGs, classes.json and manifest.jsonl."""
     from pnpseg.engines.local import SegmentJob, read_class_names
     from pnpseg.engines.parallel import parse_batch_size
     from pnpseg.io.formats import parse_formats
-    from pnpseg.method.preset import apply_preset, load_preset
+    from pnpseg.io.images import set_max_image_pixels
 
     names = read_class_names(classes, classes_file)
     inputs = read_inputs(inputs)
     chosen_formats = parse_formats(formats)
-    params = dict(
-        layer=layer,
-        head=head,
-        threshold=threshold,
-        blur_sigma=blur_sigma,
-        drop_rounds=drop_rounds,
-        drop_rule=drop_rule,
-        image_size=image_size,
-        postprocess=postprocess,
-        background=background,
-        compat=compat,
-    )
-    adapter, model, params = apply_preset(load_preset(preset) if preset else None, adapter, model, params)
-    if engine not in ("local", "ray"):
-        raise PnpsegError(f"--engine must be local or ray, got {engine!r}")
-    if engine == "ray":
+    method = o.method_choice(ctx)
+    if engine == o.EngineName.ray and max_image_pixels is not None:
+        raise PnpsegError("--max-image-pixels is not supported with --engine ray yet")
+    set_max_image_pixels(max_image_pixels)
+    if engine == o.EngineName.ray:
         from pnpseg.engines.ray import RaySegmentJob
 
-        job = RaySegmentJob(
+        ray_job = RaySegmentJob(
             inputs,
             names,
             out,
-            adapter=adapter or DEFAULT_ADAPTER,
-            model=model,
+            adapter=method.adapter,
+            model=method.model,
             device=device,
-            params=params,
+            params=method.params,
             batch_size=parse_batch_size(batch_size),
             viz=viz,
             overwrite=overwrite,
             console=console,
             workers=workers or 1,
-            precision=precision,
+            precision=precision.value,
             class_source=class_source,
             formats=chosen_formats,
             address=ray_address,
             gpus_per_worker=gpus_per_worker,
             cpus_per_worker=cpus_per_worker,
         )
-        summary = job.run()
+        summary = ray_job.run()
         if as_json:
-            print_json({"command": "segment", **summary.to_json(job.folder.location, job.folder.manifest_uri)})
-        if summary.failed:
+            print_json({"command": "segment", **summary.to_json(ray_job.folder.location, ray_job.folder.manifest_uri)})
+        if not summary.ok:
             raise typer.Exit(EXIT_INPUT_FAILED)
         return
     job = SegmentJob(
         [Path(p) for p in inputs],
         names,
         Path(out),
-        adapter=adapter,
-        model=model,
+        adapter=method.adapter,
+        model=method.model,
         device=device,
-        params=params,
+        params=method.params,
         batch_size=parse_batch_size(batch_size),
         viz=viz,
         overwrite=overwrite,
         console=console,
         workers=workers,
-        precision=precision,
+        precision=precision.value,
         class_source=class_source,
         formats=chosen_formats,
     )
     summary = job.run()
     if as_json:
         print_json({"command": "segment", **summary.to_json(job.folder.location, job.folder.manifest_uri)})
-    if summary.failed:
+    if not summary.ok:
         raise typer.Exit(EXIT_INPUT_FAILED)
 
 

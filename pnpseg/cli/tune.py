@@ -7,17 +7,17 @@ docs/tuning.md.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.markup import escape
 
-from pnpseg.cli.app import app, console, friendly, print_json
+import pnpseg.cli.options as o
+from pnpseg.cli.app import app, console, print_json
 from pnpseg.method.defaults import DEFAULT_ADAPTER
 
 
 @app.command()
-@friendly
 def tune(
     inputs: list[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
     labels: Path = typer.Option(
@@ -26,10 +26,10 @@ def tune(
         "-l",
         help="JSON object (image → list of class names) or CSV rows image,classes with the classes separated by ';'.",
     ),
-    adapter: str = typer.Option(DEFAULT_ADAPTER, "--adapter", "-a", help="VLM adapter (see `pnpseg plugins`)."),
-    model: Optional[str] = typer.Option(
-        None, "--model", "-m", help="Checkpoint name or local folder; default: the adapter's."
+    adapter: str = typer.Option(
+        DEFAULT_ADAPTER, "--adapter", "-a", help="VLM adapter (see `pnpseg plugins`).", rich_help_panel=o.METHOD
     ),
+    model: o.Model = None,
     scorer: str = typer.Option(
         "clip", "--scorer", help="Reward scorer (clip, or synthetic for tests; see `pnpseg plugins`)."
     ),
@@ -55,10 +55,8 @@ def tune(
         None, "--cache", help="Capture cache folder (default: <out stem>.cache beside the preset)."
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Keep captures in memory only."),
-    image_size: Optional[str] = typer.Option(
-        None, "--image-size", help="Model input size: N or HxW (default: the adapter's)."
-    ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (VLM and scorer)."),
+    image_size: o.ImageSize = None,
+    device: o.Device = "auto",
     top: int = typer.Option(10, "--top", min=1, help="Rows in the table of best trials."),
     as_json: bool = typer.Option(
         False, "--json", help="Print one JSON summary on stdout (progress and tables stay on stderr)."
@@ -128,7 +126,7 @@ class _Bars:
 
         self.header = header
         self.progress = progress_bar(console)
-        self.tasks: dict[str, object] = {}
+        self.tasks: dict[str, Any] = {}  # stage → rich TaskID
 
     def __enter__(self) -> _Bars:
         return self

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from pnpseg.engines.common import (
     BatchStep,
+    DiskFull,
     JobSpec,
     OutputFolder,
     Summary,
@@ -20,10 +21,11 @@ from pnpseg.engines.common import (
     decode,
     fingerprint,
     report,
-    say_skipped,
+    report_skipped,
 )
 from pnpseg.engines.parallel import Finisher, auto_batch_size, prefetch
 from pnpseg.errors import ClassNameError, ImageError
+from pnpseg.io.folders import check_output_folder
 from pnpseg.io.formats import DEFAULT_FORMATS
 from pnpseg.io.formats import check_available as check_formats
 from pnpseg.io.images import InputItem, discover, load_image
@@ -38,10 +40,12 @@ def read_class_names(classes: str | None, classes_file: Path | None) -> list[str
     """Names from ``--classes "a,b"`` and/or ``--classes-file`` (one per line, # comments)."""
     names: list[str] = []
     if classes is not None:
+        if "\n" in classes or "\r" in classes:
+            raise ClassNameError("--classes holds a line break; separate class names with commas")
         names += classes.split(",")
     if classes_file is not None:
         try:
-            text = classes_file.read_text(encoding="utf-8")
+            text = classes_file.read_text(encoding="utf-8-sig")  # a BOM is not part of the first name
         except (OSError, UnicodeDecodeError) as error:
             raise ClassNameError(f"cannot read classes file {classes_file}: {error}") from None
         names += [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
@@ -81,7 +85,9 @@ class SegmentJob:
         self.overwrite = overwrite
         self.console = console or Console(stderr=True)
         self.folder = OutputFolder(Path(out), classes, overwrite=overwrite)
-        self.items, self.not_images = discover(inputs, exclude=[Path(out)])
+        self.items, self.skipped = discover(inputs, exclude=[Path(out)])
+        report_skipped(self.console, self.skipped, inputs, bool(self.items))
+        check_output_folder(Path(out))  # before the model loads
         self.folder.guard_inputs(self.items)
         self.folder.check_classes()
         spec = JobSpec(list(classes), adapter, model, device, dict(params or {}), precision, class_source)
@@ -92,8 +98,7 @@ class SegmentJob:
         self.step = BatchStep(built.segmenter, built.class_source, self.layout)
 
     def run(self) -> Summary:
-        summary = Summary(not_images=len(self.not_images))
-        say_skipped(self.console, self.not_images)
+        summary = Summary.for_skipped(self.skipped)
         with self.folder.open(self.layout.fingerprint) as folder:
             todo = [i for i in self.items if self.overwrite or not folder.is_done(self.layout, i)]
             summary.skipped_done = len(self.items) - len(todo)
@@ -120,6 +125,8 @@ class SegmentJob:
             Finisher(seg.params, seg.chain, self.workers) as finisher,
         ):
             task = progress.add_task("segment", total=len(todo), rate="")
+            if finisher.in_process_reason:
+                self.console.print(f"[yellow]{finisher.in_process_reason}[/]", highlight=False, soft_wrap=True)
 
             def record(records: list[dict]) -> None:
                 self.folder.append(records)
@@ -131,7 +138,12 @@ class SegmentJob:
 
             def drain(wait: bool) -> None:
                 for unfinished, labels, seconds, error in finisher.results(wait):
-                    record([complete(self.layout, unfinished, labels, seconds, error)])
+                    try:
+                        outcome = complete(self.layout, unfinished, labels, seconds, error)
+                    except DiskFull as stop:
+                        record([stop.record])  # the failed image is recorded, then the run stops
+                        raise
+                    record([outcome])
 
             for _, loaded in prefetch(_batches(todo, batch_size), decode):
                 for outcome in self.step(loaded):

@@ -7,7 +7,8 @@ and ``--batch-size auto``.
   (``workers=0``) or in a pool of worker processes, so that the CRF of image *i* overlaps
   the model passes of image *i+1*. Results come back in submission order and are
   byte-identical to the serial path: the workers run the very same function
-  (:func:`pnpseg.method.segmenter.finish`) on the same inputs.
+  (:func:`pnpseg.method.segmenter.finish`) on the same inputs at the parent's torch
+  thread count (torch's bilinear upsampling differs in the last bit across thread counts).
 * :func:`auto_batch_size` probes the largest batch that fits on the GPU, halving on
   out-of-memory; on CPU it is 1 (batching does not speed up CPU inference).
 """
@@ -15,18 +16,26 @@ and ``--batch-size auto``.
 from __future__ import annotations
 
 import collections
-import importlib.util
+import ctypes
 import multiprocessing
+import os
+import pickle
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from importlib.machinery import PathFinder
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from PIL import Image
 
-from pnpseg.errors import PnpsegError
+from pnpseg.errors import EnvironmentProblem, PnpsegError
 from pnpseg.method import profiling
 from pnpseg.method.params import SegmentParams
 
@@ -58,10 +67,80 @@ def prefetch(batches: Iterable[T], load: Callable[[T], R], ahead: int = 1) -> It
 _worker_state: dict[str, Any] = {}
 
 
-def _init_worker(params: SegmentParams, chain: Sequence[Any], profile: bool) -> None:
-    torch.set_num_threads(1)  # the main process keeps the cores for the model
-    _worker_state.update(params=params, chain=chain)
+def _exit_with_parent(parent: int) -> None:
+    """End this worker when the run that started it dies, even by SIGKILL.
+
+    Linux delivers SIGKILL to the worker at once (``PR_SET_PDEATHSIG``); everywhere, a
+    watchdog thread notices the worker was re-parented and exits (between two images at the
+    latest, when an extension holds the GIL).
+    """
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    if os.getppid() != parent:  # died before the signal was armed
+        os._exit(1)
+    threading.Thread(target=watch, name="pnpseg-parent-watchdog", daemon=True).start()
+
+
+def _init_worker(
+    params: SegmentParams, chain: bytes, plugin_dirs: list[str], profile: bool, parent: int, threads: int
+) -> None:
+    _exit_with_parent(parent)
+    # The parent's thread count, not 1: torch splits work by thread count, and bilinear
+    # upsampling is not bitwise the same across splits (near-ties flip labels). The heavy
+    # parts of step 4 (scipy's blur, the CRF) are single-threaded whatever this says.
+    torch.set_num_threads(threads)
     profiling.enable(profile)
+    try:  # a failure is reported by _worker_problem, not as a BrokenProcessPool per image
+        from pnpseg.plugins import broken_plugins, load_plugins_dir
+
+        before = {problem.name for problem in broken_plugins()}
+        for folder in plugin_dirs:
+            load_plugins_dir(Path(folder))
+        for problem in broken_plugins():  # a plugin file the parent loaded fails here: say why
+            if problem.name not in before:
+                raise PnpsegError(f"plugin {problem.name}: {problem.reason}")
+        _worker_state.update(params=params, chain=pickle.loads(chain))
+    except Exception as error:  # noqa: BLE001 - shown to the user in one line
+        _worker_state["problem"] = f"{type(error).__name__}: {error}"
+
+
+def _worker_problem() -> str | None:
+    return _worker_state.get("problem")
+
+
+def _plugin_dirs(chain: Sequence[Any]) -> list[str]:
+    """Folders of the chain's modules that a fresh process cannot import by name: plugin
+    files from ``--plugins-dir``, which the workers load the same way."""
+    folders = []
+    for step in chain:
+        module = sys.modules.get(type(step).__module__)
+        name = getattr(module, "__name__", "")
+        top = name.partition(".")[0]  # PathFinder: searched on sys.path, not in sys.modules
+        if name != "__main__" and getattr(module, "__file__", None) and PathFinder.find_spec(top) is None:
+            folders.append(str(Path(module.__file__).parent))
+    return sorted(set(folders))
+
+
+def _unsendable(specs: Sequence[str], chain: Sequence[Any]) -> list[str]:
+    """The postprocessors that cannot be sent to a worker process, each with the reason."""
+    found = []
+    for spec, step in zip(specs, chain):
+        module = sys.modules.get(type(step).__module__)
+        try:
+            pickle.dumps(step)
+        except Exception as error:  # noqa: BLE001 - lambdas, local classes, open handles...
+            found.append(f"{spec} ({type(error).__name__}: {error})")
+            continue
+        if getattr(module, "__name__", "") == "__main__" and not getattr(module, "__file__", None):
+            found.append(f"{spec} (defined in an interactive session)")
+    return found
 
 
 def _finish_labels(
@@ -78,6 +157,8 @@ def _finish_labels(
 
 
 def _finish_in_worker(image: Image.Image, saliency: torch.Tensor, names: list[str]):
+    if "problem" in _worker_state:
+        raise RuntimeError(_worker_state["problem"])
     return _finish_labels(image, saliency, names, _worker_state["params"], _worker_state["chain"])
 
 
@@ -98,20 +179,40 @@ class Finisher:
         self._pending: collections.deque[tuple[Any, Future]] = collections.deque()
         self._done: collections.deque[tuple[Any, Any, float, BaseException | None]] = collections.deque()
         self._pool: ProcessPoolExecutor | None = None
-        if workers:
-            for step in self.chain:
-                module = type(step).__module__
-                if module == "__main__" or importlib.util.find_spec(module.split(".")[0]) is None:
-                    raise PnpsegError(
-                        f"--workers needs postprocessors importable by module name; {type(step).__name__} "
-                        f"comes from {module!r} (use --workers 0)"
-                    )
+        #: Why step 4 runs in the main process although workers were asked for, or None.
+        self.in_process_reason: str | None = None
+        unsendable = _unsendable(params.postprocess, self.chain) if workers else []
+        if unsendable:
+            self.in_process_reason = (
+                f"--workers {workers}: postprocessor {'; '.join(unsendable)} cannot be sent to a worker "
+                "process; blur/CRF run in the main process"
+            )
+            self.workers = 0
+        elif workers:
             self._pool = ProcessPoolExecutor(
                 max_workers=workers,
                 mp_context=multiprocessing.get_context("spawn"),  # fork + torch threads can deadlock
                 initializer=_init_worker,
-                initargs=(params, self.chain, profiling.enabled()),
+                initargs=(
+                    params,
+                    pickle.dumps(self.chain),
+                    _plugin_dirs(self.chain),
+                    profiling.enabled(),
+                    os.getpid(),
+                    torch.get_num_threads(),
+                ),
             )
+            self._check_workers()
+
+    def _check_workers(self) -> None:
+        """Fail before the first image, in one line, if a worker cannot set itself up."""
+        try:
+            problem = self._pool.submit(_worker_problem).result()
+        except BrokenProcessPool as error:
+            problem = f"the worker process died while starting ({error})"
+        if problem:
+            self.close()
+            raise PnpsegError(f"--workers: a worker process cannot run the postprocessors: {problem}; use --workers 0")
 
     def __enter__(self) -> Finisher:
         return self
@@ -134,7 +235,19 @@ class Finisher:
             return
         while len(self._pending) >= 2 * self.workers + 2:
             self._collect(self._pending.popleft(), wait=True)
-        self._pending.append((tag, self._pool.submit(_finish_in_worker, image, saliency, list(names))))
+        try:
+            future = self._pool.submit(_finish_in_worker, image, saliency, list(names))
+        except BrokenProcessPool:
+            raise self._worker_died() from None
+        self._pending.append((tag, future))
+
+    def _worker_died(self) -> EnvironmentProblem:
+        """One line for the whole run, never a BrokenProcessPool per image."""
+        self.close()
+        return EnvironmentProblem(
+            "a --workers process died (killed, or out of memory?); the images saved so far are "
+            "kept: run the same command again to resume, or use --workers 0"
+        )
 
     def _collect(self, entry: tuple[Any, Future], wait: bool) -> bool:
         tag, future = entry
@@ -142,6 +255,8 @@ class Finisher:
             return False
         try:
             labels, seconds, stages = future.result()
+        except BrokenProcessPool:
+            raise self._worker_died() from None
         except Exception as error:  # noqa: BLE001 - reported per image by the caller
             self._done.append((tag, None, 0.0, error))
             return True

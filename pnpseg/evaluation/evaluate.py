@@ -239,7 +239,8 @@ def evaluate(
 def with_preset(
     preset: str | Path | None, adapter: str | None, model: str | None, params: Mapping[str, Any]
 ) -> tuple[str, str | None, dict[str, Any]]:
-    """``(adapter, model, params)`` with a preset file's choices below the explicit ones."""
-    from pnpseg.method.preset import apply_preset, load_preset
+    """``(adapter, model, params)`` with a preset file's choices below the explicit ones, validated."""
+    from pnpseg.method.preset import choose_method
 
-    return apply_preset(load_preset(preset) if preset is not None else None, adapter, model, params)
+    choice = choose_method(preset, adapter, model, params)
+    return choice.adapter, choice.model, choice.params

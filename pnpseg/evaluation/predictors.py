@@ -48,7 +48,7 @@ class PredictionFolder:
         self.table = table_path = self.folder / "classes.json"
         if table_path.exists():
             try:
-                table = json.loads(table_path.read_text(encoding="utf-8"))
+                table = json.loads(table_path.read_text(encoding="utf-8-sig"))
             except (OSError, ValueError) as error:
                 raise DatasetError(f"cannot read {table_path}: {error}") from None
             self.lut = map_prediction_names(table, dataset, table_path)

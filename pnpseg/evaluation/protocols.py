@@ -77,6 +77,12 @@ def map_prediction_names(table: dict[str, str], dataset: Dataset, source: Path) 
             index.setdefault(" ".join(name.split()).casefold(), i)
     n = dataset.num_classes
     lut = np.full(256, -1, dtype=np.int64)
+    if not isinstance(table, dict):
+        raise DatasetError(f'{source}: must be an object of label value → class name, e.g. {{"0": "background"}}')
+    bad = [key for key in table if not (key.isdigit() and int(key) < len(lut))]
+    if bad:
+        shown = ", ".join(repr(key[:20]) for key in bad[:5])
+        raise DatasetError(f"{source}: key(s) {shown} are not label values 0-{len(lut) - 1}")
     unknown = []
     for key, name in table.items():
         value = int(key)

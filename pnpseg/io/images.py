@@ -7,7 +7,9 @@ one-line :class:`~pnpseg.errors.ImageError` here, so the CLI can report it and m
 
 from __future__ import annotations
 
+import errno
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,39 +64,96 @@ class InputItem:
         return self.relative.with_suffix(suffix)
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """A path discovery passed over, and why. ``unreadable``: it may hold an image we could
+    not reach (an unlistable folder, a broken or looping symlink), so the run counts it as a
+    failed input; otherwise it is simply not an image (or a folder already walked)."""
+
+    path: Path
+    reason: str
+    unreadable: bool = False
+
+
+NOT_AN_IMAGE = "not an image file"
+
+
 def _hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _walk(root: Path, exclude: frozenset[Path]) -> tuple[list[InputItem], list[Path]]:
+def _dead_link(path: Path) -> Skipped | None:
+    """A symlink that leads nowhere: broken, or a loop (``os.stat`` fails with ELOOP)."""
+    if not path.is_symlink():
+        return None
+    try:
+        path.stat()
+    except OSError as error:
+        return Skipped(path, "symlink loop" if error.errno == errno.ELOOP else "broken symlink", True)
+    return None
+
+
+def _walk(root: Path, exclude: frozenset[Path]) -> tuple[list[InputItem], list[Skipped]]:
+    """Walk ``root``, following folder symlinks but entering each real folder once, and
+    never entering a folder in ``exclude``."""
     items: list[InputItem] = []
-    skipped: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(  # prune .git etc., and the output folder
-            d for d in dirnames if not _hidden(d) and (Path(dirpath) / d).resolve() not in exclude
-        )
+    skipped: list[Skipped] = []
+
+    def unlistable(error: OSError) -> None:
+        skipped.append(Skipped(Path(error.filename), f"cannot list folder ({error.strerror or error})", True))
+
+    walked: dict[tuple[int, int], Path] = {}
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unlistable, followlinks=True):
+        here = Path(dirpath)
+        if here == root:
+            walked[_identity(root)] = root
+        kept = []
+        for name in sorted(d for d in dirnames if not _hidden(d)):  # prune .git etc.
+            folder = here / name
+            if folder.resolve() in exclude:  # the output folder
+                continue
+            first = walked.setdefault(_identity(folder), folder)
+            if first == folder:
+                kept.append(name)
+            elif first in folder.parents:
+                skipped.append(Skipped(folder, f"symlink loop (back to {first})"))
+            else:
+                skipped.append(Skipped(folder, f"same folder as {first}, walked once"))
+        dirnames[:] = kept
         for name in sorted(filenames):
             if _hidden(name):
                 continue
-            path = Path(dirpath) / name
-            if is_image_name(path):
+            path = here / name
+            dead = _dead_link(path)
+            if dead is not None:
+                skipped.append(dead)
+            elif is_image_name(path):
                 items.append(InputItem(path, path.relative_to(root)))
             else:
-                skipped.append(path)
+                skipped.append(Skipped(path, NOT_AN_IMAGE))
     items.sort(key=lambda item: item.relative.parts)
-    skipped.sort(key=lambda p: p.relative_to(root).parts)
+    skipped.sort(key=lambda s: s.path.relative_to(root).parts)
     return items, skipped
 
 
-def discover(inputs: Sequence[Path], exclude: Sequence[Path] = ()) -> tuple[list[InputItem], list[Path]]:
-    """Expand files and folders into the images to process, plus the non-image files skipped.
+def _identity(folder: Path) -> tuple[int, int]:
+    stat = folder.stat()
+    return stat.st_dev, stat.st_ino
+
+
+def discover(inputs: Sequence[Path], exclude: Sequence[Path] = ()) -> tuple[list[InputItem], list[Skipped]]:
+    """Expand files and folders into the images to process, plus the paths skipped.
 
     Folders are walked recursively in sorted order; hidden files and folders (``.DS_Store``,
-    ``.git``) inside them are ignored silently. A file given directly keeps its name as
-    ``relative`` (even if hidden) but is still skipped if its suffix is not an image suffix.
-    Inputs keep their command-line order; the same file reached twice is kept once.
-    Folders in ``exclude`` (the output folder, when it lies inside an input folder) are not
-    walked.
+    ``.git``) inside them are ignored silently. Symlinked folders are followed, each real
+    folder once: a link back to an ancestor (a loop) or a second link to a folder already
+    walked is skipped with a note. Every other path passed over is returned as
+    :class:`Skipped` with its reason: non-image files, folders that cannot be listed, and
+    broken or looping symlinks (the last two ``unreadable``). A file given directly keeps
+    its name as ``relative`` (even if hidden) but is still skipped if its suffix is not an
+    image suffix. Inputs keep their command-line order; the same file reached twice is kept
+    once. Folders in ``exclude`` (the output folder, when it lies inside an input folder)
+    are not walked.
 
     Raises :class:`PnpsegError` if an input does not exist, or if two images would write
     the same output (``a/x.jpg`` + ``b/x.jpg`` given as files, or ``x.jpg`` + ``x.png`` in
@@ -102,7 +161,7 @@ def discover(inputs: Sequence[Path], exclude: Sequence[Path] = ()) -> tuple[list
     same suffix and may land on a case-insensitive file system.
     """
     items: list[InputItem] = []
-    skipped: list[Path] = []
+    skipped: list[Skipped] = []
     excluded = frozenset(Path(p).resolve() for p in exclude)
     for raw in inputs:
         path = Path(raw)
@@ -114,7 +173,7 @@ def discover(inputs: Sequence[Path], exclude: Sequence[Path] = ()) -> tuple[list
             if is_image_name(path):
                 items.append(InputItem(path, Path(path.name)))
             else:
-                skipped.append(path)
+                skipped.append(Skipped(path, NOT_AN_IMAGE))
         elif path.exists() or path.is_symlink():
             raise PnpsegError(f"input is neither a file nor a folder: {path}")
         else:
@@ -196,9 +255,28 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")  # 1, L, P, YCbCr, RGBX, ...
 
 
+def set_max_image_pixels(limit: int | None) -> None:
+    """Refuse images of more than ``limit`` pixels (0: no limit; None: PIL's default, ~89 MP).
+
+    The limit is PIL's process-wide decompression-bomb guard, so it holds in every thread;
+    :func:`load_image` applies it exactly (PIL itself only warns up to twice the limit).
+    """
+    if limit is not None and limit < 0:
+        raise PnpsegError(f"--max-image-pixels must be ≥ 0 (0: no limit), got {limit}")
+    if limit is not None:
+        Image.MAX_IMAGE_PIXELS = limit or None
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)  # refused below instead
+
+
+def _check_pixels(im: Image.Image) -> None:
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and im.width * im.height > limit:
+        raise Image.DecompressionBombError(f"{im.width}×{im.height} = {im.width * im.height} pixels, limit {limit}")
+
+
 def _reason(path: Path, exc: BaseException) -> str:
     if isinstance(exc, Image.DecompressionBombError):
-        return "image too large (decompression bomb protection); raise PIL's MAX_IMAGE_PIXELS"
+        return f"image too large ({exc}); raise the limit with --max-image-pixels N (0: no limit)"
     if isinstance(exc, FileNotFoundError):
         return "file not found"
     if isinstance(exc, IsADirectoryError) or path.is_dir():
@@ -233,6 +311,7 @@ def load_image(path: Path) -> Image.Image:
     path = Path(path)
     try:
         with Image.open(path) as im:
+            _check_pixels(im)
             im.load()
             try:
                 oriented = ImageOps.exif_transpose(im)
@@ -244,4 +323,4 @@ def load_image(path: Path) -> Image.Image:
     except ImageError:
         raise
     except Exception as exc:  # PIL raises many types for bad data (SyntaxError, struct.error...)
-        raise ImageError(f"{path}: {_reason(path, exc)}") from None
+        raise ImageError(path, _reason(path, exc)) from None

@@ -247,9 +247,13 @@ class Manifest:
                 if os.read(fd, 1) != b"\n":
                     data = b"\n" + data  # a crash left a partial line: don't glue onto it
             view = memoryview(data)
-            while view:  # one write in practice; loop only if the OS writes short
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            try:
+                while view:  # one write in practice; loop only if the OS writes short
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            except OSError:  # a full disk: take back the part written, never leave a cut line
+                os.ftruncate(fd, size)
+                raise
         finally:
             os.close(fd)
         if self._cache is not None:

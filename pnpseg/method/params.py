@@ -1,89 +1,131 @@
-"""Every tuning knob of the pipeline, with its one default, in one place.
+"""Every tuning knob of the pipeline, with its one default, type and range, in one place.
 
-Precedence, lowest first: these defaults → the adapter's ``default_params`` → explicit
-arguments (Python keywords or CLI flags).
+:class:`SegmentParams` is a pydantic model: Python keywords, CLI flags, presets and engine
+configs all validate here, and every problem becomes one :class:`ParamsError` line naming
+the parameter. Precedence, lowest first: these defaults → the adapter's ``default_params``
+(only what differs) → a preset → explicit arguments (Python keywords or CLI flags).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from pnpseg.errors import PnpsegError
+from pnpseg.specs import split_specs
 
 Size = tuple[int, int]
 
 #: The drop rule each ``compat`` mode uses unless one is given.
 COMPAT_DROP_RULES = {"paper": "median", "authors": "topk:10"}
 
+PositiveInt = Annotated[int, Field(ge=1)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
-@dataclass(frozen=True)
-class SegmentParams:
-    #: Text→image attention layer and head, 1-based as in the paper.
-    layer: int = 8
-    head: int = 10
-    #: Keep normalised saliency ≥ threshold (docs/method.md §4.1).
-    threshold: float = 0.15
-    #: Gaussian blur σ as a fraction of max(image height, width) (docs/method.md §4.4).
-    blur_sigma: float = 0.05
-    #: Saliency DropOut rounds R; 1 means plain GradCAM.
-    drop_rounds: int = 4
-    #: ``"median"`` (paper) or ``"topk:N"`` (authors' updated code); unset, the rule of
-    #: ``compat``: ``median`` under ``paper``, ``topk:10`` (their ``sort_thresh005``) under ``authors``.
-    drop_rule: str | None = None
-    #: Model input size (height, width); must be multiples of the adapter's patch size.
-    image_size: Size = (336, 336)
-    #: Add a background channel where no class survives the threshold.
-    background: bool = True
-    #: Postprocessor chain applied to the score maps before argmax.
-    postprocess: tuple[str, ...] = ("blur", "crf")
-    #: ``"paper"`` follows the paper's text; ``"authors"`` reproduces the released code.
-    compat: Literal["paper", "authors"] = "paper"
-    #: Longest side at which postprocessing runs; larger images are processed at this size
-    #: and their label map is upsampled (nearest), so huge images stay cheap.
-    max_postprocess_side: int = 1024
-    #: Dense CRF iterations (CutLER settings, docs/method.md §4.5).
-    crf_iterations: int = 10
 
-    def __post_init__(self) -> None:
-        if self.layer < 1 or self.head < 1:
-            raise PnpsegError("layer and head are 1-based: both must be ≥ 1")
-        if not 0.0 <= self.threshold < 1.0:
-            raise PnpsegError(f"threshold must be in [0, 1), got {self.threshold}")
-        if self.blur_sigma < 0:
-            raise PnpsegError(f"blur sigma must be ≥ 0, got {self.blur_sigma}")
-        if self.drop_rounds < 1:
-            raise PnpsegError(f"drop rounds must be ≥ 1, got {self.drop_rounds}")
-        if self.compat not in COMPAT_DROP_RULES:
-            raise PnpsegError(f"compat must be 'paper' or 'authors', got {self.compat!r}")
-        if self.drop_rule is None:
-            object.__setattr__(self, "drop_rule", COMPAT_DROP_RULES[self.compat])
-        parse_drop_rule(self.drop_rule)
-        if min(self.image_size) < 1:
-            raise PnpsegError(f"image size must be positive, got {self.image_size}")
+class ParamsError(PnpsegError, ValueError):
+    """A parameter of the wrong type or out of range (from a flag, a preset or Python)."""
+
+
+class SegmentParams(BaseModel):
+    """The method's parameters; immutable, validated on construction (§ = docs/method.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    layer: PositiveInt = Field(8, description="text→image attention layer, 1-based as in the paper")
+    head: PositiveInt = Field(10, description="attention head, 1-based")
+    threshold: FiniteFloat = Field(0.15, ge=0.0, lt=1.0, description="keep normalised saliency ≥ threshold (§4.1)")
+    blur_sigma: FiniteFloat = Field(0.05, ge=0.0, description="Gaussian blur σ as a fraction of max(H, W) (§4.4)")
+    drop_rounds: PositiveInt = Field(4, description="Saliency DropOut rounds R; 1 means plain GradCAM")
+    drop_rule: Optional[str] = Field(
+        None,
+        strict=True,
+        description="'median' (paper) or 'topk:N' (authors' code); unset: median under compat paper, "
+        "topk:10 (the released code's sort_thresh005) under authors",
+    )
+    image_size: tuple[PositiveInt, PositiveInt] = Field(
+        (336, 336), description="model input (height, width), rounded down to the patch size; at least one patch"
+    )
+    background: StrictBool = Field(True, description="add a background channel where no class survives")
+    postprocess: tuple[str, ...] = Field(("blur", "crf"), description="postprocessor chain before argmax")
+    compat: Literal["paper", "authors"] = Field(
+        "paper", description="'paper' follows the paper's text; 'authors' the released code"
+    )
+    max_postprocess_side: PositiveInt = Field(
+        1024, description="longest side postprocessing runs at; label maps are upsampled"
+    )
+    crf_iterations: PositiveInt = Field(10, description="dense CRF iterations (CutLER settings, §4.5)")
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as error:
+            raise ParamsError(describe(error)) from None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _compat_drop_rule(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("drop_rule") is None:
+            compat = values.get("compat", "paper")
+            return {**values, "drop_rule": COMPAT_DROP_RULES.get(compat, "median") if isinstance(compat, str) else None}
+        return values
+
+    @field_validator("drop_rule")
+    @classmethod
+    def _drop_rule(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_drop_rule(value)
+        return value
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _image_size(cls, value: Any) -> Any:
+        return parse_size(value)
+
+    @field_validator("postprocess", mode="before")
+    @classmethod
+    def _postprocess(cls, value: Any) -> Any:
+        return parse_chain(value) if isinstance(value, (str, tuple, list)) else value
 
     @classmethod
     def build(cls, *layers: Mapping[str, Any]) -> SegmentParams:
         """Merge parameter mappings (later wins; ``None`` values are ignored)."""
         merged: dict[str, Any] = {}
-        names = {f.name for f in dataclasses.fields(cls)}
         for layer in layers:
-            for key, value in layer.items():
-                if key not in names:
-                    raise PnpsegError(f"unknown parameter {key!r}; known: {', '.join(sorted(names))}")
-                if value is not None:
-                    merged[key] = value
-        if "image_size" in merged:
-            merged["image_size"] = parse_size(merged["image_size"])
-        if "postprocess" in merged:
-            merged["postprocess"] = parse_chain(merged["postprocess"])
+            merged.update({key: value for key, value in layer.items() if value is not None})
         return cls(**merged)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump()
+
+
+def describe(error: ValidationError) -> str:
+    """One line for every problem pydantic found: ``name: what is wrong (got value)``."""
+    items = error.errors()
+    unknown = [str(item["loc"][0]) for item in items if item["type"] == "extra_forbidden"]
+    if unknown:
+        names = ", ".join(short(name) for name in unknown)
+        return f"unknown parameter {names}; known: {', '.join(SegmentParams.model_fields)}"
+    parts = []
+    for item in items:
+        name = str(item["loc"][0]) if item["loc"] else "parameters"
+        field = SegmentParams.model_fields.get(name)
+        if field is not None and field.description:
+            name = f"{name} ({field.description})"
+        if item["type"] == "value_error":  # our own validators' messages name the value
+            parts.append(f"{name}: {item['msg'].removeprefix('Value error, ')}")
+        else:
+            parts.append(f"{name}: {item['msg'][:1].lower()}{item['msg'][1:]} (got {short(item.get('input'))})")
+    return "invalid parameter " + "; ".join(parts)
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """``repr`` cut to ``limit`` characters, so a huge value never floods the message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def adapter_defaults(adapter: Any) -> dict[str, Any]:
@@ -97,7 +139,7 @@ def adapter_defaults(adapter: Any) -> dict[str, Any]:
     """
     params = dict(getattr(adapter, "default_params", {}))
     layers, heads = int(adapter.num_layers), int(adapter.num_heads)
-    layer, head = (int(params.get(key, getattr(SegmentParams, key))) for key in ("layer", "head"))
+    layer, head = (int(params.get(key, SegmentParams.model_fields[key].default)) for key in ("layer", "head"))
     if layer > layers:  # the last layer but one: in the last, only [CLS] reaches the ITM head
         layer = max(1, layers - 1)
     params["layer"], params["head"] = layer, min(head, heads)
@@ -106,28 +148,35 @@ def adapter_defaults(adapter: Any) -> dict[str, Any]:
 
 def parse_drop_rule(rule: str) -> tuple[str, int]:
     """``"median"`` → ("median", 0); ``"topk:10"`` → ("topk", 10)."""
-    match = re.fullmatch(r"median|topk:(\d+)", rule.strip())
+    match = re.fullmatch(r"median|topk:(\d+)", rule.strip()) if isinstance(rule, str) else None
     if not match or (match.group(1) is not None and int(match.group(1)) < 1):
-        raise PnpsegError(f"drop rule must be 'median' or 'topk:N' with N ≥ 1, got {rule!r}")
+        raise ParamsError(f"drop rule must be 'median' or 'topk:N' with N ≥ 1, got {short(rule)}")
     return ("topk", int(match.group(1))) if match.group(1) else ("median", 0)
 
 
-def parse_size(value: int | str | Size | list[int]) -> Size:
-    """``336`` or ``"336"`` → (336, 336); ``"384x256"`` or ``(384, 256)`` → (384, 256) (H×W)."""
-    if isinstance(value, int):
+def parse_size(value: Any) -> Any:
+    """``336`` or ``"336"`` → (336, 336); ``"384x256"`` or ``(384, 256)`` → (384, 256) (H×W).
+
+    Anything else is returned unchanged, for the model to reject with its own message.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
         return (value, value)
     if isinstance(value, str):
         parts = re.fullmatch(r"\s*(\d+)\s*(?:[xX×]\s*(\d+))?\s*", value)
         if not parts:
-            raise PnpsegError(f"image size must be N or HxW, got {value!r}")
+            raise ParamsError(f"image size must be N or HxW, got {short(value)}")
         h = int(parts.group(1))
         return (h, int(parts.group(2) or h))
-    h, w = value
-    return (int(h), int(w))
+    if isinstance(value, list):
+        return tuple(value)
+    return value
 
 
 def parse_chain(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """``"blur,crf"`` → ("blur", "crf"); ``""`` or ``"none"`` → ()."""
-    items = value.split(",") if isinstance(value, str) else list(value)
+    """``"blur,crf"`` → ("blur", "crf"); ``"blur,islands:min_area=64"`` → ("blur",
+    "islands:min_area=64") (options as in :mod:`pnpseg.specs`); ``""`` or ``"none"`` → ()."""
+    items = split_specs(value) if isinstance(value, str) else list(value)
+    if not all(isinstance(item, str) for item in items):
+        raise ParamsError(f"postprocess must be names, got {short(value)}")
     names = tuple(item.strip() for item in items if item.strip())
     return () if names == ("none",) else names

@@ -21,24 +21,62 @@ explicit flags.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, WithJsonSchema, field_validator
 
 from pnpseg.errors import PnpsegError
 from pnpseg.io.hub import HF_SCHEME, hf_uri_file
 from pnpseg.io.outputs import write_json
 from pnpseg.method.defaults import DEFAULT_ADAPTER
-from pnpseg.method.params import SegmentParams
+from pnpseg.method.params import ParamsError, SegmentParams, short
 
 FORMAT = "pnpseg-preset"
 VERSION = 1
 
 
 class PresetError(PnpsegError):
-    """A preset file that is missing, not JSON, or not a pnpseg preset."""
+    """A preset file that is missing, not JSON, or not a valid pnpseg preset."""
+
+
+def _check_params(value: dict[str, Any]) -> dict[str, Any]:
+    SegmentParams.build(value)  # ParamsError is a ValueError: pydantic reports it as this field's
+    return value
+
+
+#: Any subset of :class:`SegmentParams` fields; kept as given so adapter defaults still apply.
+PresetParams = Annotated[dict[str, Any], WithJsonSchema({**SegmentParams.model_json_schema(), "title": "PresetParams"})]
+
+
+class Preset(BaseModel):
+    """A preset file (published as docs/preset.schema.json)."""
+
+    model_config = ConfigDict(extra="forbid", title="pnpseg preset")
+
+    format: Literal["pnpseg-preset"] = Field(description="always 'pnpseg-preset'")
+    version: StrictInt = Field(VERSION, ge=1, le=VERSION, description="format version this file follows")
+    adapter: Optional[str] = Field(None, description="adapter the parameters were tuned for")
+    model: Optional[str] = Field(None, description="checkpoint the parameters were tuned for")
+    params: PresetParams = Field(description="any SegmentParams fields; others come from the adapter's defaults")
+    image_size: Optional[tuple[int, int]] = Field(None, description="input size used while tuning (H, W)")
+    reward: Optional[dict[str, Any]] = Field(None, description="the tuning reward of the chosen parameters")
+    scorer: Optional[dict[str, Any]] = Field(None, description="the reward's image-text scorer")
+    search: Optional[dict[str, Any]] = Field(None, description="how the search ran (space, seed, trials, ...)")
+    log: Optional[dict[str, Any]] = Field(None, description="every trial of each stage")
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _check_params(value)
+
+
+def preset_schema() -> dict[str, Any]:
+    """The JSON Schema of preset files (docs/preset.schema.json is this, kept in sync by a test)."""
+    return Preset.model_json_schema()
 
 
 def load_preset(path: str | Path) -> dict[str, Any]:
@@ -48,33 +86,39 @@ def load_preset(path: str | Path) -> dict[str, Any]:
         path = hf_uri_file(str(path), "preset")
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise PresetError(f"preset not found: {path}") from None
+    except IsADirectoryError:
+        raise PresetError(f"preset {path} is a folder, not a file") from None
     except (OSError, UnicodeDecodeError) as error:
         raise PresetError(f"cannot read preset {path}: {error}") from None
     except ValueError as error:
         raise PresetError(f"preset {path} is not valid JSON: {error}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise PresetError(f'{path} is not a pnpseg preset (no "format": "{FORMAT}")')
-    if data.get("version", 0) > VERSION:
-        raise PresetError(f"preset {path} has version {data['version']}; this pnpseg reads up to {VERSION}")
-    params = data.get("params")
-    if not isinstance(params, dict):
-        raise PresetError(f'preset {path} has no "params" object')
-    known = {f.name for f in dataclasses.fields(SegmentParams)}
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise PresetError(f"preset {path} has unknown parameter(s): {', '.join(unknown)}")
     try:
-        SegmentParams.build(params)
-    except PnpsegError as error:
-        raise PresetError(f"preset {path}: {error}") from None
-    except (TypeError, ValueError) as error:
-        raise PresetError(f"preset {path} has a malformed parameter: {error}") from None
-    data.setdefault("adapter", None)
-    data.setdefault("model", None)
-    return data
+        Preset(**data)
+    except ValidationError as error:
+        raise PresetError(f"preset {path}: {_describe(error)}") from None
+    return {"adapter": None, "model": None, **data}
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        name = ".".join(str(p) for p in item["loc"])
+        if item["type"] == "extra_forbidden":
+            parts.append(f"unknown key {short(name)}")
+        elif item["type"] == "missing":
+            parts.append(f"{name} is missing")
+        elif item["type"] == "value_error":  # a ParamsError from params: already one line
+            parts.append(item["msg"].removeprefix("Value error, "))
+        elif name == "version" and isinstance(item.get("input"), int):
+            parts.append(f"version {item['input']} is not supported; this pnpseg reads up to {VERSION}")
+        else:
+            parts.append(f"{name}: {item['msg'][:1].lower()}{item['msg'][1:]} (got {short(item.get('input'))})")
+    return "; ".join(parts)
 
 
 def save_preset(
@@ -105,3 +149,45 @@ def apply_preset(
     if model is None and chosen == preset.get("adapter"):
         model = preset.get("model")
     return chosen, model, {**params, **preset["params"], **explicit}
+
+
+@dataclass(frozen=True)
+class MethodChoice:
+    """Adapter, model and parameter overrides after a preset and explicit choices are merged."""
+
+    adapter: str
+    model: str | None
+    params: dict[str, Any]
+    preset: str | None = None  # a file or hf://ORG/REPO/FILE.json, as given
+    #: The loaded preset (its reward, search log...), when one was given.
+    preset_data: dict[str, Any] | None = None
+
+
+def choose_method(
+    preset: str | Path | None, adapter: str | None, model: str | None, params: Mapping[str, Any]
+) -> MethodChoice:
+    """Load ``preset`` (if any), merge it below explicit choices and validate the result.
+
+    The one place commands (and notebooks) turn "preset + flags" into what a Segmenter needs;
+    bad values fail here, before any model loads.
+    """
+    loaded = load_preset(preset) if preset is not None else None
+    chosen, model, merged = apply_preset(loaded, adapter, model, params)
+    overrides = {key: value for key, value in merged.items() if value is not None}
+    SegmentParams.build(overrides)
+    return MethodChoice(chosen, model, overrides, str(preset) if preset is not None else None, loaded)
+
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "MethodChoice",
+    "ParamsError",
+    "Preset",
+    "PresetError",
+    "apply_preset",
+    "choose_method",
+    "load_preset",
+    "preset_schema",
+    "save_preset",
+]

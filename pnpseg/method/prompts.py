@@ -37,6 +37,11 @@ def tokens_of_spans(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[in
     return [[t for t, (a, b) in enumerate(offsets) if b > a and a < end and b > start] for start, end in spans]
 
 
+def shorten(name: str, limit: int = 60) -> str:
+    """A class name cut to ``limit`` characters for messages (a 5000-character name floods a terminal)."""
+    return name if len(name) <= limit else f"{name[: limit - 1]}…({len(name)} characters)"
+
+
 def validate_names(names: Sequence[str]) -> list[str]:
     """Reject class lists that cannot be meaningful, before any model is touched."""
     if not names:
@@ -53,7 +58,7 @@ def validate_names(names: Sequence[str]) -> list[str]:
             duplicates.append(name)
         seen.setdefault(key, name)
     if duplicates:
-        raise ClassNameError(f"duplicate class name(s): {', '.join(sorted(set(duplicates)))}")
+        raise ClassNameError(f"duplicate class name(s): {', '.join(sorted(set(map(shorten, duplicates))))}")
     return cleaned
 
 
@@ -79,7 +84,7 @@ def plan_prompts(names: Sequence[str], tokenize: Tokenize, max_length: int) -> l
             continue
         if _length(tokenize, [name]) > max_length:
             raise ClassNameError(
-                f"class name {name!r} is too long for the text encoder ({max_length} tokens with the prompt)"
+                f"class name {shorten(name)!r} is too long for the text encoder ({max_length} tokens with the prompt)"
             )
         chunks.append([index])
     prompts = [build_prompt([names[i] for i in chunk]) for chunk in chunks]
@@ -92,7 +97,7 @@ def plan_prompts(names: Sequence[str], tokenize: Tokenize, max_length: int) -> l
                 bad.append(names[index])
         planned.append(Chunk(prompt, tuple(chunk), tuple(tuple(t) for t in tokens)))
     if bad:
-        raise ClassNameError(f"class name(s) the model's tokenizer cannot represent: {', '.join(bad)}")
+        raise ClassNameError(f"class name(s) the model's tokenizer cannot represent: {', '.join(map(shorten, bad))}")
     return planned
 
 

@@ -17,7 +17,7 @@ from pnpseg.method.adapter import VLMAdapter
 from pnpseg.method.defaults import DEFAULT_ADAPTER
 from pnpseg.method.labels import labels_from_scores, scores_from_saliency
 from pnpseg.method.params import SegmentParams, adapter_defaults
-from pnpseg.method.postprocess import build_chain
+from pnpseg.method.postprocess import build_chain, run_chain
 from pnpseg.method.precision import autocast, check_precision
 from pnpseg.method.profiling import stage
 from pnpseg.method.prompts import Chunk, plan_prompts, validate_names
@@ -93,7 +93,10 @@ class SegmentationResult:
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise PnpsegError(f"unknown device {str(device)!r}: use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise PnpsegError("--device cuda was asked for, but no CUDA GPU is available")
     return device
@@ -157,8 +160,14 @@ class Segmenter:
                 f"text→image attention layers of {a.num_heads} heads (both 1-based)"
             )
         patch = a.patch_size
-        height, width = (max(patch, side // patch * patch) for side in p.image_size)
+        if min(p.image_size) < patch:
+            raise PnpsegError(
+                f"image size {p.image_size[0]}x{p.image_size[1]} is smaller than one {patch}-pixel patch of this model"
+            )
+        height, width = (side // patch * patch for side in p.image_size)
         self.input_size = (height, width)
+        if self.input_size != p.image_size:  # record the size used, not the size asked for
+            self.params = self.params.model_copy(update={"image_size": self.input_size})
 
     def plan(self, classes: Sequence[str]) -> list[Chunk]:
         """Validate class names and split them into prompts (cached per class list)."""
@@ -231,11 +240,7 @@ def finish(
         scores = scores_from_saliency(saliency, work, p.threshold, p.background, p.compat)
     if on_stage is not None:
         on_stage("threshold", scores)
-    for name, step in zip(p.postprocess, chain):
-        with stage(name):
-            scores = step(scores, rgb, p)
-        if on_stage is not None:
-            on_stage(name, scores)
+    scores = run_chain(scores, rgb, p, chain, on_stage)
     labels = labels_from_scores(scores, p.background).numpy().astype(np.uint8 if len(names) < 256 else np.int32)
     if small is not image:
         labels = np.asarray(Image.fromarray(labels).resize((width, height), Image.Resampling.NEAREST))

@@ -33,11 +33,11 @@ import torch
 from PIL import Image
 
 from pnpseg.errors import PnpsegError
-from pnpseg.hookspecs import hookimpl
 from pnpseg.io.images import InputItem
 from pnpseg.method.prompts import PREFIX
 from pnpseg.method.validation import check_output
 from pnpseg.sources.image_classes import ImageClasses
+from pnpseg.specs import parse_options, parse_spec
 
 log = logging.getLogger(__name__)
 
@@ -89,32 +89,6 @@ class ClassSource(Protocol):
 # -- options ------------------------------------------------------------------------------
 
 
-def parse_spec(spec: str) -> tuple[str, str]:
-    """``"itm:top=3"`` → ``("itm", "top=3")``; ``"all"`` → ``("all", "")``."""
-    name, _, options = (spec or DEFAULT_SOURCE).strip().partition(":")
-    if not name.strip():
-        raise PnpsegError(f"--class-source {spec!r}: no source name")
-    return name.strip(), options.strip()
-
-
-def parse_options(source: str, options: str, allowed: Mapping[str, Callable[[str], Any]]) -> dict[str, Any]:
-    """``"top=3,threshold=0.4"`` → ``{"top": 3, "threshold": 0.4}``, checked against ``allowed``."""
-    values: dict[str, Any] = {}
-    for part in filter(None, (p.strip() for p in options.split(","))):
-        key, sep, value = part.partition("=")
-        key = key.strip()
-        if not sep or key not in allowed:
-            raise PnpsegError(
-                f"--class-source {source}: bad option {part!r}; options are "
-                + (", ".join(f"{k}=..." for k in allowed) or "none")
-            )
-        try:
-            values[key] = allowed[key](value.strip())
-        except ValueError:
-            raise PnpsegError(f"--class-source {source}: option {key} has a bad value {value!r}") from None
-    return values
-
-
 def _threshold(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -158,7 +132,7 @@ class AllSource:
     name = "all"
 
     def __init__(self, options: str = "", vocabulary: Sequence[str] = ()) -> None:
-        parse_options("all", options, {})
+        parse_options("--class-source all", options, {})
 
     def __call__(self, image, item, vocabulary, segmenter) -> Proposal:
         return Proposal(list(vocabulary), source=self.name)
@@ -242,7 +216,7 @@ class ItmSource:
     name = "itm"
 
     def __init__(self, options: str = "", vocabulary: Sequence[str] = ()) -> None:
-        opts = parse_options("itm", options, KEEP_OPTIONS)
+        opts = parse_options("--class-source itm", options, KEEP_OPTIONS)
         self.threshold, self.top = opts.get("threshold"), opts.get("top")
 
     def __call__(self, image, item, vocabulary, segmenter) -> Proposal:
@@ -283,7 +257,9 @@ class ClipSource:
     name = "clip"
 
     def __init__(self, options: str = "", vocabulary: Sequence[str] = ()) -> None:
-        opts = parse_options("clip", options, {**KEEP_OPTIONS, "model": str, "scorer": str, "device": str})
+        opts = parse_options(
+            "--class-source clip", options, {**KEEP_OPTIONS, "model": str, "scorer": str, "device": str}
+        )
         self.threshold, self.top = opts.get("threshold"), opts.get("top")
         if self.threshold is None and self.top is None:
             self.threshold = 0.1
@@ -315,7 +291,7 @@ class LlmSource:
         from pnpseg.sources.llm import ENV_API_KEY, ENV_BASE_URL, ENV_MODEL, LLMClient, is_plain_remote, parse_timeout
 
         opts = parse_options(
-            "llm",
+            "--class-source llm",
             options,
             {
                 "url": str,
@@ -373,21 +349,12 @@ class LlmSource:
 # -- registry -----------------------------------------------------------------------------
 
 
-@hookimpl
-def register_class_sources(register: Any) -> None:
-    register("all", AllSource)
-    register("file", FileSource)
-    register("itm", ItmSource)
-    register("clip", ClipSource)
-    register("llm", LlmSource)
-
-
 def build_class_source(spec: str | None, vocabulary: Sequence[str] = ()) -> ClassSource:
     """``--class-source NAME[:options]`` → a ready source; checks options (and, for
     ``file``, the names against ``vocabulary``) before any model loads."""
     from pnpseg.plugins import lookup
 
-    name, options = parse_spec(spec or DEFAULT_SOURCE)
+    name, options = parse_spec(spec or DEFAULT_SOURCE, "--class-source")
     source = lookup("class_sources", name)(options, list(vocabulary))
     if not getattr(source, "name", None):
         source.name = name

@@ -79,12 +79,11 @@ class SyntheticAdapter(BaseAdapter):
     num_layers = 4
     num_heads = 4
     patch_size = 16
+    #: Only what differs from SegmentParams' defaults.
     default_params: Mapping[str, Any] = {
         "layer": TRUE_LAYER + 1,
         "head": TRUE_HEAD + 1,
-        "threshold": 0.15,
         "blur_sigma": 0.02,
-        "drop_rounds": 4,
         "image_size": (224, 224),
     }
 

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, Union
+from typing import Protocol, Union
 
 import numpy as np
 import torch
 from PIL import Image
 
 from pnpseg.errors import MissingDependencyError, ModelLoadError
-from pnpseg.hookspecs import hookimpl
 from pnpseg.io import hub
 
 ImageInput = Union[Image.Image, np.ndarray, torch.Tensor]
@@ -154,11 +153,6 @@ class ClipScorer:
 
 def _unit(features: torch.Tensor) -> torch.Tensor:
     return features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-
-
-@hookimpl
-def register_scorers(register: Any) -> None:
-    register("clip", ClipScorer)
 
 
 def build_scorer(name: str, model: str | None = None, device: str | torch.device = "cpu") -> Scorer:

@@ -77,7 +77,7 @@ def tune(
         raise PnpsegError(f"trials must be at least 1, got {trials}")
     items, skipped = discover([Path(p) for p in inputs])
     if out is not None:
-        check_out(Path(out), [*(item.path for item in items), *skipped, Path(labels)])
+        check_out(Path(out), [*(item.path for item in items), *(s.path for s in skipped), Path(labels)])
     labelled, unlabelled = read_labels(Path(labels), items)
     if not labelled:
         raise ImageClassesError(f"none of the inputs is listed in {labels}")

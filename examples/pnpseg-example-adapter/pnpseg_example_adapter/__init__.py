@@ -1,5 +1,5 @@
-"""A template pnpseg adapter plugin: copy this package and replace the toy model with yours."""
+"""A template pnpseg adapter plugin: copy this package and replace the toy model with yours.
 
-from .adapter import ToyAdapter, ToyVLM
-
-__all__ = ["ToyAdapter", "ToyVLM"]
+The package imports nothing heavy: the ``pnpseg`` entry point (``plugin.py``) is loaded by
+every ``pnpseg`` command, so the adapter module (and torch) is imported only when used.
+"""

@@ -2,10 +2,9 @@
 
 import pnpseg
 
-from .adapter import ToyAdapter
-
 
 @pnpseg.hookimpl
 def register_adapters(register):
-    # factory(model=None, device=...) -> adapter; the class itself is such a factory.
-    register("toy", ToyAdapter)
+    # factory(model=None, device=...) -> adapter. pnpseg.lazy names the class without importing
+    # it (and torch) until first use, so `pnpseg --help` stays fast with the plugin installed.
+    register("toy", pnpseg.lazy("pnpseg_example_adapter.adapter:ToyAdapter"))

@@ -17,13 +17,21 @@ class RemoveIslands:
     """A postprocessor: ``(scores (C, H, W), image (H, W, 3) uint8, params) -> scores``."""
 
     def __init__(self, min_area: float = 0.005, max_passes: int = 3):
-        self.min_area = min_area  # fraction of the image's pixels
+        """``min_area``: a whole number is a pixel count (``islands:min_area=64``), a number
+        below 1 a fraction of the image's pixels (as scikit-learn's ``min_samples_leaf``)."""
+        pixel_count = min_area >= 1 and float(min_area).is_integer()
+        if isinstance(min_area, bool) or not (pixel_count or 0 <= min_area < 1):
+            raise ValueError(f"min_area must be a pixel count ≥ 1 or a fraction in [0, 1), got {min_area}")
+        if max_passes < 1:
+            raise ValueError(f"max_passes must be ≥ 1, got {max_passes}")
+        self.min_area = min_area
         self.max_passes = max_passes  # a removed island may leave a smaller one behind
 
     def __call__(self, scores: torch.Tensor, image: np.ndarray, params) -> torch.Tensor:
         scores = scores.clone()
         lowest = float(scores.min()) - 1.0  # below every real score, and safe for later steps
-        limit = self.min_area * scores.shape[1] * scores.shape[2]
+        pixels = scores.shape[1] * scores.shape[2]
+        limit = self.min_area if self.min_area >= 1 else self.min_area * pixels
         for _ in range(self.max_passes):
             winner = scores.argmax(0).numpy()
             changed = False

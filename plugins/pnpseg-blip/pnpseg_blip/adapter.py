@@ -39,14 +39,7 @@ class BlipAdapter(HFAdapter):
     training size; position embeddings are interpolated in :meth:`forward` instead.
     """
 
-    default_params = {
-        "layer": 8,
-        "head": 10,
-        "threshold": 0.15,
-        "blur_sigma": 0.05,
-        "drop_rounds": 4,
-        "image_size": (336, 336),
-    }
+    default_params: dict = {}  # the paper's BLIP solution is SegmentParams' own defaults
     adapter_name = "blip"
     default_model = DEFAULT_MODEL
     model_class = ITM_ARCHITECTURE

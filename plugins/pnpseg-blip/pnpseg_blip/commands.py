@@ -7,13 +7,12 @@ from typing import Optional
 
 import typer
 
-from pnpseg.cli.app import console, friendly
+from pnpseg.cli.app import console
 
 convert_app = typer.Typer(no_args_is_help=True, help="Convert model checkpoints for use with pnpseg's adapters.")
 
 
 @convert_app.command("blip")
-@friendly
 def convert_blip_command(
     checkpoint: Path = typer.Argument(..., help="An original BLIP or LAVIS ITM/retrieval checkpoint (.pth)."),
     out_dir: Path = typer.Argument(..., help="The Hugging Face folder to write (must not exist)."),

@@ -6,12 +6,10 @@ from typing import Any
 
 import pnpseg
 
-from .adapter import BlipAdapter
-
 
 @pnpseg.hookimpl
 def register_adapters(register: pnpseg.hookspecs.Register) -> None:
-    register("blip", BlipAdapter)
+    register("blip", pnpseg.lazy("pnpseg_blip.adapter:BlipAdapter"))  # imports transformers on first use
 
 
 @pnpseg.hookimpl

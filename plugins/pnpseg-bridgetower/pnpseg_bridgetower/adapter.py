@@ -43,14 +43,7 @@ class BridgeTowerAdapter(HFAdapter):
     missing ITM weights are caught when the weights load.
     """
 
-    default_params = {
-        "layer": 2,
-        "head": 8,
-        "threshold": 0.15,
-        "blur_sigma": 0.05,
-        "drop_rounds": 4,
-        "image_size": (336, 336),
-    }
+    default_params = {"layer": 2, "head": 8}  # only what differs from SegmentParams' defaults
     adapter_name = ADAPTER
     default_model = DEFAULT_MODEL
     model_class = "BridgeTowerForImageAndTextRetrieval"

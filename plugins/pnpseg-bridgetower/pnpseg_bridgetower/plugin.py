@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pnpseg
 
-from .adapter import BridgeTowerAdapter
-
 
 @pnpseg.hookimpl
 def register_adapters(register: pnpseg.hookspecs.Register) -> None:
-    register("bridgetower", BridgeTowerAdapter)
+    register(
+        "bridgetower", pnpseg.lazy("pnpseg_bridgetower.adapter:BridgeTowerAdapter")
+    )  # imports transformers on first use
 
 
 @pnpseg.hookimpl

@@ -42,14 +42,7 @@ class FlavaAdapter(HFAdapter):
     display_name = "FLAVA"
     required_weights = ("itm_head", "flava.multimodal_model")
     fused_attention = {"FlavaSelfAttention": fused.bert_self_attention}
-    default_params = {
-        "layer": 4,
-        "head": 6,
-        "threshold": 0.15,
-        "blur_sigma": 0.05,
-        "drop_rounds": 4,
-        "image_size": (336, 336),
-    }
+    default_params = {"layer": 4, "head": 6}  # only what differs from SegmentParams' defaults
 
     def read_num_layers(self, config: Any) -> int:
         """Text→image attention lives in the multimodal encoder."""

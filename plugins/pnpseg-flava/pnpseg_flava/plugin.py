@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import pnpseg
 
-from .adapter import FlavaAdapter
-
 
 @pnpseg.hookimpl
 def register_adapters(register: pnpseg.hookspecs.Register) -> None:
-    register("flava", FlavaAdapter)
+    register("flava", pnpseg.lazy("pnpseg_flava.adapter:FlavaAdapter"))  # imports transformers on first use
 
 
 @pnpseg.hookimpl

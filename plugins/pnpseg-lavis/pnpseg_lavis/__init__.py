@@ -8,8 +8,10 @@ which pins transformers<4.27 and numpy<2: install them in their own environment 
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
-from .adapter import AlbefAdapter, LavisAdapter, LavisBlipAdapter
+if TYPE_CHECKING:
+    from .adapter import AlbefAdapter, LavisAdapter, LavisBlipAdapter
 
 try:
     __version__ = version("pnpseg-lavis")
@@ -17,3 +19,12 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
 __all__ = ["AlbefAdapter", "LavisAdapter", "LavisBlipAdapter", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    """The adapters (and torch) are imported on first use: the entry point stays cheap."""
+    if name in ("AlbefAdapter", "LavisAdapter", "LavisBlipAdapter"):
+        from . import adapter
+
+        return getattr(adapter, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

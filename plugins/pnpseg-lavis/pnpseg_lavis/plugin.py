@@ -5,10 +5,8 @@ from __future__ import annotations
 import pnpseg
 from pnpseg.hookspecs import Register
 
-from .adapter import AlbefAdapter, LavisBlipAdapter
-
 
 @pnpseg.hookimpl
 def register_adapters(register: Register) -> None:
-    register("lavis-blip", LavisBlipAdapter)
-    register("albef", AlbefAdapter)
+    register("lavis-blip", pnpseg.lazy("pnpseg_lavis.adapter:LavisBlipAdapter"))  # torch on first use
+    register("albef", pnpseg.lazy("pnpseg_lavis.adapter:AlbefAdapter"))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
-from .adapter import DEFAULT_MODEL, ViltAdapter
+if TYPE_CHECKING:
+    from .adapter import DEFAULT_MODEL, ViltAdapter
 
 try:
     __version__ = version("pnpseg-vilt")
@@ -12,3 +14,12 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
 __all__ = ["DEFAULT_MODEL", "ViltAdapter", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    """The adapter (and transformers) are imported on first use: the entry point stays cheap."""
+    if name in ("DEFAULT_MODEL", "ViltAdapter"):
+        from . import adapter
+
+        return getattr(adapter, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -48,14 +48,7 @@ class ViltAdapter(HFAdapter):
     position table to any grid.
     """
 
-    default_params = {
-        "layer": 8,
-        "head": 10,
-        "threshold": 0.15,
-        "blur_sigma": 0.05,
-        "drop_rounds": 4,
-        "image_size": (384, 384),
-    }
+    default_params = {"image_size": (384, 384)}  # only what differs from SegmentParams' defaults
     # ViLT's config is flat (no text/vision parts): the inherited size hooks read its
     # num_hidden_layers, num_attention_heads, max_position_embeddings (40 in the public
     # checkpoints) and patch_size.

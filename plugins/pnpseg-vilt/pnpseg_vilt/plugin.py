@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import pnpseg
 
-from .adapter import ViltAdapter
-
 
 @pnpseg.hookimpl
 def register_adapters(register: pnpseg.hookspecs.Register) -> None:
-    register("vilt", ViltAdapter)
+    register("vilt", pnpseg.lazy("pnpseg_vilt.adapter:ViltAdapter"))  # imports transformers on first use
 
 
 @pnpseg.hookimpl

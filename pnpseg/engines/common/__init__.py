@@ -10,7 +10,8 @@
   (key, settings fingerprint); picklable, so Ray workers write through it.
 * :class:`OutputFolder` (:mod:`.folder`) — the record sink: the one ``--out`` a job owns,
   with its lock, class table, fingerprint check, temp-file cleanup and manifest.
-* :class:`Summary` and :func:`report` (:mod:`.report`) — counting records and the end-of-run table.
+* :class:`Summary`, :func:`report_skipped` and :func:`report` (:mod:`.report`) — the paths
+  discovery skipped, counting records and the end-of-run table.
 
 The local engine (:mod:`pnpseg.engines.local`) and the Ray engine (:mod:`pnpseg.engines.ray`)
 use only these public names of each other's shared parts.
@@ -19,12 +20,13 @@ use only these public names of each other's shared parts.
 from pnpseg.engines.common.folder import OutputFolder
 from pnpseg.engines.common.job import Built, JobSpec, fingerprint
 from pnpseg.engines.common.layout import OutputLayout, to_vocabulary
-from pnpseg.engines.common.report import Summary, report, say_skipped
-from pnpseg.engines.common.step import BatchStep, Unfinished, complete, decode
+from pnpseg.engines.common.report import Summary, report, report_skipped
+from pnpseg.engines.common.step import BatchStep, DiskFull, Unfinished, complete, decode
 
 __all__ = [
     "BatchStep",
     "Built",
+    "DiskFull",
     "JobSpec",
     "OutputFolder",
     "OutputLayout",
@@ -34,6 +36,6 @@ __all__ = [
     "decode",
     "fingerprint",
     "report",
-    "say_skipped",
+    "report_skipped",
     "to_vocabulary",
 ]

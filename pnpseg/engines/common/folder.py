@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pnpseg.engines.common.layout import OutputLayout
-from pnpseg.errors import PnpsegError
+from pnpseg.errors import EnvironmentProblem, PnpsegError
 from pnpseg.io.formats import Labelled, labelled, render
 from pnpseg.io.images import InputItem
 from pnpseg.io.outputs import Manifest, class_table, is_temp_name, json_bytes, manifest_line, parse_manifest, record_key
@@ -230,11 +230,18 @@ class OutputFolder:
 
     def append(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Add records to the manifest: on a local disk durably, at once, line by line; on an
-        object store (no appends there) at :meth:`flush`, which rewrites it once."""
+        object store (no appends there) at :meth:`flush`, which rewrites it once. A local
+        append that fails (a full disk) leaves the manifest whole and stops the run
+        (:class:`~pnpseg.errors.EnvironmentProblem`)."""
         rows = [dict(r) for r in records]
         if self.manifest is not None:
             for row in rows:
-                self.manifest.append(row)
+                try:
+                    self.manifest.append(row)
+                except OSError as problem:
+                    raise EnvironmentProblem(
+                        f"stopped: cannot write {self.manifest.path}: {problem.strerror or problem}"
+                    ) from None
             return
         self._pending += rows
         if self._records is not None:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pnpseg.engines.common.layout import OutputLayout, to_vocabulary
-from pnpseg.errors import ImageError, PnpsegError
+from pnpseg.errors import EnvironmentProblem, ImageError, PnpsegError
+from pnpseg.io.folders import is_disk_full
 from pnpseg.io.images import InputItem, load_image
 from pnpseg.method.profiling import stage
 from pnpseg.method.prompts import validate_names
@@ -58,7 +59,7 @@ class BatchStep:
         images = []
         for item, image in loaded:
             if isinstance(image, ImageError):
-                outcomes.append(self.failed(item, str(image)))
+                outcomes.append(self.failed(item, image.reason))  # the record names the input
             else:
                 images.append((item, image))
         proposed = []
@@ -109,11 +110,22 @@ class BatchStep:
         )
 
 
+class DiskFull(EnvironmentProblem):
+    """No output can be written any more (a full disk or quota): every later image would
+    fail the same way, so the run stops. ``record`` is the image that failed, for the sink
+    to record before stopping."""
+
+    def __init__(self, message: str, record: dict[str, Any]):
+        super().__init__(message)
+        self.record = record
+
+
 def complete(
     layout: OutputLayout, unfinished: Unfinished, labels: Any, seconds: float, error: BaseException | None
 ) -> dict[str, Any]:
     """Step 4's result for one image (``labels`` in the image's own class indices, or the
-    ``error`` it raised) → the written outputs and the record."""
+    ``error`` it raised) → the written outputs and the record. Raises :class:`DiskFull`
+    (carrying the record) when the outputs cannot be written for lack of space."""
     item, source = unfinished.item, unfinished.class_source
     if error is not None:
         if isinstance(error, PnpsegError):
@@ -124,7 +136,14 @@ def complete(
         with stage("I/O"):
             output = layout.write(item, unfinished.image, labels)
     except OSError as error:
-        return layout.record(item, source, error=f"cannot write output: {error}")
+        record = layout.record(item, source, error=f"cannot write output: {error}")
+        if is_disk_full(error):
+            raise DiskFull(
+                f"stopped: {error.strerror} writing {layout.store.uri(layout.label_file(item))}; "
+                "free some space and run the same command again to resume",
+                record,
+            ) from None
+        return record
     return layout.record(
         item, source, output=output, image=unfinished.image, labels=labels, seconds=unfinished.seconds + seconds
     )

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from pnpseg.engines.common import BatchStep, JobSpec, OutputLayout, Unfinished, complete
+from pnpseg.engines.common import BatchStep, DiskFull, JobSpec, OutputLayout, Unfinished, complete
 from pnpseg.engines.common.folder import PARTS
 from pnpseg.engines.ray.storage import load_item
 from pnpseg.errors import PnpsegError
@@ -88,7 +88,10 @@ def finish_and_write(batch: dict[str, np.ndarray], layout: OutputLayout, params:
             labels = finish(outcome.image, outcome.saliency, outcome.names, params, chain).labels
         except Exception as caught:  # recorded per image by complete(), which re-raises setup problems
             error = caught
-        records.append(complete(layout, outcome, labels, time.perf_counter() - start, error))
+        try:
+            records.append(complete(layout, outcome, labels, time.perf_counter() - start, error))
+        except DiskFull as stop:  # under Ray a full disk is recorded per image; the run goes on
+            records.append(stop.record)
     name = hashlib.sha1("\n".join(r["key"] for r in records).encode()).hexdigest()[:16]
     layout.store.write_bytes(f"{PARTS}/{name}.jsonl", b"".join(manifest_line(r) for r in records))
     return {"idx": batch["idx"], "record": np.array([json.dumps(r, ensure_ascii=False) for r in records], dtype=object)}

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pnpseg.engines.ray.actors as actors
-from pnpseg.engines.common import JobSpec, OutputFolder, Summary, fingerprint, report, say_skipped
+from pnpseg.engines.common import JobSpec, OutputFolder, Summary, fingerprint, report, report_skipped
 from pnpseg.engines.ray.cluster import init_ray
 from pnpseg.engines.ray.storage import discover_uris
 from pnpseg.errors import PnpsegError
+from pnpseg.io.folders import check_output_folder
 from pnpseg.io.formats import DEFAULT_FORMATS
 from pnpseg.io.formats import check_available as check_formats
 from pnpseg.io.progress import progress_bar
@@ -61,7 +62,10 @@ class RaySegmentJob:
         self.gpus, self.cpus = gpus_per_worker, cpus_per_worker
         self.folder = OutputFolder(out, classes, overwrite=overwrite)
         local_out = self.folder.store.local
-        self.items, self.not_images = discover_uris(inputs, exclude=[local_out] if local_out is not None else [])
+        self.items, self.skipped = discover_uris(inputs, exclude=[local_out] if local_out is not None else [])
+        report_skipped(self.console, self.skipped, inputs, bool(self.items))
+        if local_out is not None:
+            check_output_folder(local_out)  # before Ray starts and the model loads
         self.folder.guard_inputs(item for item, _ in self.items)
         self.folder.check_classes()
         self.formats = tuple(formats)
@@ -82,8 +86,7 @@ class RaySegmentJob:
         return float(self.ray.cluster_resources().get("CPU", 1.0))
 
     def run(self) -> Summary:
-        summary = Summary(not_images=len(self.not_images))
-        say_skipped(self.console, self.not_images)
+        summary = Summary.for_skipped(self.skipped)
         order = [self.layout.key(item) for item, _ in self.items]
         with self.folder.open(self.layout.fingerprint, order) as folder:
             todo = [(i, root) for i, root in self.items if self.overwrite or not folder.is_done(self.layout, i)]

@@ -8,7 +8,15 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pnpseg.errors import ImageError, PnpsegError
-from pnpseg.io.images import InputItem, check_output_clashes, discover, is_image_name, load_image
+from pnpseg.io.images import (
+    NOT_AN_IMAGE,
+    InputItem,
+    Skipped,
+    check_output_clashes,
+    discover,
+    is_image_name,
+    load_image,
+)
 from pnpseg.io.store import Store, has_scheme, store_for
 
 PARTS = ".pnpseg-parts"
@@ -16,17 +24,17 @@ PARTS = ".pnpseg-parts"
 
 def discover_uris(
     inputs: Sequence[str | Path], exclude: Sequence[Path] = ()
-) -> tuple[list[tuple[InputItem, str]], list[str]]:
+) -> tuple[list[tuple[InputItem, str]], list[Skipped]]:
     """:func:`pnpseg.io.images.discover` for paths and URIs: ``[(item, root location)]`` and the
-    non-image files. A URI item's ``path`` is the URI string; its root is the folder given
+    paths skipped. A URI item's ``path`` is the URI string; its root is the folder given
     (or the file's parent), from which workers open it. ``exclude``: as for ``discover``."""
     found: list[tuple[InputItem, str]] = []
-    skipped: list[str] = []
+    skipped: list[Skipped] = []
     local = [Path(p) for p in inputs if not has_scheme(str(p))]
     if local:
         items, skip = discover(local, exclude)
         found += [(item, "") for item in items]
-        skipped += [str(p) for p in skip]
+        skipped += skip
     import pyarrow.fs as pafs
 
     for uri in (str(p) for p in inputs if has_scheme(str(p))):
@@ -39,14 +47,14 @@ def discover_uris(
                 if is_image_name(Path(rel)):  # a URI item's path is its URI
                     found.append((InputItem(store.uri(rel), Path(rel)), uri))  # type: ignore[arg-type]
                 else:
-                    skipped.append(store.uri(rel))
+                    skipped.append(Skipped(store.uri(rel), NOT_AN_IMAGE))  # type: ignore[arg-type]
         elif info.type == pafs.FileType.File:
             name = PurePosixPath(store.root).name
             parent = uri.rstrip("/")[: -len(name)].rstrip("/")
             if is_image_name(Path(name)):
                 found.append((InputItem(uri, Path(name)), parent))  # type: ignore[arg-type]
             else:
-                skipped.append(uri)
+                skipped.append(Skipped(uri, NOT_AN_IMAGE))  # type: ignore[arg-type]
         else:
             raise PnpsegError(f"input not found: {uri}")
     unique, seen = [], set()
@@ -67,15 +75,15 @@ def load_item(item: InputItem, root: str) -> Any:
         store = store_for(root)
         data = store.read_bytes(item.relative.as_posix())
         if data is None:
-            return ImageError(f"{item.path}: file not found")
+            return ImageError(item.path, "file not found")
         with tempfile.TemporaryDirectory(prefix="pnpseg-") as tmp:
             local = Path(tmp) / f"image{item.relative.suffix}"
             local.write_bytes(data)
             try:
                 return load_image(local)
             except ImageError as error:
-                return ImageError(str(error).replace(str(local), str(item.path)))
+                return ImageError(item.path, error.reason)
     except ImageError as error:
         return error
     except OSError as error:
-        return ImageError(f"{item.path}: cannot read ({error})")
+        return ImageError(item.path, f"cannot read ({error})")
