@@ -12,10 +12,13 @@ this one process, on the same model, images and classes (the 20 VOC names):
 * baseline  — the authors' compute pattern: every parameter requires grad, the vision
               encoder runs with autograd, ``loss.backward()`` over everything, GradCAM of all
               12 layers × 12 heads kept every round, Python-loop patch zeroing, serial CRF;
-* floor     — R × (one forward + the gradient w.r.t. the chosen layer's attention);
+* floor     — R × (one forward + the gradient w.r.t. the chosen layer's attention), with the
+              adapter's fused (SDPA) attention wherever nothing is captured, as ours runs;
+* floor eager — the same with eager attention everywhere (the floor before fusion);
 * bf16      — ours under ``--precision bf16``: share of label pixels equal to fp32.
 
-``--tiny`` runs the same on a tiny model in seconds (the test suite does, so the harness
+The baseline and the eager floor run every attention eager (``pnpseg_hf.eager``), as the
+reference code does. ``--tiny`` runs the same on a tiny model in seconds (the test suite does, so the harness
 cannot rot). Results are printed as tables and, with ``--json PATH``, written as JSON.
 See docs/performance.md for the measured numbers.
 """
@@ -280,15 +283,18 @@ def _quiet_console():
 # -- floor ----------------------------------------------------------------------------------
 
 
-def run_floor(adapter: Any, images: list[Path], params: SegmentParams) -> dict[str, Any]:
-    """R × (one forward + the gradient w.r.t. the chosen layer's attention), nothing else."""
+def run_floor(adapter: Any, images: list[Path], params: SegmentParams, fused: bool = True) -> dict[str, Any]:
+    """R × (one forward + the gradient w.r.t. the chosen layer's attention), nothing else;
+    ``fused=False`` runs every attention eager."""
     from pnpseg.io.images import load_image
+    from pnpseg_hf import eager
 
     size = tuple(s // adapter.patch_size * adapter.patch_size for s in params.image_size)
     chunks = plan_prompts(VOC, adapter.tokenize, adapter.max_text_length)
     text = adapter.tokenize([c.prompt for c in chunks])
     pixels = [adapter.preprocess([load_image(p)], size) for p in images]
-    with measured() as result:
+    modules = () if fused else list(adapter.model.modules())
+    with eager(modules), measured() as result:
         for px in pixels:
             for _ in range(params.drop_rounds):
                 capture(adapter, px.expand(len(chunks), -1, -1, -1), text, [params.layer - 1])
@@ -306,10 +312,19 @@ def run_baseline(adapter: Any, images: list[Path], out: Path, params: SegmentPar
     included) with ``retain_grad`` on the cross-attention maps of all layers; GradCAM of all
     layers × heads kept for every round; then thresholding, blur and the CRF serially.
     """
-    from pnpseg.io.images import load_image
     from pnpseg_blip.adapter import capture_cross_attentions
+    from pnpseg_hf import eager
 
     model = adapter.model
+    with eager(list(model.modules())):  # the reference's attention is eager throughout
+        return _baseline(adapter, model, images, out, params, capture_cross_attentions)
+
+
+def _baseline(
+    adapter: Any, model: Any, images: list[Path], out: Path, params: SegmentParams, capture_cross_attentions: Any
+) -> dict[str, Any]:
+    from pnpseg.io.images import load_image
+
     model.requires_grad_(True)
     ps = adapter.patch_size
     size = tuple(s // ps * ps for s in params.image_size)
@@ -436,6 +451,7 @@ def bench_size(
     methods: dict[str, Callable[[list[Path], Path], dict[str, Any]]] = {
         "ours": lambda imgs, out: run_ours(adapter, adapter_name, model_dir, imgs, out, params, args.workers),
         "floor": lambda imgs, out: run_floor(adapter, imgs, seg_params),
+        "floor eager": lambda imgs, out: run_floor(adapter, imgs, seg_params, fused=False),
     }
     if baseline:
         methods["baseline"] = lambda imgs, out: run_baseline(adapter, imgs, out, seg_params)
@@ -459,8 +475,8 @@ def bench_size(
             for stage_name, value in result["stages"].items():
                 row["stages"][stage_name] = row["stages"].get(stage_name, 0.0) + value
             print(f"  image {i + 1}/{n} {key}: {result['seconds']:.1f} s", flush=True)
-    rows = {k: rows[k] for k in ("ours", "baseline", "floor", "ours bf16") if k in rows}
-    ours, floor = rows["ours"], rows["floor"]
+    rows = {k: rows[k] for k in ("ours", "baseline", "floor", "floor eager", "ours bf16") if k in rows}
+    ours, floor, floor_eager = rows["ours"], rows["floor"], rows["floor eager"]
     report: dict[str, Any] = {"model": name, "size": size, "images": n}
     if baseline:
         report["labels_agree_baseline"] = agreement(ours["labels"], rows["baseline"]["labels"])
@@ -503,6 +519,12 @@ def bench_size(
     print(f"RATIO {name} {size}px ours/floor (model stages only): {report['ours_model_over_floor']:.2f}")
     report["ours_over_floor_fastest"] = min(ours["per_image"]) / min(floor["per_image"])
     print(f"RATIO {name} {size}px ours/floor (fastest image of each): {report['ours_over_floor_fastest']:.2f}")
+    report["floor_eager_over_fused"] = floor_eager["seconds"] / floor["seconds"]
+    print(
+        f"RATIO {name} {size}px floor eager/fused (what fused attention saves): {report['floor_eager_over_fused']:.2f}x"
+    )
+    report["ours_over_floor_eager"] = ours["seconds"] / floor_eager["seconds"]
+    print(f"RATIO {name} {size}px ours/floor eager (whole pipeline): {report['ours_over_floor_eager']:.2f}")
     if args.bf16:
         print(f"CHECK {name} {size}px bf16 vs fp32 label agreement: {100 * report['bf16_agreement']:.2f}%")
     return report

@@ -19,6 +19,7 @@ from pnpseg.testing import check_adapter, compare_devices, repainted_patch_devia
 
 pytest.importorskip("pnpseg_bridgetower")
 
+from pnpseg_hf import eager  # noqa: E402
 from pnpseg_hf.testing import offline_default_model_error, resave_as  # noqa: E402
 
 
@@ -102,12 +103,13 @@ def _reference_gradients(adapter, pixels, text, layers):
         handles.append(cross_attention_module(model, layer).register_forward_hook(hook))
     model.requires_grad_(True)
     try:
-        out = model.bridgetower(
-            input_ids=text.input_ids,
-            attention_mask=text.attention_mask,
-            pixel_values=pixels,
-            interpolate_pos_encoding=True,
-        )
+        with eager(cross_attention_module(model, layer) for layer in layers):  # probabilities, as captured
+            out = model.bridgetower(
+                input_ids=text.input_ids,
+                attention_mask=text.attention_mask,
+                pixel_values=pixels,
+                interpolate_pos_encoding=True,
+            )
         logit = model.itm_score(out.pooler_output)[:, 1]
         grads = torch.autograd.grad(logit.sum(), [captured[layer] for layer in layers])
         return [grad[..., 1:] for grad in grads]

@@ -20,6 +20,7 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("pnpseg_flava")
 
 from pnpseg_flava import FlavaAdapter  # noqa: E402
+from pnpseg_hf import eager  # noqa: E402
 from pnpseg_hf.testing import offline_default_model_error, resave_as, save_tiny, wordpiece_vocab  # noqa: E402
 
 
@@ -83,9 +84,10 @@ def _flava_own_forward(adapter, pixels, text, layers):
     mm_config = model.flava.multimodal_model.config
     mm_config.output_attentions = True
     try:
-        out = model.flava(
-            input_ids=text.input_ids, attention_mask=text.attention_mask, pixel_values=pixels, return_dict=True
-        )
+        with eager(model.flava.multimodal_model.encoder.layer[i].attention.attention for i in layers):  # as captured
+            out = model.flava(
+                input_ids=text.input_ids, attention_mask=text.attention_mask, pixel_values=pixels, return_dict=True
+            )
     finally:
         mm_config.output_attentions = False
     logit = model.itm_head(out.multimodal_embeddings)[:, 1]
@@ -122,7 +124,8 @@ def _reference_gradients(adapter, pixels, text, layers):
         words = flava.text_to_mm_projection(words.hidden_states[-1])
         b, n1 = image.shape[:2]
         mask = torch.cat([torch.ones(b, 1 + n1, dtype=torch.long), text.attention_mask], dim=1)
-        out = flava.multimodal_model(torch.cat([image, words], 1), attention_mask=mask, output_attentions=True)
+        with eager(flava.multimodal_model.encoder.layer[i].attention.attention for i in layers):  # as captured
+            out = flava.multimodal_model(torch.cat([image, words], 1), attention_mask=mask, output_attentions=True)
         logit = model.itm_head(out.last_hidden_state)[:, 1]
         grads = torch.autograd.grad(logit.sum(), [out.attentions[i] for i in layers])
     finally:

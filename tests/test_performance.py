@@ -220,5 +220,7 @@ def test_benchmark_harness_runs_on_a_tiny_model():
     out = result.stdout
     assert "RATIO tiny-BLIP 64px baseline/ours" in out
     assert "RATIO tiny-BLIP 64px ours/floor" in out
+    assert "RATIO tiny-BLIP 64px floor eager/fused" in out
+    assert "| floor eager |" in out
     assert "CHECK tiny-BLIP 64px bf16 vs fp32 label agreement" in out
     assert "label maps ours vs baseline agree on 100.00%" in out

@@ -18,6 +18,7 @@ from pnpseg.testing import check_adapter, compare_devices, repainted_patch_devia
 
 pytest.importorskip("pnpseg_vilt")
 
+from pnpseg_hf import eager  # noqa: E402
 from pnpseg_hf.testing import offline_default_model_error, resave_as  # noqa: E402
 
 
@@ -156,13 +157,14 @@ def _reference_gradients(adapter, pixels, text, layers):
         )
         pick = (index[..., 0] * grid[1] + index[..., 1]).argsort(dim=1)[..., None]
         embeds = torch.cat([embeds[:, :1], embeds[:, 1:].gather(1, pick.expand(-1, -1, embeds.shape[-1]))], dim=1)
-        out = model.vilt(
-            input_ids=text.input_ids,
-            attention_mask=text.attention_mask,
-            image_embeds=embeds,
-            pixel_mask=mask,
-            output_attentions=True,
-        )
+        with eager(model.vilt.encoder.layer[layer].attention.attention for layer in layers):  # as captured
+            out = model.vilt(
+                input_ids=text.input_ids,
+                attention_mask=text.attention_mask,
+                image_embeds=embeds,
+                pixel_mask=mask,
+                output_attentions=True,
+            )
         score = model.rank_output(out.pooler_output)[:, 0]
         t = text.input_ids.shape[1]
         grads = torch.autograd.grad(score.sum(), [out.attentions[layer] for layer in layers])

@@ -19,7 +19,7 @@ from PIL import Image
 
 import pnpseg
 from pnpseg.method.profiling import stage
-from pnpseg_hf import HFAdapter, broadcast_batch, capture_outputs
+from pnpseg_hf import HFAdapter, broadcast_batch, capture_outputs, fused
 
 DEFAULT_MODEL = "Salesforce/blip-itm-large-flickr"
 ITM_ARCHITECTURE = "BlipForImageTextRetrieval"
@@ -49,6 +49,7 @@ class BlipAdapter(HFAdapter):
     checkpoint_description = "BLIP ITM checkpoint"
     require_config_json = True
     fixed_resample = Image.Resampling.BICUBIC
+    fused_attention = {"BlipAttention": fused.blip_attention, "BlipTextSelfAttention": fused.blip_text_attention}
 
     def __init__(
         self,

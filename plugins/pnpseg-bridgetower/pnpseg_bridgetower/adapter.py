@@ -22,7 +22,7 @@ import torch
 
 import pnpseg
 from pnpseg.method.profiling import stage
-from pnpseg_hf import HFAdapter, broadcast_batch, capped_by_tokenizer, capture_outputs, start_graph_at
+from pnpseg_hf import HFAdapter, broadcast_batch, capped_by_tokenizer, capture_outputs, fused, start_graph_at
 
 DEFAULT_MODEL = "BridgeTower/bridgetower-large-itm-mlm-itc"
 ADAPTER = "bridgetower"
@@ -51,6 +51,8 @@ class BridgeTowerAdapter(HFAdapter):
     processor_class = "BridgeTowerProcessor"
     required_weights = ("itm_score", "bridgetower.cross_modal")
     checkpoint_description = "BridgeTower ITM checkpoint"
+    # The vision tower already uses nn.MultiheadAttention without weights (PyTorch's fused path).
+    fused_attention = {"BridgeTowerSelfAttention": fused.INTERFACE, "BridgeTowerCrossAttention": fused.INTERFACE}
 
     # The cross-modal layers are built from the *text* config, so the inherited
     # read_num_heads (the text config's heads) is right; it equals the top-level

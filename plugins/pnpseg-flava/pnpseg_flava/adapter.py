@@ -23,7 +23,7 @@ import torch
 
 import pnpseg
 from pnpseg.method.profiling import stage
-from pnpseg_hf import HFAdapter, broadcast_batch, start_graph_at
+from pnpseg_hf import HFAdapter, broadcast_batch, eager, fused, start_graph_at
 
 DEFAULT_MODEL = "facebook/flava-full"
 
@@ -41,6 +41,7 @@ class FlavaAdapter(HFAdapter):
     model_class = "FlavaForPreTraining"
     display_name = "FLAVA"
     required_weights = ("itm_head", "flava.multimodal_model")
+    fused_attention = {"FlavaSelfAttention": fused.bert_self_attention}
     default_params = {"layer": 4, "head": 6}  # only what differs from SegmentParams' defaults
 
     def read_num_layers(self, config: Any) -> int:
@@ -78,7 +79,8 @@ class FlavaAdapter(HFAdapter):
         joint_mask = torch.cat([attention_mask.new_ones(batch, mm_cls + image_tokens), attention_mask], dim=1)
 
         first = flava.multimodal_model.encoder.layer[min(layers)] if layers else None
-        with torch.enable_grad(), stage("multimodal forward"), start_graph_at(first):
+        captured = (flava.multimodal_model.encoder.layer[i].attention.attention for i in layers)
+        with torch.enable_grad(), stage("multimodal forward"), start_graph_at(first), eager(captured):
             out = flava.multimodal_model(
                 torch.cat([image, words], dim=1),
                 attention_mask=joint_mask,

@@ -6,6 +6,8 @@ adapter authors, first-party (``pnpseg-blip``, ``pnpseg-bridgetower``, ``pnpseg-
 
 * :mod:`pnpseg_hf.loading` — hub id / local folder resolution, ``from_pretrained`` calls
   whose failures become one-line :class:`pnpseg.ModelLoadError`, a quiet progress bar.
+* :mod:`pnpseg_hf.fused` — SDPA attention for every module whose probabilities are not
+  captured; :func:`eager` runs chosen modules (or a whole model) eager for a block.
 * :mod:`pnpseg_hf.capture` — forward hooks that record a module output during a forward,
   and a pre-hook that starts the autograd graph at a module.
 * :mod:`pnpseg_hf.base` — :class:`HFAdapter`, the contract a family fills in: class
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from . import fused
 from .base import (
     HFAdapter,
     broadcast_batch,
@@ -31,6 +34,7 @@ from .base import (
     vision_config,
 )
 from .capture import capture_outputs, grad_leaf, start_graph_at
+from .fused import eager
 from .loading import first_line, load_pretrained, looks_like_path, quiet_progress, resolve_source
 
 try:
@@ -45,7 +49,9 @@ __all__ = [
     "capped_by_tokenizer",
     "capture_outputs",
     "drop_image_cls",
+    "eager",
     "first_line",
+    "fused",
     "grad_leaf",
     "load_pretrained",
     "looks_like_path",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -12,6 +12,7 @@ from PIL import Image
 
 import pnpseg
 
+from .fused import fuse_model
 from .loading import load_pretrained, quiet_progress, resolve_source
 
 
@@ -64,6 +65,9 @@ class HFAdapter(pnpseg.BaseAdapter):
     require_config_json: ClassVar[bool] = False
     #: Resampling filter for :meth:`preprocess`; None takes the image processor's.
     fixed_resample: ClassVar[Image.Resampling | None] = None
+    #: Attention classes run fused (SDPA) wherever nothing is captured: class name → fused
+    #: forward or :data:`pnpseg_hf.fused.INTERFACE` (see :mod:`pnpseg_hf.fused`).
+    fused_attention: ClassVar[Mapping[str, Any]] = {}
 
     #: Class attributes every concrete subclass must set.
     REQUIRED: ClassVar[tuple[str, ...]] = ("adapter_name", "default_model", "model_class")
@@ -168,7 +172,8 @@ class HFAdapter(pnpseg.BaseAdapter):
     @property
     def model(self) -> Any:
         """The ``model_class`` weights, loaded once on first use: eval mode, eager attention,
-        float32, every parameter frozen; missing :attr:`required_weights` are refused."""
+        float32, every parameter frozen, fused (SDPA) attention for the
+        :attr:`fused_attention` classes unless ``PNPSEG_EAGER=1``; missing :attr:`required_weights` are refused."""
         if self._model is None:
             with quiet_progress():
                 model, info = self._load(
@@ -184,6 +189,7 @@ class HFAdapter(pnpseg.BaseAdapter):
                     f"{self.name!r} has no {self.head_description} (missing {missing[0]}, ...); {self.suggestion()}"
                 ) from None
             self._model = model.eval().requires_grad_(False).to(self.device)
+            fuse_model(self._model, self.fused_attention)
         return self._model
 
     def forward(self, pixels: torch.Tensor, text: pnpseg.TokenizedText, layers: Sequence[int]) -> pnpseg.VLMOutput:

@@ -8,6 +8,8 @@ from typing import Any, TypeVar
 
 import torch
 
+from .fused import eager
+
 K = TypeVar("K", bound=Hashable)
 
 
@@ -22,7 +24,8 @@ def capture_outputs(
     tensor, is recorded as None. With ``strict``, a clean exit from the block raises
     :class:`RuntimeError` for every key recorded as None or not at all (the usual cause:
     the model does not run with ``attn_implementation='eager'``). Hooks are removed even if
-    the forward fails.
+    the forward fails. Modules fused by :mod:`pnpseg_hf.fused` run eager inside the block
+    (a fused attention computes no probabilities).
     """
     captured: dict[K, torch.Tensor | None] = {}
     handles = []
@@ -37,7 +40,8 @@ def capture_outputs(
     try:
         for key, module in modules.items():
             handles.append(module.register_forward_hook(make_hook(key)))
-        yield captured
+        with eager(modules.values()):
+            yield captured
     finally:
         for handle in handles:
             handle.remove()

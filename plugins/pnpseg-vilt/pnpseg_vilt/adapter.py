@@ -24,7 +24,7 @@ import torch
 
 import pnpseg
 from pnpseg.method.profiling import stage
-from pnpseg_hf import HFAdapter, broadcast_batch, start_graph_at
+from pnpseg_hf import HFAdapter, broadcast_batch, eager, fused, start_graph_at
 
 DEFAULT_MODEL = "dandelin/vilt-b32-finetuned-coco"
 ADAPTER = "vilt"
@@ -61,6 +61,7 @@ class ViltAdapter(HFAdapter):
     head_description = "image-text retrieval head"
     model_description = "ViLT image-text retrieval model"
     checkpoint_description = "ViLT retrieval checkpoint"
+    fused_attention = {"ViltSelfAttention": fused.bert_self_attention}
 
     # -- protocol --------------------------------------------------------------------------
 
@@ -101,6 +102,7 @@ class ViltAdapter(HFAdapter):
             torch.enable_grad(),
             stage("multimodal forward"),
             start_graph_at(self_attention_module(model, min(layers)) if layers else None),
+            eager(self_attention_module(model, i) for i in layers),
         ):
             out = model.vilt(
                 input_ids=input_ids,
