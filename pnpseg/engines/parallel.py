@@ -11,6 +11,9 @@ and ``--batch-size auto``.
   thread count (torch's bilinear upsampling differs in the last bit across thread counts).
 * :func:`auto_batch_size` probes the largest batch that fits on the GPU, halving on
   out-of-memory; on CPU it is 1 (batching does not speed up CPU inference).
+
+Over 300 lines on purpose: the worker pool's set-up, failure reporting and
+parent-death handling only make sense together, beside the prefetch they overlap with.
 """
 
 from __future__ import annotations
