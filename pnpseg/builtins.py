@@ -8,7 +8,7 @@ Built-in datasets register themselves in :mod:`pnpseg.evaluation.datasets` (no t
 
 from __future__ import annotations
 
-from pnpseg.hookspecs import Register, hookimpl, lazy
+from pnpseg.hookspecs import Register, RegisterModelType, hookimpl, lazy
 
 
 @hookimpl
@@ -17,7 +17,7 @@ def register_adapters(register: Register) -> None:
 
 
 @hookimpl
-def register_model_types(register: Register) -> None:
+def register_model_types(register: RegisterModelType) -> None:
     register("pnpseg-synthetic", "synthetic")  # SyntheticAdapter.model_type, as a literal: no torch import
 
 

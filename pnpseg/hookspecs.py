@@ -19,6 +19,8 @@ hookspec = pluggy.HookspecMarker("pnpseg")
 hookimpl = pluggy.HookimplMarker("pnpseg")
 
 Register = Callable[[str, Callable[..., Any]], None]
+#: ``register(model_type, adapter_name)`` for :func:`register_model_types`.
+RegisterModelType = Callable[[str, str], None]
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ def register_adapters(register: Register) -> None:
 
 
 @hookspec
-def register_model_types(register: Register) -> None:
+def register_model_types(register: RegisterModelType) -> None:
     """Claim checkpoint types, so that ``Segmenter.from_pretrained(model)`` finds the adapter.
 
     ``register(model_type, adapter_name)``: ``model_type`` is a value of a Hugging Face

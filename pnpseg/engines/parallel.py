@@ -124,10 +124,10 @@ def _plugin_dirs(chain: Sequence[Any]) -> list[str]:
     folders = []
     for step in chain:
         module = sys.modules.get(type(step).__module__)
-        name = getattr(module, "__name__", "")
+        name, file = getattr(module, "__name__", ""), getattr(module, "__file__", None)
         top = name.partition(".")[0]  # PathFinder: searched on sys.path, not in sys.modules
-        if name != "__main__" and getattr(module, "__file__", None) and PathFinder.find_spec(top) is None:
-            folders.append(str(Path(module.__file__).parent))
+        if name != "__main__" and file and PathFinder.find_spec(top) is None:
+            folders.append(str(Path(file).parent))
     return sorted(set(folders))
 
 
@@ -209,6 +209,7 @@ class Finisher:
 
     def _check_workers(self) -> None:
         """Fail before the first image, in one line, if a worker cannot set itself up."""
+        assert self._pool is not None  # called right after the pool is made
         try:
             problem = self._pool.submit(_worker_problem).result()
         except BrokenProcessPool as error:

@@ -270,7 +270,7 @@ class ClipSource:
         from pnpseg.plugins import lookup
 
         self._factory = lookup("scorers", opts.get("scorer", "clip"))  # unknown scorer: error up front
-        self._scorer = None
+        self._scorer: Any = None  # built on first use: the model loads only when an image comes
 
     def __call__(self, image, item, vocabulary, segmenter) -> Proposal:
         if self._scorer is None:
@@ -311,7 +311,7 @@ class LlmSource:
         missing = [
             what for what, value in ((f"url= or {ENV_BASE_URL}", url), (f"model= or {ENV_MODEL}", model)) if not value
         ]
-        if missing:
+        if missing or url is None or model is None:
             raise PnpsegError(f"--class-source llm needs {' and '.join(missing)}")
         if is_plain_remote(url):
             log.warning(

@@ -67,7 +67,7 @@ def test_missing_checkpoint_is_one_line(images, tmp_path):
         "--out",
         str(tmp_path / "o"),
     )
-    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.exit_code == 3 and "Traceback" not in result.output  # environment: no such model
     assert f"no checkpoint file at {str(tmp_path / 'nope.pth')!r}" in result.output.replace("\n", "")
     assert not (tmp_path / "o").exists()
 

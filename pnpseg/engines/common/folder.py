@@ -256,7 +256,7 @@ class OutputFolder:
             current = record.get("status") == "ok" and record.get("fingerprint") == fingerprint
             rel = record.get("file") if current else None
             data = self.store.read_bytes(rel) if rel else None
-            if data is not None:
+            if rel and data is not None:
                 found.append(labelled(record["input"], rel, data))
         return found
 

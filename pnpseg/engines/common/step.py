@@ -135,11 +135,11 @@ def complete(
     try:
         with stage("I/O"):
             output = layout.write(item, unfinished.image, labels)
-    except OSError as error:
-        record = layout.record(item, source, error=f"cannot write output: {error}")
-        if is_disk_full(error):
+    except OSError as failure:
+        record = layout.record(item, source, error=f"cannot write output: {failure}")
+        if is_disk_full(failure):
             raise DiskFull(
-                f"stopped: {error.strerror} writing {layout.store.uri(layout.label_file(item))}; "
+                f"stopped: {failure.strerror} writing {layout.store.uri(layout.label_file(item))}; "
                 "free some space and run the same command again to resume",
                 record,
             ) from None

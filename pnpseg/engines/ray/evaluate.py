@@ -37,8 +37,8 @@ class EvalConfig:
 
         data = self.data
         if self.predictions is not None:
-            predictor = PredictionFolder(Path(self.predictions), data)
-            return data, predictor, predictor.settings()
+            folder = PredictionFolder(Path(self.predictions), data)
+            return data, folder, folder.settings()
         from pnpseg.method.segmenter import Segmenter
 
         segmenter = Segmenter.from_pretrained(
