@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -120,39 +120,7 @@ def segment(
     if engine == o.EngineName.ray and max_image_pixels is not None:
         raise PnpsegError("--max-image-pixels is not supported with --engine ray yet")
     set_max_image_pixels(max_image_pixels)
-    if engine == o.EngineName.ray:
-        from pnpseg.engines.ray import RaySegmentJob
-
-        ray_job = RaySegmentJob(
-            inputs,
-            names,
-            out,
-            adapter=method.adapter,
-            model=method.model,
-            device=device,
-            params=method.params,
-            batch_size=parse_batch_size(batch_size),
-            viz=viz,
-            overwrite=overwrite,
-            console=console,
-            workers=workers or 1,
-            precision=precision.value,
-            class_source=class_source,
-            formats=chosen_formats,
-            address=ray_address,
-            gpus_per_worker=gpus_per_worker,
-            cpus_per_worker=cpus_per_worker,
-        )
-        summary = ray_job.run()
-        if as_json:
-            print_json({"command": "segment", **summary.to_json(ray_job.folder.location, ray_job.folder.manifest_uri)})
-        if not summary.ok:
-            raise typer.Exit(EXIT_INPUT_FAILED)
-        return
-    job = SegmentJob(
-        [Path(p) for p in inputs],
-        names,
-        Path(out),
+    shared = dict(
         adapter=method.adapter,
         model=method.model,
         device=device,
@@ -161,11 +129,26 @@ def segment(
         viz=viz,
         overwrite=overwrite,
         console=console,
-        workers=workers,
         precision=precision.value,
         class_source=class_source,
         formats=chosen_formats,
     )
+    job: Any
+    if engine == o.EngineName.ray:
+        from pnpseg.engines.ray import RaySegmentJob
+
+        job = RaySegmentJob(
+            inputs,
+            names,
+            out,
+            workers=workers or 1,
+            address=ray_address,
+            gpus_per_worker=gpus_per_worker,
+            cpus_per_worker=cpus_per_worker,
+            **shared,
+        )
+    else:
+        job = SegmentJob([Path(p) for p in inputs], names, Path(out), workers=workers, **shared)
     summary = job.run()
     if as_json:
         print_json({"command": "segment", **summary.to_json(job.folder.location, job.folder.manifest_uri)})
