@@ -139,6 +139,18 @@ def bert_vocab(extra_words: list[str]) -> dict[str, int]:
     return {tok: i for i, tok in enumerate(tokens)}
 
 
+#: The vision tower of Salesforce/blip-itm-large-flickr (its config.json): ViT-L/16 at 384 px.
+BLIP_L_VISION = dict(
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    image_size=384,
+    patch_size=16,
+    layer_norm_eps=1e-5,
+)
+
+
 def build_blip(folder: Path, tiny: bool) -> Path:
     """BLIP ITM large (ViT-L/16 @384, BERT-base with cross-attention to 1024-d), or a tiny one."""
     from transformers import (
@@ -165,15 +177,7 @@ def build_blip(folder: Path, tiny: bool) -> Path:
             hidden_size=48, intermediate_size=64, num_hidden_layers=12, num_attention_heads=12, encoder_hidden_size=32
         )
     else:  # Salesforce/blip-itm-large-flickr config.json
-        vision = dict(
-            hidden_size=1024,
-            intermediate_size=4096,
-            num_hidden_layers=24,
-            num_attention_heads=16,
-            image_size=384,
-            patch_size=16,
-            layer_norm_eps=1e-5,
-        )
+        vision = dict(BLIP_L_VISION)
         text = dict(
             hidden_size=768,
             intermediate_size=3072,

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import torch
+from run import BLIP_L_VISION  # benchmarks/run.py, beside this script
 
 from pnpseg_hf import fused
 
@@ -35,15 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     clock = time.perf_counter if args.wall else time.process_time
-    config = BlipVisionConfig(
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        image_size=384,
-        patch_size=16,
-        layer_norm_eps=1e-5,
-    )
+    config = BlipVisionConfig(**BLIP_L_VISION)
     config._attn_implementation = "eager"
     torch.manual_seed(0)
     model = BlipVisionModel(config).eval().requires_grad_(False)
