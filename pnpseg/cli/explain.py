@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -15,15 +14,8 @@ from pnpseg.cli.app import app, console
 def explain(
     ctx: typer.Context,
     image: Path = typer.Argument(..., help="The image to explain."),
-    classes: Optional[str] = typer.Option(
-        None, "--classes", "-c", help='Comma-separated class names, e.g. "cat,dog".', rich_help_panel=o.IO
-    ),
-    classes_file: Optional[Path] = typer.Option(
-        None,
-        "--classes-file",
-        help="A UTF-8 file with one class name per line; a line starting with # is a comment.",
-        rich_help_panel=o.IO,
-    ),
+    classes: o.Classes = None,
+    classes_file: o.ClassesFile = None,
     out: Path = typer.Option(
         Path("pnpseg-explain"), "--out", "-o", help="Folder for the figures and explain.json.", rich_help_panel=o.IO
     ),

@@ -10,6 +10,7 @@ Segmenter needs: the one place a command builds its parameters.
 from __future__ import annotations
 
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -38,6 +39,21 @@ class Precision(str, Enum):
 class Protocol(str, Enum):
     pnp = "pnp"
     standard = "standard"
+
+
+# -- classes -------------------------------------------------------------------------------
+Classes = Annotated[
+    Optional[str],
+    typer.Option("--classes", "-c", help='Comma-separated class names, e.g. "cat,dog,grass".', rich_help_panel=IO),
+]
+ClassesFile = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--classes-file",
+        help="A UTF-8 file with one class name per line; a line starting with # is a comment.",
+        rich_help_panel=IO,
+    ),
+]
 
 
 # -- method ----------------------------------------------------------------------------
