@@ -12,6 +12,12 @@ class PnpsegError(Exception):
     exit_code = 2
 
 
+def shorten(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters with an ellipsis: a huge value or name in a
+    message must not flood the terminal."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class NoImagesError(PnpsegError):
     """The inputs held no image to process: exit 1, like inputs that failed."""
 

@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer._click.exceptions import ClickException
 
-from pnpseg.errors import PnpsegError
+from pnpseg.errors import PnpsegError, shorten
 
 EXIT_OK = 0
 EXIT_INPUT_FAILED = 1
@@ -64,8 +64,7 @@ def save_traceback(error: BaseException) -> Path:
 
 
 def _one_line(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return shorten(" ".join(text.split()), limit)
 
 
 class FriendlyGroup(typer.core.TyperGroup):

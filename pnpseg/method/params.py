@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
-from pnpseg.errors import PnpsegError
+from pnpseg.errors import PnpsegError, shorten
 from pnpseg.specs import split_specs
 
 Size = tuple[int, int]
@@ -124,8 +124,7 @@ def describe(error: ValidationError) -> str:
 
 def short(value: Any, limit: int = 60) -> str:
     """``repr`` cut to ``limit`` characters, so a huge value never floods the message."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return shorten(repr(value), limit)
 
 
 def adapter_defaults(adapter: Any) -> dict[str, Any]:

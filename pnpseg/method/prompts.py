@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from pnpseg import errors
 from pnpseg.errors import ClassNameError
 from pnpseg.method.adapter import TokenizedText
 
@@ -39,7 +40,7 @@ def tokens_of_spans(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[in
 
 def shorten(name: str, limit: int = 60) -> str:
     """A class name cut to ``limit`` characters for messages (a 5000-character name floods a terminal)."""
-    return name if len(name) <= limit else f"{name[: limit - 1]}…({len(name)} characters)"
+    return name if len(name) <= limit else f"{errors.shorten(name, limit)}({len(name)} characters)"
 
 
 def validate_names(names: Sequence[str]) -> list[str]:
