@@ -50,7 +50,7 @@ def wordpiece_vocab(specials: Sequence[str] = BERT_SPECIALS, words: Sequence[str
     tokens = list(specials)
     chars = string.ascii_lowercase + string.digits
     tokens += list(chars) + [f"##{c}" for c in chars] + list(".,!?'-_/()")
-    tokens += [w for w in words if w not in tokens]
+    tokens += [w for w in dict.fromkeys(words) if w not in tokens]
     return {tok: i for i, tok in enumerate(tokens)}
 
 
