@@ -185,6 +185,12 @@ class LavisAdapter(pnpseg.BaseAdapter):
         ids[:, 0] = self.first_token_id
         return pnpseg.TokenizedText(ids, enc["attention_mask"], offsets, unknown)
 
+    def vision_modules(self) -> list[torch.nn.Module]:
+        """The ViT's patch embedding and blocks (``--precision bf16-vision``): the adapter
+        calls ``forward_features``, never the ViT's own ``forward``, so the parts are listed."""
+        vit = self._ensure_model().visual_encoder
+        return [vit.patch_embed, *vit.blocks]
+
     def forward(self, pixels: torch.Tensor, text: pnpseg.TokenizedText, layers: Sequence[int]) -> pnpseg.VLMOutput:
         """ITM pass; gradients flow only from the text encoder on.
 
