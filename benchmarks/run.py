@@ -15,7 +15,8 @@ this one process, on the same model, images and classes (the 20 VOC names):
 * floor     — R × (one forward + the gradient w.r.t. the chosen layer's attention), with the
               adapter's fused (SDPA) attention wherever nothing is captured, as ours runs;
 * floor eager — the same with eager attention everywhere (the floor before fusion);
-* bf16      — ours under ``--precision bf16``: share of label pixels equal to fp32.
+* bf16      — ours under ``--precision bf16``: share of label pixels equal to fp32;
+* bf16-vision — ours under ``--precision bf16-vision`` (the vision tower alone in bf16), the same.
 
 The baseline and the eager floor run every attention eager (``pnpseg_hf.eager``), as the
 reference code does. ``--tiny`` runs the same on a tiny model in seconds (the test suite does, so the harness
@@ -75,6 +76,8 @@ VOC = [
     "train",
     "tv monitor",
 ]
+#: The precisions ours also runs at (``--bf16``), each against fp32.
+LOWER_PRECISIONS = ("bf16", "bf16-vision")
 STAGES = [
     "vision forward",
     "text forward",
@@ -460,9 +463,10 @@ def bench_size(
     if baseline:
         methods["baseline"] = lambda imgs, out: run_baseline(adapter, imgs, out, seg_params)
     if args.bf16:
-        methods["ours bf16"] = lambda imgs, out: run_ours(
-            adapter, adapter_name, model_dir, imgs, out, params, args.workers, "bf16"
-        )
+        for precision in LOWER_PRECISIONS:
+            methods[f"ours {precision}"] = lambda imgs, out, precision=precision: run_ours(
+                adapter, adapter_name, model_dir, imgs, out, params, args.workers, precision
+            )
     rows: dict[str, dict[str, Any]] = {
         key: {"seconds": 0.0, "stages": {}, "peak_mb": 0.0, "labels": {}, "per_image": []} for key in methods
     }
@@ -479,13 +483,15 @@ def bench_size(
             for stage_name, value in result["stages"].items():
                 row["stages"][stage_name] = row["stages"].get(stage_name, 0.0) + value
             print(f"  image {i + 1}/{n} {key}: {result['seconds']:.1f} s", flush=True)
-    rows = {k: rows[k] for k in ("ours", "baseline", "floor", "floor eager", "ours bf16") if k in rows}
+    columns = ("ours", "baseline", "floor", "floor eager", *(f"ours {p}" for p in LOWER_PRECISIONS))
+    rows = {k: rows[k] for k in columns if k in rows}
     ours, floor, floor_eager = rows["ours"], rows["floor"], rows["floor eager"]
     report: dict[str, Any] = {"model": name, "size": size, "images": n}
     if baseline:
         report["labels_agree_baseline"] = agreement(ours["labels"], rows["baseline"]["labels"])
     if args.bf16:
-        report["bf16_agreement"] = agreement(ours["labels"], rows["ours bf16"]["labels"])
+        for precision in LOWER_PRECISIONS:
+            report[f"{precision}_agreement"] = agreement(ours["labels"], rows[f"ours {precision}"]["labels"])
     for key, row in rows.items():
         report[key] = {
             "s_per_image": row["seconds"] / n,
@@ -530,7 +536,16 @@ def bench_size(
     report["ours_over_floor_eager"] = ours["seconds"] / floor_eager["seconds"]
     print(f"RATIO {name} {size}px ours/floor eager (whole pipeline): {report['ours_over_floor_eager']:.2f}")
     if args.bf16:
-        print(f"CHECK {name} {size}px bf16 vs fp32 label agreement: {100 * report['bf16_agreement']:.2f}%")
+        for precision in LOWER_PRECISIONS:
+            speedup = ours["seconds"] / rows[f"ours {precision}"]["seconds"]
+            print(f"RATIO {name} {size}px ours fp32/{precision}: {speedup:.2f}x")
+            if baseline:
+                print(
+                    f"RATIO {name} {size}px baseline/ours {precision}: {base['seconds'] / rows[f'ours {precision}']['seconds']:.2f}x"
+                )
+            print(
+                f"CHECK {name} {size}px {precision} vs fp32 label agreement: {100 * report[f'{precision}_agreement']:.2f}%"
+            )
     return report
 
 
@@ -552,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
         "--bf16",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="also run ours in bf16 at the first size and report label agreement",
+        help="also run ours in bf16 and bf16-vision at the first size and report label agreement",
     )
     parser.add_argument(
         "--bridgetower",

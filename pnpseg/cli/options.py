@@ -34,6 +34,8 @@ class Precision(str, Enum):
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
+    bf16_vision = "bf16-vision"
+    fp16_vision = "fp16-vision"
 
 
 class Protocol(str, Enum):

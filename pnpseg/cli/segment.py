@@ -60,7 +60,7 @@ def segment(
     precision: o.Precision = typer.Option(
         o.Precision.fp32,
         "--precision",
-        help="Autocast for the model passes: fp32, bf16 (CPU or CUDA) or fp16 (CUDA only).",
+        help="Autocast for the model passes: fp32, bf16 (CPU or CUDA) or fp16 (CUDA only); bf16-vision / fp16-vision: the vision tower alone, the text tower and gradient in fp32.",
         rich_help_panel=o.ENGINE,
     ),
     viz: bool = typer.Option(

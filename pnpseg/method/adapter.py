@@ -42,6 +42,29 @@ class TokenizedText:
     offsets: list[list[tuple[int, int]]]
     unknown: list[list[bool]]
 
+    @classmethod
+    def from_tokenizer(cls, tokenizer: Any, prompts: Sequence[str]) -> TokenizedText:
+        """Prompts through a Hugging Face *fast* tokenizer (any version; duck-typed, so the
+        core imports nothing of ``transformers``), padded to the longest, never truncated:
+        the core tokenizes over-long prompts on purpose when it plans chunks. Special and
+        padding tokens get ``(0, 0)``; ``unknown`` flags the tokenizer's unknown token."""
+        enc = tokenizer(
+            list(prompts),
+            padding="longest",
+            return_offsets_mapping=True,
+            return_special_tokens_mask=True,
+            return_token_type_ids=False,
+            return_tensors="pt",
+            verbose=False,
+        )
+        ids = enc["input_ids"]
+        special = enc["special_tokens_mask"].bool() | (enc["attention_mask"] == 0)
+        offsets = [
+            [(0, 0) if sp else (int(s), int(e)) for (s, e), sp in zip(row, sp_row)]
+            for row, sp_row in zip(enc["offset_mapping"].tolist(), special.tolist())
+        ]
+        return cls(ids, enc["attention_mask"], offsets, (ids == tokenizer.unk_token_id).tolist())
+
 
 def _identity(attention: torch.Tensor) -> torch.Tensor:
     return attention

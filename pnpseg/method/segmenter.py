@@ -117,7 +117,7 @@ class Segmenter:
         self, adapter: VLMAdapter, params: SegmentParams | None = None, *, precision: str = "fp32", **overrides: Any
     ):
         self.adapter = adapter
-        self.precision = check_precision(precision, adapter.device)
+        self.precision = check_precision(precision, adapter)
         base = params.to_dict() if params is not None else adapter_defaults(adapter)
         self.params = SegmentParams.build(base, overrides)
         self._check_params()
@@ -207,7 +207,7 @@ class Segmenter:
         plans = [self.plan(names) for names in classes]
         batch = Batch.build(plans, [len(names) for names in classes])
         pixels = self.adapter.preprocess(list(images), self.input_size)
-        with autocast(self.adapter.device, self.precision):
+        with autocast(self.adapter, self.precision):
             return saliency_maps(self.adapter, pixels, batch, self.params, on_round)
 
     def finish(

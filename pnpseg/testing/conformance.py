@@ -10,6 +10,7 @@ failed clause points at the few lines that test it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ from PIL import Image
 
 from pnpseg.method.adapter import TokenizedText, VLMAdapter
 from pnpseg.method.params import SegmentParams
+from pnpseg.method.precision import autocast_modules
 from pnpseg.method.segmenter import Segmenter
 from pnpseg.method.validation import check_output
 
@@ -46,6 +48,7 @@ CLAUSES = (
     "masking",
     "chunking equivalence",
     "determinism",
+    "vision modules",
 )
 
 
@@ -121,6 +124,7 @@ def check_adapter(
         ("masking", run.masking),
         ("chunking equivalence", run.chunking),
         ("determinism", run.determinism),
+        ("vision modules", run.vision),
     ]:
         try:
             skipped = check()
@@ -293,6 +297,29 @@ class _Run:
         assert torch.equal(first.match_logit, second.match_logit), "two identical forwards gave different logits"
         for a, b in zip(first.attentions, second.attentions):
             assert torch.equal(a, b), "two identical forwards gave different attentions"
+
+    def vision(self) -> str | None:
+        listing = getattr(self.adapter, "vision_modules", None)
+        if not callable(listing):
+            return "no vision_modules()"
+        modules = list(listing())
+        assert modules, "vision_modules() is empty"
+        for module in modules:
+            assert isinstance(module, torch.nn.Module), f"vision_modules() lists {type(module).__name__}, not a Module"
+        ran: set[int] = set()
+        with contextlib.ExitStack() as stack:
+            for i, module in enumerate(modules):
+                hook = module.register_forward_hook(lambda *_, i=i: ran.add(i))
+                stack.callback(hook.remove)
+            stack.enter_context(autocast_modules(modules, self.adapter.device.type, torch.bfloat16))
+            out = self.forward(self.pixels(2, seed=10), self.adapter.tokenize(self.prompts[:2]), self.layers)
+        idle = [type(modules[i]).__name__ for i in range(len(modules)) if i not in ran]
+        assert not idle, f"vision module {idle[0]} never ran in forward (list what forward calls)"
+        for what, tensor in [("match logit", out.match_logit), *(("attention", a) for a in out.attentions)]:
+            assert tensor.dtype == torch.float32, f"{what} is {tensor.dtype} with only the vision tower in bf16"
+        grads = torch.autograd.grad(out.match_logit.sum(), out.attentions)
+        assert all(torch.isfinite(g).all() for g in grads), "non-finite gradient with the vision tower in bf16"
+        return None
 
 
 def repainted_patch_deviations(

@@ -76,6 +76,10 @@ class BlipAdapter(HFAdapter):
 
     # -- protocol --------------------------------------------------------------------------
 
+    def vision_modules(self) -> list[torch.nn.Module]:
+        """The ViT (``--precision bf16-vision`` runs it alone in bf16)."""
+        return [self.model.vision_model]
+
     def tokenize(self, prompts: Sequence[str]) -> pnpseg.TokenizedText:
         """BERT WordPiece with character offsets; position 0 becomes the ITM token ([ENC])."""
         text = super().tokenize(prompts)

@@ -72,6 +72,15 @@ class BridgeTowerAdapter(HFAdapter):
 
     # -- protocol --------------------------------------------------------------------------
 
+    def vision_modules(self) -> list[torch.nn.Module]:
+        """The CLIP tower's patch embedding and residual blocks (``--precision bf16-vision``).
+
+        ``BridgeTowerModel`` calls them one by one, interleaved with the cross-modal layers
+        (never the tower's own ``forward``), so the blocks are listed, not the tower.
+        """
+        visual = self.model.bridgetower.vision_model.visual
+        return [visual.embeddings, *visual.transformer.resblocks]
+
     def forward(self, pixels: torch.Tensor, text: pnpseg.TokenizedText, layers: Sequence[int]) -> pnpseg.VLMOutput:
         """ITM pass with gradients only where GradCAM needs them.
 

@@ -51,6 +51,10 @@ class FlavaAdapter(HFAdapter):
     def read_num_heads(self, config: Any) -> int:
         return int(config.multimodal_config.num_attention_heads)
 
+    def vision_modules(self) -> list[torch.nn.Module]:
+        """The image encoder (``--precision bf16-vision``); its projection stays fp32."""
+        return [self.model.flava.image_model]
+
     def forward(self, pixels: torch.Tensor, text: pnpseg.TokenizedText, layers: Sequence[int]) -> pnpseg.VLMOutput:
         """ITM pass; the autograd graph starts at the first requested multimodal layer.
 

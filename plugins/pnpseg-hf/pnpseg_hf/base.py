@@ -218,29 +218,9 @@ class HFAdapter(pnpseg.BaseAdapter):
         return ((pixels - self.mean) / self.std).to(self.device)
 
     def tokenize(self, prompts: Sequence[str]) -> pnpseg.TokenizedText:
-        """The processor's tokenizer with character offsets, padded to the longest prompt.
-
-        Special and padding tokens get ``(0, 0)``; ``unknown`` flags the tokenizer's unknown
-        token. Prompts are never truncated: the core tokenizes over-long prompts on purpose
-        when it plans chunks.
-        """
-        enc = self.tokenizer(
-            list(prompts),
-            padding="longest",
-            return_offsets_mapping=True,
-            return_special_tokens_mask=True,
-            return_token_type_ids=False,
-            return_tensors="pt",
-            verbose=False,
-        )
-        ids = enc["input_ids"]
-        unknown = (ids == self.tokenizer.unk_token_id).tolist()
-        special = enc["special_tokens_mask"].bool() | (enc["attention_mask"] == 0)
-        offsets = [
-            [(0, 0) if sp else (int(s), int(e)) for (s, e), sp in zip(row, sp_row)]
-            for row, sp_row in zip(enc["offset_mapping"].tolist(), special.tolist())
-        ]
-        return pnpseg.TokenizedText(ids, enc["attention_mask"], offsets, unknown)
+        """The processor's tokenizer with character offsets, padded to the longest prompt
+        (:meth:`pnpseg.TokenizedText.from_tokenizer`)."""
+        return pnpseg.TokenizedText.from_tokenizer(self.tokenizer, prompts)
 
     def check_forward_args(self, text: pnpseg.TokenizedText, layers: Sequence[int]) -> list[int]:
         """``layers`` as ints, each in ``0..num_layers-1`` (IndexError), and the prompt length

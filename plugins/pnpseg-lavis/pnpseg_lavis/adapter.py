@@ -166,24 +166,16 @@ class LavisAdapter(pnpseg.BaseAdapter):
         Position 0 becomes the family's ITM token (BLIP: [ENC]; ALBEF keeps [CLS]). Special
         and padding tokens get ``(0, 0)``; ``unknown`` flags [UNK].
         """
-        enc = self.tokenizer(
-            list(prompts),
-            padding="longest",
-            return_offsets_mapping=True,
-            return_special_tokens_mask=True,
-            return_token_type_ids=False,
-            return_tensors="pt",
-            verbose=False,
-        )
-        ids = enc["input_ids"].clone()
-        unknown = (ids == self.tokenizer.unk_token_id).tolist()
-        special = enc["special_tokens_mask"].bool() | (enc["attention_mask"] == 0)
-        offsets = [
-            [(0, 0) if sp else (int(s), int(e)) for (s, e), sp in zip(row, sp_row)]
-            for row, sp_row in zip(enc["offset_mapping"].tolist(), special.tolist())
-        ]
+        text = pnpseg.TokenizedText.from_tokenizer(self.tokenizer, prompts)
+        ids = text.input_ids.clone()
         ids[:, 0] = self.first_token_id
-        return pnpseg.TokenizedText(ids, enc["attention_mask"], offsets, unknown)
+        return pnpseg.TokenizedText(ids, text.attention_mask, text.offsets, text.unknown)
+
+    def vision_modules(self) -> list[torch.nn.Module]:
+        """The ViT's patch embedding and blocks (``--precision bf16-vision``): the adapter
+        calls ``forward_features``, never the ViT's own ``forward``, so the parts are listed."""
+        vit = self._ensure_model().visual_encoder
+        return [vit.patch_embed, *vit.blocks]
 
     def forward(self, pixels: torch.Tensor, text: pnpseg.TokenizedText, layers: Sequence[int]) -> pnpseg.VLMOutput:
         """ITM pass; gradients flow only from the text encoder on.

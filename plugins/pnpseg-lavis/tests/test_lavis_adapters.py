@@ -134,7 +134,7 @@ def lavis_gradcam_reference(adapter, pixels, text, layers):
 def test_conformance_kit(which, blip_adapter, albef_adapter):
     adapter = blip_adapter if which == "blip" else albef_adapter
     report = check_adapter(adapter, reference_gradients=lavis_gradcam_reference, atol=1e-7)
-    assert not report.skipped and len(report.passed) == 12
+    assert not report.skipped and len(report.passed) == 13
 
 
 def test_bad_arguments(blip_adapter):
