@@ -15,11 +15,8 @@ from typing import Any
 
 import torch
 
+from pnpseg_blip.testing import BLIP_SPECIALS
 from pnpseg_hf.testing import BERT_SPECIALS, byte_level_vocab, save_tiny, wordpiece_vocab
-
-#: Special tokens of BLIP's BERT tokenizer: the BERT five, then [DEC] (the captioning BOS,
-#: ``text_config.bos_token_id``) and [ENC] (put at position 0 for image-text matching).
-BLIP_SPECIALS = [*BERT_SPECIALS, "[DEC]", "[ENC]"]
 
 #: The tiny BridgeTower's text limit: RoBERTa positions start at ``pad_token_id + 1`` = 2,
 #: so ``max_position_embeddings`` = 26 leaves room for 24 tokens (the real model: 514 → 512).

@@ -101,13 +101,13 @@ def build_planted_blip(folder: str | os.PathLike[str], seed: int = 0) -> tuple[P
         image_processor=hf.BlipImageProcessor(size={"height": PLANTED_SIZE, "width": PLANTED_SIZE}),
         tokenizer=tokenizer,
     )
-    folder = save_tiny(folder, lambda: hf.BlipForImageTextRetrieval(config), processor, _quiet_vision, seed)
-    adapter = BlipAdapter(model=str(folder))
+    path = save_tiny(folder, lambda: hf.BlipForImageTextRetrieval(config), processor, _quiet_vision, seed)
+    adapter = BlipAdapter(model=str(path))
     rng = np.random.default_rng(seed)
     with torch.no_grad():
         _plant(adapter, rng)
-    adapter.model.save_pretrained(folder)
-    return folder, PLANTED_LAYER, PLANTED_HEAD
+    adapter.model.save_pretrained(path)
+    return path, PLANTED_LAYER, PLANTED_HEAD
 
 
 def _quiet_vision(model: Any) -> None:
