@@ -165,10 +165,14 @@ def _plant(adapter: Any, rng: np.random.Generator) -> None:
     # Values: weights 0, bias u along the mean direction of ∂s/∂context at the colour tokens
     # (twice: u itself changes the forward a little).
     embeds = model.vision_model(pixel_values=pixels).last_hidden_state
+    prompts = [chosen for _, chosen in scenes]
     for _ in range(2):
-        grads = _context_grads(adapter, embeds, [chosen for _, chosen in scenes], attention)[..., rows]
+        grads = _context_grads(adapter, embeds, prompts, attention)[..., rows]
         u = torch.nn.functional.normalize(grads, dim=1).mean(0)
         attention.value.bias[rows] = u / u.norm()
+    signs = _context_grads(adapter, embeds, prompts, attention)[..., rows] @ attention.value.bias[rows]
+    if not bool((signs > 0).all()):  # GradCAM would zero those maps
+        raise RuntimeError(f"planting failed: ∂s/∂A < 0 at {int((signs <= 0).sum())} colour tokens")
 
 
 def _scene(rng: np.random.Generator, names: Sequence[str]) -> tuple[Any, list[str]]:
