@@ -11,7 +11,7 @@ the scenes' true labels::
     folder, layer, head = build_planted_blip(tmp_path / "planted")
     seg = Segmenter.from_pretrained(str(folder), adapter="blip", layer=layer, head=head)
 
-How the head is planted (all fits are least squares on the real fp32 model, in seconds):
+How the head is planted (ridge least squares on the real fp32 model, in seconds):
 
 - the vision tower's residual branches and position embeddings are scaled down, so every
   patch's final feature still says what colour the patch is;
@@ -22,8 +22,9 @@ How the head is planted (all fits are least squares on the real fp32 model, in s
   are dropped its attention goes to [CLS], not to another colour's blob;
 - queries: the hidden states entering the cross-attention at the colour tokens, over many
   prompts, are mapped to those query vectors;
-- values: weights 0 and bias ``u``, so ``∂s/∂A[t, p] = g_t·u`` is the same for every patch,
-  and ``u`` is fitted so that it is positive at every colour token (GradCAM keeps it).
+- values: weights 0 and bias ``u``, so ``∂s/∂A[t, p] = g_t·u`` is the same for every patch;
+  ``u`` is the mean direction of ``g_t = ∂s/∂context`` over the colour tokens, and the
+  build fails unless ``g_t·u > 0`` at every one of them (GradCAM keeps positive parts).
 """
 
 from __future__ import annotations
