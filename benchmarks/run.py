@@ -340,6 +340,7 @@ def _baseline(
     text = adapter.tokenize([chunks[0].prompt])
     weights = token_weights(chunks, text.input_ids.shape[1], len(VOC))[0]  # (K, T)
     blur, crf = GaussianBlur(), DenseCRF()
+    blur.threads = 1  # the reference blurs channel by channel, serially
     all_layers = list(range(adapter.num_layers))
     out.mkdir(parents=True, exist_ok=True)
     labels_out = {}

@@ -51,6 +51,22 @@ def test_blur_sigma_is_relative_and_output_normalised():
     assert abs(float(blurred[0, 25, 55]) / float(blurred[0, 25, 50]) - np.exp(-0.5)) < 0.02
 
 
+def test_threaded_blur_is_bit_identical_to_one_thread_and_to_a_3d_filter():
+    from scipy.ndimage import gaussian_filter
+
+    scores = torch.rand(5, 75, 100, generator=torch.Generator().manual_seed(0))
+    image, params = np.zeros((75, 100, 3), np.uint8), SegmentParams(blur_sigma=0.05)
+    results = []
+    for threads in (1, 2, 4):
+        blur = GaussianBlur()
+        blur.threads = threads
+        results.append(blur(scores, image, params))
+    one, two, four = results
+    assert torch.equal(one, two) and torch.equal(one, four)
+    whole = gaussian_filter(scores.numpy(), sigma=(0, 5.0, 5.0), mode="reflect")  # the paper's step, as one call
+    assert torch.equal(one, minmax(torch.from_numpy(whole)))
+
+
 def test_crf_snaps_to_colour_edges():
     image = np.zeros((40, 40, 3), np.uint8)
     image[:, 20:] = 255

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
@@ -13,13 +15,33 @@ from pnpseg.method.params import SegmentParams
 class GaussianBlur:
     """Blur every channel with σ = ``blur_sigma`` · max(H, W), then min-max normalise it.
 
+    Channels are blurred independently, ``threads`` at a time (scipy releases the GIL, and
+    each channel's result is the same whichever thread computes it, so the output is
+    bit-identical for any value). ``None`` uses torch's thread count: the CPU budget the
+    rest of the pipeline runs under, in worker processes too.
+
     Under ``compat="authors"`` a constant channel (an empty background channel) becomes NaN
     as in the released code, and the argmax then labels the whole image background.
     """
+
+    #: Not a ``--postprocess`` option (it cannot change the output); set on an instance.
+    threads: int | None = None
 
     def __call__(self, scores: torch.Tensor, image: np.ndarray, params: SegmentParams) -> torch.Tensor:
         sigma = params.blur_sigma * max(scores.shape[-2:])
         if sigma <= 0:
             return scores
-        blurred = gaussian_filter(scores.numpy().astype(np.float32), sigma=(0, sigma, sigma), mode="reflect")
+        channels = scores.numpy().astype(np.float32)
+        blurred = np.empty_like(channels)
+
+        def blur(c: int) -> None:
+            gaussian_filter(channels[c], sigma=sigma, mode="reflect", output=blurred[c])
+
+        threads = min(self.threads or torch.get_num_threads(), len(channels))
+        if threads > 1:
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(blur, range(len(channels))))
+        else:
+            for c in range(len(channels)):
+                blur(c)
         return minmax(torch.from_numpy(blurred), guard=params.compat != "authors")
