@@ -149,6 +149,21 @@ def test_a_worker_killed_mid_run_still_does_every_image_once(scenes, local_run, 
     }
 
 
+def test_the_pixel_limit_reaches_the_actors_that_decode(scenes, tmp_path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # the CLI sets it process-wide
+    limit = ["--max-image-pixels", "15000"]  # s3–s7 (≥ 120×128 = 15 360 pixels) are over it
+    local = segment(str(scenes), *ARGS, "--out", str(tmp_path / "local"), *limit)
+    on_ray = segment(str(scenes), *ARGS, "--out", str(tmp_path / "ray"), *limit, "--engine", "ray", "--workers", "2")
+    assert local.exit_code == on_ray.exit_code == 1, on_ray.output
+    assert records(tmp_path / "ray") == records(tmp_path / "local")
+    too_large = [r for r in records(tmp_path / "ray") if "--max-image-pixels" in (r["error"] or "")]
+    assert len(too_large) == 5
+    bad = segment(str(scenes), *ARGS, "--out", str(tmp_path / "bad"), "--max-image-pixels", "-1", "--engine", "ray")
+    assert bad.exit_code == 2 and "--max-image-pixels" in bad.output
+
+
 def test_interrupted_driver_leaves_parts_that_the_next_run_merges(scenes, local_run, tmp_path):
     out = tmp_path / "parts"
     RaySegmentJob([scenes], COLOURS, out, adapter="synthetic", device="cpu", params={"image_size": "128"}).run()

@@ -106,8 +106,6 @@ def segment(
     inputs = read_inputs(inputs)
     chosen_formats = parse_formats(formats)
     method = o.method_choice(ctx)
-    if engine == o.EngineName.ray and max_image_pixels is not None:
-        raise PnpsegError("--max-image-pixels is not supported with --engine ray yet")
     set_max_image_pixels(max_image_pixels)
     shared = dict(
         adapter=method.adapter,
@@ -134,6 +132,7 @@ def segment(
             address=ray_address,
             gpus_per_worker=gpus_per_worker,
             cpus_per_worker=cpus_per_worker,
+            max_image_pixels=max_image_pixels,
             **shared,
         )
     else:

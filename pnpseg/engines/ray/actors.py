@@ -22,7 +22,7 @@ from pnpseg.engines.common import BatchStep, DiskFull, JobSpec, OutputLayout, Un
 from pnpseg.engines.common.folder import PARTS
 from pnpseg.engines.ray.storage import load_item
 from pnpseg.errors import PnpsegError
-from pnpseg.io.images import InputItem
+from pnpseg.io.images import InputItem, set_max_image_pixels
 from pnpseg.io.outputs import manifest_line
 
 
@@ -39,7 +39,8 @@ class SegmentActor:
     """One Segmenter per actor: decoding, class source and model passes (the shared
     :class:`~pnpseg.engines.common.BatchStep`) for a batch of paths."""
 
-    def __init__(self, spec: JobSpec, layout: OutputLayout):
+    def __init__(self, spec: JobSpec, layout: OutputLayout, max_image_pixels: int | None = None):
+        set_max_image_pixels(max_image_pixels)  # PIL's limit is per process: this actor decodes
         built = spec.build()
         self.step = BatchStep(built.segmenter, built.class_source, layout)
 

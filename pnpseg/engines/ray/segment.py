@@ -19,6 +19,7 @@ from pnpseg.errors import PnpsegError
 from pnpseg.io.folders import check_output_folder
 from pnpseg.io.formats import DEFAULT_FORMATS
 from pnpseg.io.formats import check_available as check_formats
+from pnpseg.io.images import set_max_image_pixels
 from pnpseg.io.progress import progress_bar
 from pnpseg.method.defaults import DEFAULT_ADAPTER
 from pnpseg.sources.class_sources import build_class_source, check_inputs
@@ -48,6 +49,7 @@ class RaySegmentJob:
         address: str | None = None,
         gpus_per_worker: float = 0.0,
         cpus_per_worker: float | None = None,
+        max_image_pixels: int | None = None,
     ):
         from rich.console import Console
 
@@ -60,6 +62,8 @@ class RaySegmentJob:
         if gpus_per_worker < 0:
             raise PnpsegError(f"--gpus-per-worker must be ≥ 0, got {gpus_per_worker}")
         self.gpus, self.cpus = gpus_per_worker, cpus_per_worker
+        set_max_image_pixels(max_image_pixels)  # checks it; the actors, which decode, set it too
+        self.max_image_pixels = max_image_pixels
         self.folder = OutputFolder(out, classes, overwrite=overwrite)
         local_out = self.folder.store.local
         self.items, self.skipped = discover_uris(inputs, exclude=[local_out] if local_out is not None else [])
@@ -120,7 +124,7 @@ class RaySegmentJob:
         # Ray Data restarts a dead actor and retries its batch (max_restarts / max_task_retries -1).
         ds = ds.map_batches(
             actors.SegmentActor,
-            fn_constructor_kwargs={"spec": self.spec, "layout": self.layout},
+            fn_constructor_kwargs={"spec": self.spec, "layout": self.layout, "max_image_pixels": self.max_image_pixels},
             batch_size=self.batch_size,
             compute=ray.data.ActorPoolStrategy(size=self.workers),
             num_cpus=actor_cpus,
