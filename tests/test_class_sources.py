@@ -351,3 +351,20 @@ def test_file_source_bare_name_matching_several_inputs_is_ambiguous(scenes, tmp_
     monkeypatch.undo()
     result = segment(tmp_path / "in", tmp_path / "out2", f"file:{table}")
     assert result.exit_code == 0, result.output
+
+
+def test_background_if_fewer_follows_each_images_list(scenes, tmp_path):
+    """The released code's rule: a background channel only for images listed with < 3 classes."""
+    root, truth = scenes
+    lists = {name: present for name, (_, present) in truth.items()}
+    (tmp_path / "lists.json").write_text(json.dumps(lists))
+    out = tmp_path / "out"
+    result = segment(root, out, f"file:{tmp_path / 'lists.json'}", "--background-if-fewer", "3")
+    assert result.exit_code == 0, result.output
+    for name, present in lists.items():
+        labels = np.asarray(Image.open(out / f"{name}.png"))
+        assert (labels == 0).any() == (len(present) < 3), (name, present)
+    assert {r["settings"]["params"]["background"] for r in records(out).values()} == {"if-fewer:3"}
+    clash = segment(root, tmp_path / "clash", "all", "--background-if-fewer", "3", "--no-background")
+    assert clash.exit_code == 2
+    assert clash.output.strip() == "error: --background-if-fewer and --no-background contradict each other"

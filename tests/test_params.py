@@ -13,6 +13,7 @@ from pnpseg.errors import PnpsegError
 from pnpseg.method.params import ParamsError, SegmentParams
 from pnpseg.method.preset import PresetError, choose_method, load_preset, preset_schema
 from pnpseg.method.segmenter import Segmenter
+from pnpseg.testing import make_scene
 from pnpseg.testing.synthetic import SyntheticAdapter
 
 SCHEMA = Path(__file__).parents[1] / "docs" / "preset.schema.json"
@@ -22,7 +23,9 @@ BAD = [
     ({"blur_sigma": math.inf}, "blur_sigma.*finite"),
     ({"max_postprocess_side": 0}, "max_postprocess_side.*greater than or equal to 1"),
     ({"layer": 2.7}, "layer.*fractional"),
-    ({"background": "no"}, "background.*boolean"),
+    ({"background": "no"}, "background.*boolean or 'if-fewer:N'"),
+    ({"background": "if-fewer:0"}, "background.*N ≥ 1"),
+    ({"background": 1}, "background"),
     ({"crf_iterations": -1}, "crf_iterations.*greater than or equal to 1"),
     ({"drop_rule": 5}, "drop_rule.*string"),
     ({"drop_rule": "topk:0"}, "drop rule must be"),
@@ -95,3 +98,14 @@ def test_published_preset_schema_is_in_sync():
     if os.environ.get("PNPSEG_UPDATE_SCHEMA"):
         SCHEMA.write_text(schema, encoding="utf-8")
     assert SCHEMA.read_text(encoding="utf-8") == schema, "run PNPSEG_UPDATE_SCHEMA=1 pytest tests/test_params.py"
+
+
+def test_background_if_fewer_is_decided_per_image_by_its_class_count():
+    params = SegmentParams(background="if-fewer:3")
+    assert [params.background_for(k) for k in (1, 2, 3, 7)] == [True, True, False, False]
+    assert SegmentParams().background_for(9) and not SegmentParams(background=False).background_for(1)
+    image, _ = make_scene(64, 96, ["red", "green", "blue"], seed=2)
+    segmenter = Segmenter(SyntheticAdapter(), image_size=(64, 96), background="if-fewer:3")
+    two, three = segmenter(image, ["red", "green"]), segmenter(image, ["red", "green", "blue"])
+    assert two.background and (two.labels == 0).any()  # the dark background and blue's blob
+    assert not three.background and (three.labels > 0).all()

@@ -38,6 +38,7 @@ def explain(
     drop_rule: o.DropRule = None,
     postprocess: o.Postprocess = None,
     background: o.Background = None,
+    background_if_fewer: o.BackgroundIfFewer = None,
     compat: o.CompatOption = None,
 ) -> None:
     """Draw each DropOut round, the summed and thresholded maps, each postprocessor and the

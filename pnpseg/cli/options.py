@@ -126,6 +126,17 @@ Background = Annotated[
         "--background/--no-background", help="Label pixels no class claims as background (0).", rich_help_panel=METHOD
     ),
 ]
+BackgroundIfFewer = Annotated[
+    Optional[int],
+    typer.Option(
+        "--background-if-fewer",
+        min=1,
+        metavar="N",
+        help="Add the background channel only to images prompted with fewer than N classes "
+        "(the released code's rule on Pascal Context, ADE20K and COCO-Stuff: 3).",
+        rich_help_panel=METHOD,
+    ),
+]
 CompatOption = Annotated[
     Optional[Compat],
     typer.Option(
@@ -162,13 +173,20 @@ GpusPerWorker = Annotated[
 
 def method_flags(params: dict[str, Any]) -> dict[str, Any]:
     """The :class:`~pnpseg.SegmentParams` fields among a command's parameters (``ctx.params``)."""
+    from pnpseg.errors import PnpsegError
     from pnpseg.method.params import SegmentParams
 
-    return {
+    flags = {
         name: value.value if isinstance(value, Enum) else value
         for name, value in params.items()
         if name in SegmentParams.model_fields
     }
+    fewer = params.get("background_if_fewer")
+    if fewer is not None:
+        if flags.get("background") is False:
+            raise PnpsegError("--background-if-fewer and --no-background contradict each other")
+        flags["background"] = f"if-fewer:{fewer}"
+    return flags
 
 
 def method_choice(ctx: typer.Context) -> Any:

@@ -36,6 +36,7 @@ def segment(
     drop_rule: o.DropRule = None,
     postprocess: o.Postprocess = None,
     background: o.Background = None,
+    background_if_fewer: o.BackgroundIfFewer = None,
     compat: o.CompatOption = None,
     class_source: str = typer.Option(
         "all",

@@ -10,9 +10,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from pnpseg.errors import PnpsegError, shorten
 from pnpseg.specs import split_specs
@@ -24,6 +33,9 @@ COMPAT_DROP_RULES = {"paper": "median", "authors": "topk:10"}
 
 PositiveInt = Annotated[int, Field(ge=1)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+#: ``"if-fewer:N"``; checked by :func:`parse_background` (for its one-line message), and
+#: published with its pattern in the preset schema.
+BackgroundRule = Annotated[str, WithJsonSchema({"type": "string", "pattern": "^if-fewer:[1-9][0-9]*$"})]
 
 
 class ParamsError(PnpsegError, ValueError):
@@ -49,7 +61,12 @@ class SegmentParams(BaseModel):
     image_size: tuple[PositiveInt, PositiveInt] = Field(
         (336, 336), description="model input (height, width), rounded down to the patch size; at least one patch"
     )
-    background: StrictBool = Field(True, description="add a background channel where no class survives")
+    background: Union[StrictBool, BackgroundRule] = Field(
+        True,
+        description="add a background channel where no class survives: true, false, or 'if-fewer:N' "
+        "(only to images prompted with fewer than N classes; the released code's rule is if-fewer:3 "
+        "on Pascal Context, ADE20K and COCO-Stuff)",
+    )
     postprocess: tuple[str, ...] = Field(("blur", "crf"), description="postprocessor chain before argmax")
     compat: Literal["paper", "authors"] = Field(
         "paper", description="'paper' follows the paper's text; 'authors' the released code"
@@ -79,6 +96,19 @@ class SegmentParams(BaseModel):
         if value is not None:
             parse_drop_rule(value)
         return value
+
+    @field_validator("background")
+    @classmethod
+    def _background(cls, value: bool | str) -> bool | str:
+        if isinstance(value, str):
+            parse_background(value)
+        return value
+
+    def background_for(self, num_classes: int) -> bool:
+        """Whether an image prompted with ``num_classes`` classes gets the background channel."""
+        if isinstance(self.background, bool):
+            return self.background
+        return num_classes < parse_background(self.background)
 
     @field_validator("image_size", mode="before")
     @classmethod
@@ -151,6 +181,14 @@ def parse_drop_rule(rule: str) -> tuple[str, int]:
     if not match or (match.group(1) is not None and int(match.group(1)) < 1):
         raise ParamsError(f"drop rule must be 'median' or 'topk:N' with N ≥ 1, got {short(rule)}")
     return ("topk", int(match.group(1))) if match.group(1) else ("median", 0)
+
+
+def parse_background(rule: str) -> int:
+    """``"if-fewer:3"`` → 3: the class count below which an image gets the background channel."""
+    match = re.fullmatch(r"if-fewer:(\d+)", rule.strip())
+    if not match or int(match.group(1)) < 1:
+        raise ParamsError(f"background must be a boolean or 'if-fewer:N' with N ≥ 1, got {short(rule)}")
+    return int(match.group(1))
 
 
 def parse_size(value: Any) -> Any:

@@ -237,14 +237,15 @@ def finish(
         small = fit_longest_side(image, p.max_postprocess_side)
         work = (small.height, small.width)
         rgb = np.asarray(small, dtype=np.uint8)
-        scores = scores_from_saliency(saliency, work, p.threshold, p.background, p.compat)
+        background = p.background_for(len(names))
+        scores = scores_from_saliency(saliency, work, p.threshold, background, p.compat)
     if on_stage is not None:
         on_stage("threshold", scores)
     scores = run_chain(scores, rgb, p, chain, on_stage)
-    labels = labels_from_scores(scores, p.background).numpy().astype(np.uint8 if len(names) < 256 else np.int32)
+    labels = labels_from_scores(scores, background).numpy().astype(np.uint8 if len(names) < 256 else np.int32)
     if small is not image:
         labels = np.asarray(Image.fromarray(labels).resize((width, height), Image.Resampling.NEAREST))
-    return SegmentationResult(labels, scores, saliency, list(names), p.background)
+    return SegmentationResult(labels, scores, saliency, list(names), background)
 
 
 def _as_image(image: ImageLike) -> Image.Image:

@@ -22,6 +22,7 @@ import torch
 
 from pnpseg.errors import PnpsegError
 from pnpseg.method.labels import labels_from_scores, scores_from_saliency
+from pnpseg.method.params import SegmentParams
 from pnpseg.method.postprocess.blur import GaussianBlur
 from pnpseg.tuning.capture import Captured
 from pnpseg.tuning.reward import RewardSummary, image_margins, image_wins
@@ -70,14 +71,15 @@ def gradcam_masks(image: Captured, trials: Sequence[Trial]) -> np.ndarray:
     return (scores > 0).numpy()
 
 
-def make_blur_masks(background: bool, compat: str) -> MaskFn:
-    """Stage 2: (N, K, h, w) bool, the argmax of the blurred score channels (before the CRF)."""
-    from pnpseg.method.params import SegmentParams
-
+def make_blur_masks(base: SegmentParams) -> MaskFn:
+    """Stage 2: (N, K, h, w) bool, the argmax of the blurred score channels (before the CRF),
+    with ``base``'s background rule and arithmetic (``compat``)."""
     blur = GaussianBlur()
+    compat = base.compat
 
     def masks(image: Captured, trials: Sequence[Trial]) -> np.ndarray:
         out = []
+        background = base.background_for(len(image.classes))
         for trial in trials:
             saliency = image.maps[trial.layer - 1, trial.head - 1]
             scores = scores_from_saliency(saliency, image.rgb.shape[:2], trial.threshold, background, compat)

@@ -123,8 +123,7 @@ def tune(
         Trial(best1.layer, best1.head, best1.threshold, b)
         for (b,) in sample_grid([(b,) for b in blur_values], trials, seed)
     ]
-    params = segmenter.params
-    blur_masks = make_blur_masks(params.background, params.compat)
+    blur_masks = make_blur_masks(segmenter.params)
     run_trials(evaluator, images, stage2, blur_masks, _counter(report, "stage 2", len(stage2) * len(images)))
     best2 = best_trial(stage2)
 
