@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from pnpseg_blip.testing import BLIP_SPECIALS
+from pnpseg_blip.testing import tiny_blip_parts
 from pnpseg_hf.testing import BERT_SPECIALS, byte_level_vocab, save_tiny, wordpiece_vocab
 
 #: The tiny BridgeTower's text limit: RoBERTa positions start at ``pad_token_id + 1`` = 2,
@@ -31,35 +31,7 @@ def build_tiny_blip(folder: Path) -> Path:
     """
     import transformers as hf
 
-    vocab = wordpiece_vocab(BLIP_SPECIALS)
-    tokenizer = hf.BertTokenizer(vocab=vocab, do_lower_case=True, model_max_length=64)
-    tokenizer.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
-    config = hf.BlipConfig(
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=64,
-            patch_size=16,
-            initializer_range=0.02,
-        ),
-        text_config=dict(
-            vocab_size=len(vocab),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=3,
-            num_attention_heads=2,
-            max_position_embeddings=64,
-            pad_token_id=vocab["[PAD]"],
-            bos_token_id=vocab["[DEC]"],
-            sep_token_id=vocab["[SEP]"],
-            is_decoder=True,
-        ),
-        image_text_hidden_size=16,
-        projection_dim=16,
-    )
-    config.architectures = ["BlipForImageTextRetrieval"]
+    config, processor = tiny_blip_parts(hidden=32, vision_layers=2, heads=2, image_size=64)
 
     def sharpen(model: Any) -> None:
         # Random init gives near-uniform attention and position-blind features; sharpen
@@ -69,8 +41,6 @@ def build_tiny_blip(folder: Path) -> Path:
             layer.crossattention.self.query.weight.mul_(4.0)
             layer.crossattention.self.key.weight.mul_(4.0)
 
-    image_processor = hf.BlipImageProcessor(size={"height": 64, "width": 64})
-    processor = hf.BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
     return save_tiny(folder, lambda: hf.BlipForImageTextRetrieval(config), processor, sharpen)
 
 

@@ -58,36 +58,33 @@ PULL = 0.12
 RIDGE = 1e-3
 
 
-def build_planted_blip(folder: str | os.PathLike[str], seed: int = 0) -> tuple[Path, int, int]:
-    """Save the planted tiny BLIP to ``folder``; returns ``(folder, layer, head)``, 1-based.
-
-    Vision: 224 px, patch 16, hidden 64, 4 layers × 4 heads. Text: hidden 64, 3 layers × 4
-    heads, every colour word one token. Takes a few seconds on a CPU.
-    """
+def tiny_blip_parts(
+    *, hidden: int, vision_layers: int, heads: int, image_size: int, words: Sequence[str] = WORDS
+) -> tuple[Any, Any]:
+    """A small ``BlipConfig`` (ITM architecture) and its ``BlipProcessor`` with a generated
+    WordPiece vocabulary of ``words``: patch 16, MLPs twice ``hidden`` wide, 3 text layers
+    with cross-attention in each, 64 text positions, ``heads`` heads in both towers."""
     import transformers as hf
 
-    from pnpseg_blip.adapter import BlipAdapter
-
-    vocab = wordpiece_vocab(BLIP_SPECIALS, (*WORDS, *COLOURS))
+    vocab = wordpiece_vocab(BLIP_SPECIALS, words)
     tokenizer = hf.BertTokenizer(vocab=vocab, do_lower_case=True, model_max_length=64)
     tokenizer.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
     config = hf.BlipConfig(
         vision_config=dict(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            image_size=PLANTED_SIZE,
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=vision_layers,
+            num_attention_heads=heads,
+            image_size=image_size,
             patch_size=16,
             initializer_range=0.02,
         ),
         text_config=dict(
             vocab_size=len(vocab),
-            hidden_size=64,
-            intermediate_size=128,
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
             num_hidden_layers=3,
-            num_attention_heads=4,
-            encoder_hidden_size=64,
+            num_attention_heads=heads,
             max_position_embeddings=64,
             pad_token_id=vocab["[PAD]"],
             bos_token_id=vocab["[DEC]"],
@@ -98,9 +95,22 @@ def build_planted_blip(folder: str | os.PathLike[str], seed: int = 0) -> tuple[P
         projection_dim=16,
     )
     config.architectures = ["BlipForImageTextRetrieval"]
-    processor = hf.BlipProcessor(
-        image_processor=hf.BlipImageProcessor(size={"height": PLANTED_SIZE, "width": PLANTED_SIZE}),
-        tokenizer=tokenizer,
+    image_processor = hf.BlipImageProcessor(size={"height": image_size, "width": image_size})
+    return config, hf.BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def build_planted_blip(folder: str | os.PathLike[str], seed: int = 0) -> tuple[Path, int, int]:
+    """Save the planted tiny BLIP to ``folder``; returns ``(folder, layer, head)``, 1-based.
+
+    Vision: 224 px, patch 16, hidden 64, 4 layers × 4 heads. Text: hidden 64, 3 layers × 4
+    heads, every colour word one token. Takes a few seconds on a CPU.
+    """
+    import transformers as hf
+
+    from pnpseg_blip.adapter import BlipAdapter
+
+    config, processor = tiny_blip_parts(
+        hidden=64, vision_layers=4, heads=4, image_size=PLANTED_SIZE, words=(*WORDS, *COLOURS)
     )
     path = save_tiny(folder, lambda: hf.BlipForImageTextRetrieval(config), processor, _quiet_vision, seed)
     adapter = BlipAdapter(model=str(path))
