@@ -102,7 +102,9 @@ def test_overwrite_with_other_classes_resets_every_format(photos, tmp_path):
     out = tmp_path / "out"
     formats = ["--format", "coco,cvat,labelstudio"]
     assert segment(str(photos), "--classes", "red,green", "--out", str(out), *formats).exit_code == 0
-    subset = segment(str(photos / "p0.png"), "--classes", "green,blue", "--out", str(out), "--overwrite", "--format", "cvat")
+    subset = segment(
+        str(photos / "p0.png"), "--classes", "green,blue", "--out", str(out), "--overwrite", "--format", "cvat"
+    )
     assert subset.exit_code == 0, subset.output
     assert sorted(p.name for p in (out / "cvat" / "SegmentationClass").iterdir()) == ["p0.png"]
     assert (out / "cvat" / "ImageSets" / "Segmentation" / "default.txt").read_text() == "p0\n"
@@ -204,7 +206,9 @@ def test_a_kill_during_an_overwrite_that_changes_settings_resumes(photos, tmp_pa
 
     with monkeypatch.context() as m:
         m.setattr(OutputFolder, "append", killed)
-        assert segment(str(photos), "--classes", "red", "--out", str(out), "--overwrite", "--threshold", "0.5").exit_code
+        assert segment(
+            str(photos), "--classes", "red", "--out", str(out), "--overwrite", "--threshold", "0.5"
+        ).exit_code
     resumed = segment(str(photos), "--classes", "red", "--out", str(out), "--threshold", "0.5")
     assert resumed.exit_code == 0, resumed.output
     assert "Segmenting 3 image(s)" in resumed.output

@@ -25,6 +25,14 @@ def labelmap(classes: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def planned_files(names: Sequence[str]) -> list[str]:
+    """The paths :func:`cvat_files` writes for images whose outputs are ``names``."""
+    if not names:
+        return []
+    fixed = [f"{FOLDER}/labelmap.txt", f"{FOLDER}/ImageSets/Segmentation/default.txt"]
+    return fixed + [f"{FOLDER}/SegmentationClass/{name}.png" for name in names]
+
+
 def cvat_files(images: Sequence[Any], classes: Sequence[str]) -> dict[str, bytes]:
     if not images:
         return {}
