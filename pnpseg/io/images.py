@@ -59,8 +59,11 @@ def sha256(data: bytes) -> str:
 
 def file_sha256(path: Path) -> str:
     """:func:`sha256` of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def is_image_name(path: Path) -> bool:

@@ -129,7 +129,9 @@ class Ownership:
             for entry in plan:
                 target = self.store.local / entry.rel
                 if target.resolve() in resolved_inputs:
-                    raise PnpsegError(f"{entry.what} {target} would overwrite an input; choose another --out")
+                    raise PnpsegError(
+                        f"output {target} ({entry.what}) would overwrite an input image; choose another --out"
+                    )
         existing = self._existing(plan)
         for entry in plan:
             if entry.rel in existing and entry.rel not in self.files:
