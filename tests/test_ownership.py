@@ -243,3 +243,35 @@ def test_an_input_named_like_a_temp_file_keeps_its_label(tmp_path):
         again = segment(str(image), "--classes", "red", "--out", str(out))
         assert again.exit_code == 0 and "1 already done" in again.output, again.output
         assert (out / name).exists()
+
+
+def test_paths_that_leave_the_folder_are_never_written(tmp_path):
+    """The ownership module itself: ``..``, absolute paths and a symlinked folder that leads out
+    are refused before anything is written; a ledger naming such paths owns nothing."""
+    from pnpseg.errors import PnpsegError
+    from pnpseg.io.ownership import LEDGER, Ownership, Planned, contained
+    from pnpseg.io.store import Store
+
+    assert [contained(p) for p in ("a/./b.png", "a//b.png", "../x", "/etc/x", "a/../b", "C:x", "", None)] == [
+        "a/b.png",
+        "a/b.png",
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+    ]
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "link").symlink_to(elsewhere, target_is_directory=True)
+    (out / LEDGER).write_text(
+        json.dumps({"files": {"../victim.txt": "labels", "/abs.txt": "labels", "ok.png": "labels"}})
+    )
+    owned = Ownership(Store(out)).load()
+    assert owned.files == {"ok.png": "labels"}
+    with pytest.raises(PnpsegError, match="outside"):
+        owned.claim([Planned("link/a.png", "labels", "label")])
+    owned.delete(["../victim.txt", "/abs.txt"])  # not held: nothing happens
+    assert not list(elsewhere.iterdir()) and owned.files == {"ok.png": "labels"}

@@ -114,9 +114,11 @@ class Ownership:
         twice, replace an input, or replace a file pnpseg did not write. Writes nothing."""
         self._ensure()
         plan = list(planned)
+        where = self._real_folders(plan)
+        root = self.store.local.resolve() if self.store.local is not None else None
         seen: dict[str, Planned] = {}
         for entry in plan:
-            if contained(entry.rel) != entry.rel or not self._stays_inside(entry.rel):
+            if contained(entry.rel) != entry.rel or not _stays_inside(root, where, entry.rel):
                 raise PnpsegError(f"{entry.what} {entry.rel!r} would be written outside {self.store.location}")
             first = seen.setdefault(entry.rel.casefold(), entry)
             if first is not entry and first.what != entry.what:
@@ -124,13 +126,14 @@ class Ownership:
                     f"{first.what} and {entry.what} would both be written to {self.store.uri(entry.rel)}; "
                     "rename the input or leave out the option that writes the second"
                 )
-        if self.store.local is not None:
+        if where:
             resolved_inputs = {Path(p).resolve() for p in inputs if "://" not in str(p)}
             for entry in plan:
-                target = self.store.local / entry.rel
-                if target.resolve() in resolved_inputs:
+                folder, name = posixpath.split(entry.rel)
+                if where[folder] / name in resolved_inputs:
                     raise PnpsegError(
-                        f"output {target} ({entry.what}) would overwrite an input image; choose another --out"
+                        f"output {self.store.uri(entry.rel)} ({entry.what}) would overwrite an input image; "
+                        "choose another --out"
                     )
         existing = self._existing(plan)
         for entry in plan:
@@ -149,16 +152,13 @@ class Ownership:
             self.files.update(new)
             self.save()
 
-    def _stays_inside(self, rel: str) -> bool:
-        """No symlinked folder on the way leads out of the folder (local disks only)."""
+    def _real_folders(self, plan: list[Planned]) -> dict[str, Path]:
+        """Each folder of the plan, symlinks resolved, once (local disks only; else empty). A
+        file is never resolved itself: a symlink in its place is replaced, not followed."""
         if self.store.local is None:
-            return True
-        root = self.store.local.resolve()
-        parent = (self.store.local / rel).parent
-        while not parent.exists() and parent != self.store.local:
-            parent = parent.parent
-        resolved = parent.resolve()
-        return resolved == root or root in resolved.parents
+            return {}
+        folders = {posixpath.dirname(entry.rel) for entry in plan}
+        return {folder: (self.store.local / folder).resolve() for folder in folders}
 
     def _existing(self, plan: list[Planned]) -> set[str]:
         if self.store.local is not None:
@@ -247,6 +247,14 @@ class Ownership:
                 continue
             found += [posixpath.normpath(posixpath.join(folder, n)) for n in names if temp_target(n) is not None]
         return found
+
+
+def _stays_inside(root: Path | None, where: dict[str, Path], rel: str) -> bool:
+    """No symlinked folder on the way to ``rel`` leads out of the folder ``root`` (local disks)."""
+    if root is None:
+        return True
+    real = where[posixpath.dirname(rel)]
+    return real == root or root in real.parents
 
 
 def write_owned(store: Store, rel: str, data: bytes) -> None:
