@@ -235,3 +235,16 @@ def test_a_killed_driver_is_resumed_without_redoing_finished_images(s3, ray_on_s
         for r in manifest((local_run / "manifest.jsonl").read_text())
     }
     assert {i.removeprefix(f"{PHOTOS}/"): stable(r) for i, r in latest.items()} == local
+
+
+def test_an_endpoint_given_in_the_uri_reaches_the_data_and_the_lock(s3, monkeypatch):
+    """docs/scale-out.md: pyarrow's ``?endpoint_override=`` works without ``AWS_ENDPOINT_URL``,
+    and the lock (boto3) talks to the same endpoint."""
+    endpoint = os.environ["AWS_ENDPOINT_URL"].removeprefix("http://")
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    folder = OutputFolder(f"s3://{BUCKET}/query?endpoint_override={endpoint}&scheme=http", COLOURS)
+    with folder._lock():
+        assert lock_object(s3, "query")["pid"] == os.getpid()
+        folder.store.write_bytes("a/b.txt", b"data")
+    assert objects(s3, "query") == {"a/b.txt": b"data"}
+    assert folder.store.uri("a/b.txt") == f"s3://{BUCKET}/query/a/b.txt"  # the option is not repeated
