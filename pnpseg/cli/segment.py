@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 
 import pnpseg.cli.options as o
-from pnpseg.cli.app import EXIT_INPUT_FAILED, app, console, print_json
+from pnpseg.cli.app import EXIT_INPUT_FAILED, app, console, json_summary
 from pnpseg.errors import PnpsegError
 
 
@@ -152,7 +152,7 @@ def segment(
         job = SegmentJob([Path(p) for p in inputs], names, Path(out), workers=workers, **shared)
     summary = job.run()
     if as_json:
-        print_json({"command": "segment", **summary.to_json(job.folder.location, job.folder.manifest_uri)})
+        json_summary({"command": "segment", **summary.to_json(job.folder.location, job.folder.manifest_uri)})
     if not summary.ok:
         raise typer.Exit(EXIT_INPUT_FAILED)
 
