@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from pnpseg.cli.app import console
+from pnpseg import console
 
 convert_app = typer.Typer(no_args_is_help=True, help="Convert model checkpoints for use with pnpseg's adapters.")
 
