@@ -37,7 +37,9 @@ _LAZY = {
     "profile_stage": "pnpseg.method.profiling:stage",
     "hub_reachable": "pnpseg.io.hub:reachable",
     "hub_quiet": "pnpseg.io.hub:quiet",
+    "AsJson": "pnpseg.cli.options",
     "console": "pnpseg.cli.app",
+    "json_summary": "pnpseg.cli.app",
     "error_line": "pnpseg.cli.app",
     "warning_line": "pnpseg.cli.app",
     "BaseAdapter": "pnpseg.method.adapter",
@@ -53,7 +55,8 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from pnpseg.cli.app import console, error_line, warning_line
+    from pnpseg.cli.app import console, error_line, json_summary, warning_line
+    from pnpseg.cli.options import AsJson
     from pnpseg.evaluation.evaluate import evaluate
     from pnpseg.io.hub import quiet as hub_quiet
     from pnpseg.io.hub import reachable as hub_reachable
@@ -80,6 +83,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AdapterError",
+    "AsJson",
     "BaseAdapter",
     "ClassNameError",
     "EnvironmentProblem",
@@ -104,6 +108,7 @@ __all__ = [
     "hookimpl",
     "hub_quiet",
     "hub_reachable",
+    "json_summary",
     "lazy",
     "model_unavailable",
     "profile_stage",

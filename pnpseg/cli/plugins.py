@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import typer
 
-from pnpseg.cli.app import app
+from pnpseg.cli.app import app, json_summary
 
 
 @app.command()
@@ -24,7 +23,7 @@ def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON inste
 
     infos = plugin_info()
     if as_json:
-        typer.echo(json.dumps([dataclasses.asdict(info) for info in infos], indent=2))
+        json_summary([dataclasses.asdict(info) for info in infos])
         return
     out = Console(highlight=False)
 
