@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+
+#: errno values that mean "this machine cannot store the output" (a full disk or quota, a
+#: read-only or forbidden folder): exit status 3 wherever they are raised, never a bug.
+STORAGE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+
 
 class PnpsegError(Exception):
     """Base class for errors caused by user input or the environment, not by a bug.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,85 @@ def test_explain_json_lists_what_it_wrote(scene, tmp_path):
 def test_plugins_json_stays_a_list():
     result = cli("plugins", "--json")
     assert result.exit_code == 0 and isinstance(json.loads(result.stdout), list)
+
+
+# -- item 23: the documented code, not exit 4 -------------------------------------------------
+def test_full_disk_while_writing_the_format_documents_is_exit_3(scene, tmp_path, monkeypatch):
+    from pnpseg.io import store
+
+    real = store.atomic_write_bytes
+
+    def full(path, data):
+        if "cvat" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, data)
+
+    monkeypatch.setattr(store, "atomic_write_bytes", full)
+    result = segment(scene, tmp_path, "--format", "png,cvat", "--json")
+    assert result.exit_code == 3, result.output
+    assert "No space left on device" in one_document(result)["error"]["message"]
+    assert (tmp_path / "o" / "a.png").is_file()  # the label is kept for the next run
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EPERM, errno.EACCES])
+def test_a_folder_that_turns_read_only_mid_run_stops_it_as_a_full_disk_does(tmp_path, monkeypatch, code):
+    from pnpseg.engines.common import OutputLayout
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for seed in range(4):
+        make_scene(48, 48, ["red", "blue"], seed=seed)[0].save(folder / f"{seed}.png")
+    real, saved = OutputLayout.write, []
+
+    def write(layout, item, image, labels):
+        if len(saved) == 1:
+            raise OSError(code, os.strerror(code), str(layout.label_file(item)))
+        saved.append(item)
+        return real(layout, item, image, labels)
+
+    monkeypatch.setattr(OutputLayout, "write", write)
+    result = segment(folder, tmp_path)
+    assert result.exit_code == 3, result.output
+    assert "stopped" in result.output and "run the same command again" in result.output
+    records = [json.loads(line) for line in (tmp_path / "o" / "manifest.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in records] == ["ok", "error"]  # stopped at the first refusal
+
+
+def test_tune_out_in_a_read_only_folder_is_exit_3_before_the_search(scene, tmp_path, readonly, monkeypatch):
+    from pnpseg.testing import SyntheticAdapter
+
+    passes = []
+    monkeypatch.setattr(SyntheticAdapter, "forward", lambda *args: passes.append(args))
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"a.png": ["red", "blue"]}))
+    args = ["--labels", labels, "--adapter", "synthetic", "--scorer", "synthetic", "--no-cache"]
+    result = cli("tune", scene, *args, "--out", readonly / "p.json", "--json")
+    assert result.exit_code == 3 and "cannot write" in one_document(result)["error"]["message"], result.output
+    assert passes == []  # before any model pass
+
+
+@pytest.mark.parametrize("where", ["file", "read-only"])
+def test_explain_out_that_cannot_be_a_folder_is_refused_before_the_model(scene, tmp_path, readonly, monkeypatch, where):
+    from pnpseg.testing import SyntheticAdapter
+
+    passes = []
+    monkeypatch.setattr(SyntheticAdapter, "forward", lambda *args: passes.append(args))
+    out = {"file": tmp_path / "afile", "read-only": readonly / "x"}[where]
+    if where == "file":
+        out.write_text("mine")
+    args = ["explain", scene / "a.png", "--adapter", "synthetic", "--classes", "red,blue", "--out", out, "--json"]
+    result = cli(*args)
+    assert result.exit_code == {"file": 2, "read-only": 3}[where], result.output
+    assert str(out) in one_document(result)["error"]["message"] and passes == []
+    assert where != "file" or out.read_text() == "mine"
+
+
+def test_explain_on_a_one_pixel_image(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(tmp_path / "one.png")
+    result = cli(
+        "explain", tmp_path / "one.png", "--adapter", "synthetic", "--classes", "red,blue", "--out", tmp_path / "x"
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "x" / "pipeline.png").is_file()

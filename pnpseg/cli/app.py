@@ -21,7 +21,6 @@ Exit codes (README "Exit codes", docs/reliability.md):
 
 from __future__ import annotations
 
-import errno
 import importlib.metadata
 import json
 import tempfile
@@ -34,7 +33,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer._click.exceptions import ClickException
 
-from pnpseg.errors import PnpsegError, shorten
+from pnpseg.errors import STORAGE_ERRNOS, PnpsegError, shorten
 
 EXIT_OK = 0
 EXIT_INPUT_FAILED = 1
@@ -52,9 +51,6 @@ EXIT_KINDS = {
     EXIT_BUG: ("bug", "an unexpected error"),
     EXIT_INTERRUPTED: ("interrupted", "interrupted"),
 }
-
-#: errno values that mean "this machine cannot store the output", not a bug.
-STORAGE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
 
 console = Console(stderr=True)
 
