@@ -58,6 +58,16 @@ ClassesFile = Annotated[
 ]
 
 
+AsJson = Annotated[
+    bool,
+    typer.Option(
+        "--json",
+        help="Print one JSON document on stdout, also on failure (with exit_code and error); progress stays on stderr.",
+        rich_help_panel=IO,
+    ),
+]
+
+
 # -- method ----------------------------------------------------------------------------
 Adapter = Annotated[
     Optional[str],
