@@ -66,10 +66,17 @@ class ModelLoadError(EnvironmentProblem):
     """A model that is neither cached nor reachable, or a local path that is not a model."""
 
 
-class AdapterError(PnpsegError):
+class PluginDefectError(EnvironmentProblem):
+    """An installed plugin is broken: its factory target does not exist, its hook raised, or
+    its adapter breaks the protocol. Exit 3, like anything else wrong with what is installed:
+    the user's input is not at fault, and the message names the plugin to fix or remove."""
+
+
+class AdapterError(PluginDefectError):
     """An adapter returned something that breaks the protocol (docs/adapters.md).
 
-    The message names the adapter and the clause it broke, in one line.
+    The message names the adapter, the clause it broke and the package that ships it, in
+    one line (exit 3, a plugin defect).
     """
 
 

@@ -213,16 +213,18 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def main_options(
     plugins_dir: Optional[Path] = typer.Option(
-        None, "--plugins-dir", help="Also load every *.py file in this folder as a plugin.", envvar="PNPSEG_PLUGINS_DIR"
+        None, "--plugins-dir", help="Also load every *.py file in this folder as a plugin (as PNPSEG_PLUGINS_DIR does)."
     ),
     show_version: bool = typer.Option(
         False, "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
     ),
 ) -> None:
-    from pnpseg.plugins import broken_plugins, load_installed, load_plugins_dir
+    from pnpseg.plugins import broken_plugins, check_hooks, load_installed, load_plugins_dir, on_broken
 
     load_installed()
     if plugins_dir is not None:
         load_plugins_dir(plugins_dir)
+    check_hooks()
     for problem in broken_plugins():
         warning_line(problem.message)
+    on_broken(lambda problem: warning_line(problem.message))  # found later: a name another plugin has

@@ -7,8 +7,7 @@ from typing import Optional
 
 import typer
 
-import pnpseg.cli.options as o
-from pnpseg.cli.app import console, json_summary
+from pnpseg import AsJson, console, json_summary
 
 convert_app = typer.Typer(no_args_is_help=True, help="Convert model checkpoints for use with pnpseg's adapters.")
 
@@ -27,7 +26,7 @@ def convert_blip_command(
         "--tokenizer",
         help="Folder with BERT's vocab.txt; default: the one beside CHECKPOINT, else bert-base-uncased (cache or hub).",
     ),
-    as_json: o.AsJson = False,
+    as_json: AsJson = False,
 ) -> None:
     """Turn a BLIP/LAVIS ITM checkpoint into a folder for `--adapter blip --model OUT_DIR`."""
     from .convert import convert_blip
