@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pnpseg.method.prompts import build_prompt
+from pnpseg import build_prompt
 from pnpseg.testing import COLOURS, make_scene
 from pnpseg_hf.testing import BERT_SPECIALS, WORDS, save_tiny, wordpiece_vocab
 

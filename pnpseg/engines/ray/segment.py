@@ -50,6 +50,7 @@ class RaySegmentJob:
         gpus_per_worker: float = 0.0,
         cpus_per_worker: float | None = None,
         max_image_pixels: int | None = None,
+        root: Path | None = None,
     ):
         from rich.console import Console
 
@@ -66,7 +67,7 @@ class RaySegmentJob:
         self.max_image_pixels = max_image_pixels
         self.folder = OutputFolder(out, classes, overwrite=overwrite)
         local_out = self.folder.store.local
-        self.items, self.skipped = discover_uris(inputs, exclude=[local_out] if local_out is not None else [])
+        self.items, self.skipped = discover_uris(inputs, [local_out] if local_out is not None else [], root)
         report_skipped(self.console, self.skipped, inputs, bool(self.items))
         if local_out is not None:
             check_output_folder(local_out)  # before Ray starts and the model loads
