@@ -61,6 +61,8 @@ def convert_blip(checkpoint: Path, out_dir: Path, image_size: int | None = None,
     written next to ``out_dir`` and renamed into place at the end: never half-written.
     """
     out_dir = Path(out_dir)
+    if image_size is not None:
+        pnpseg.SegmentParams(image_size=image_size)  # pnpseg's bounds on a model input, before any work
     if out_dir.exists():
         raise pnpseg.PnpsegError(f"{str(out_dir)!r} already exists; choose a new output folder")
     state = _load_state(Path(checkpoint))
