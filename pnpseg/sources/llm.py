@@ -47,7 +47,11 @@ class LLMError(PnpsegError):
 
 
 def parse_timeout(text: str) -> float:
-    """``timeout=`` seconds: finite and positive (``-1``, ``0``, ``nan``, ``inf`` are refused)."""
+    """a number of seconds above 0
+
+    ``timeout=`` seconds: finite and positive (``-1``, ``0``, ``nan``, ``inf`` are refused);
+    the first docstring line is what an error message says the option expects.
+    """
     value = float(text)
     if not math.isfinite(value) or value <= 0:
         raise ValueError(text)
