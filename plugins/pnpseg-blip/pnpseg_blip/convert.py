@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 import pnpseg
-from pnpseg_hf import first_line, load_pretrained, quiet_progress
+from pnpseg_hf import first_line, load_pretrained, quiet_loading
 
 #: LAVIS ``VisionTransformer`` names → ``BlipVisionModel`` names (regex, replacement), in order.
 VISION_RENAMES = (
@@ -78,7 +78,7 @@ def convert_blip(checkpoint: Path, out_dir: Path, image_size: int | None = None,
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        with quiet_progress():
+        with quiet_loading():
             model.save_pretrained(partial)
         processor.save_pretrained(partial)
         os.replace(partial, out_dir)
