@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from typer.testing import CliRunner
 pytest.importorskip("moto", reason="moto (requirements-dev.txt) runs the S3 server")
 pytest.importorskip("boto3", reason="boto3 (the ray extra) locks an s3:// --out")
 
-from s3_server import BUCKET, objects, s3_server, upload
+from s3_server import BUCKET, free_port, objects, s3_server, upload
 
 import pnpseg.io.locks as locks
 from pnpseg.cli import app
@@ -93,19 +94,36 @@ def manifest(lines: bytes | str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines()]
 
 
-@pytest.mark.slow  # a Ray run: a few seconds, more on a busy machine
-def test_labels_and_manifest_on_s3_match_the_local_engine(s3, ray_on_s3, scenes, local_run):
+@pytest.fixture(scope="module")
+def ray_run(s3, ray_on_s3, scenes):
+    """``s3://BUCKET/same``: the Ray engine's run on ``PHOTOS``, as the local engine's ``local_run``."""
     out = f"s3://{BUCKET}/same"
-    result = segment(PHOTOS, *ARGS, "--out", out, "--viz", "--format", "png,cvat,coco", "--engine", "ray")
+    return segment(PHOTOS, *ARGS, "--out", out, "--viz", "--format", "png,cvat,coco", "--engine", "ray")
+
+
+def copy_prefix(s3, source: str, target: str) -> None:
+    for key in objects(s3, source):
+        s3.copy_object(Bucket=BUCKET, Key=f"{target}/{key}", CopySource={"Bucket": BUCKET, "Key": f"{source}/{key}"})
+
+
+def with_uris(written: dict[str, bytes], scenes: Path) -> dict[str, bytes]:
+    """The local engine's files as the Ray engine writes them from ``PHOTOS``: coco.json names
+    each image by its input, there its URI."""
+    if "coco.json" in written:
+        written = {**written, "coco.json": written["coco.json"].replace(str(scenes).encode(), PHOTOS.encode())}
+    return written
+
+
+@pytest.mark.slow  # a Ray run: a few seconds, more on a busy machine
+def test_labels_and_manifest_on_s3_match_the_local_engine(s3, ray_run, scenes, local_run):
+    out, result = f"s3://{BUCKET}/same", ray_run
     assert result.exit_code == 1, result.output
     assert "notes.txt: not an image file" in result.output and "broken.png" in result.output
     written = objects(s3, "same")
     records = manifest(written.pop("manifest.jsonl"))
     # label PNGs, overlays, classes.json and the --format documents, byte for byte; no lock,
     # part or temp object left behind
-    expected = files(local_run)  # coco.json names each image by its input: here its URI
-    expected["coco.json"] = expected["coco.json"].replace(str(scenes).encode(), PHOTOS.encode())
-    assert written == expected
+    assert written == with_uris(files(local_run), scenes)
     local = manifest((local_run / "manifest.jsonl").read_text())
     assert [stable(r) for r in records] == [stable(r) for r in local]  # same records, same (input) order
     relative = [r["input"].removeprefix(f"{PHOTOS}/") for r in records]
@@ -248,3 +266,58 @@ def test_an_endpoint_given_in_the_uri_reaches_the_data_and_the_lock(s3, monkeypa
         folder.store.write_bytes("a/b.txt", b"data")
     assert objects(s3, "query") == {"a/b.txt": b"data"}
     assert folder.store.uri("a/b.txt") == f"s3://{BUCKET}/query/a/b.txt"  # the option is not repeated
+
+
+# -- exit codes and --json (issue 21, E) on S3 ----------------------------------------------
+def one_json(output: str) -> dict:
+    """The one JSON document a ``--json`` run prints on stdout (CliRunner mixes in stderr's lines)."""
+    documents = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert len(documents) == 1, output
+    return documents[0]
+
+
+def test_a_missing_bucket_or_an_unreachable_store_is_exit_3_before_ray_starts(s3, scenes, monkeypatch):
+    """It was exit 4 (an OSError from pyarrow) after Ray had started and the model had loaded."""
+    starts = []
+    monkeypatch.setattr("pnpseg.engines.ray.segment.init_ray", lambda *a, **k: starts.append(a))
+    missing = segment(PHOTOS, *ARGS, "--out", "s3://no-such-bucket/out", "--engine", "ray", "--json")
+    assert missing.exit_code == 3, missing.output
+    document = one_json(missing.output)
+    assert document["exit_code"] == 3 and document["error"]["kind"] == "environment"
+    assert "no-such-bucket does not exist" in document["error"]["message"]
+    file = segment(PHOTOS, *ARGS, "--out", f"{PHOTOS}/s0.png", "--engine", "ray", "--json")
+    assert file.exit_code == 2 and "is a file" in one_json(file.output)["error"]["message"], file.output
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    unreachable = segment(PHOTOS, *ARGS, "--out", f"s3://{BUCKET}/never", "--engine", "ray", "--json")
+    assert unreachable.exit_code == 3, unreachable.output
+    assert one_json(unreachable.output)["error"]["message"].startswith(f"cannot read {PHOTOS}: ")
+    assert starts == []
+    assert s3.get_object(Bucket=BUCKET, Key="photos/s0.png")["Body"].read() == (scenes / "s0.png").read_bytes()
+
+
+@pytest.mark.slow  # a Ray run
+def test_overwrite_on_s3_resets_the_prefix_as_the_local_engine_resets_its_folder(
+    s3, ray_run, scenes, local_run, tmp_path
+):
+    """From the same finished folder, ``--overwrite`` with another class list: the same files
+    (the old table's labels replaced, its overlays deleted) and the same latest records."""
+    local = tmp_path / "local"
+    shutil.copytree(local_run, local)
+    copy_prefix(s3, "same", "over")
+    before = len(manifest(objects(s3, "over")["manifest.jsonl"]))
+    new = ["--classes", "green,red", *ARGS[2:], "--overwrite", "--format", "png,coco"]
+    assert segment(str(scenes), *new, "--out", str(local)).exit_code == 1
+    result = segment(PHOTOS, *new, "--out", f"s3://{BUCKET}/over", "--engine", "ray")
+    assert result.exit_code == 1, result.output
+    assert "Segmenting 9 image(s)" in result.output, result.output
+    written = objects(s3, "over")
+    records = manifest(written.pop("manifest.jsonl"))
+    assert written == with_uris(files(local), scenes)
+    assert json.loads(written["classes.json"]) == json.loads((local / "classes.json").read_text())
+    assert not any(key.startswith("overlays/") for key in written)  # the old table's overlays went too
+    latest = {r["input"].removeprefix(f"{PHOTOS}/"): stable(r) for r in records}
+    expected = {
+        Path(r["input"]).relative_to(scenes).as_posix(): stable(r)
+        for r in manifest((local / "manifest.jsonl").read_text())
+    }
+    assert latest == expected and len(records) == before + 9  # the old lines stay; they no longer count

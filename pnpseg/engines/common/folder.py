@@ -16,7 +16,6 @@ would hold the lock. Files of any other name are never touched.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -27,6 +26,7 @@ from pnpseg.engines.common.layout import OutputLayout
 from pnpseg.errors import EnvironmentProblem, PnpsegError
 from pnpseg.io.formats import Labelled, labelled, render
 from pnpseg.io.images import InputItem
+from pnpseg.io.jsontext import parse_json
 from pnpseg.io.locks import hold
 from pnpseg.io.outputs import Manifest, class_table, is_temp_name, json_bytes, manifest_line, parse_manifest, record_key
 from pnpseg.io.store import Store, has_scheme
@@ -63,7 +63,7 @@ class OutputFolder:
         if previous is None:
             return
         try:
-            same = json.loads(previous) == self.table
+            same = parse_json(previous) == self.table
         except ValueError:
             same = False
         if not same:
