@@ -78,6 +78,7 @@ class SegmentJob:
         precision: str = "fp32",
         class_source: Any = "all",
         formats: Sequence[str] = DEFAULT_FORMATS,
+        root: Path | None = None,
     ):
         self.classes, self.batch_size, self.workers = classes, batch_size, workers
         self.formats = tuple(formats)
@@ -85,7 +86,7 @@ class SegmentJob:
         self.overwrite = overwrite
         self.console = console or Console(stderr=True)
         self.folder = OutputFolder(Path(out), classes, overwrite=overwrite)
-        self.items, self.skipped = discover(inputs, exclude=[Path(out)])
+        self.items, self.skipped = discover(inputs, [Path(out)], root)
         report_skipped(self.console, self.skipped, inputs, bool(self.items))
         check_formats(self.formats, classes, (i.output_relative("").as_posix() for i in self.items))
         check_output_folder(Path(out))  # before the model loads

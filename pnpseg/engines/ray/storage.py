@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pnpseg.errors import ImageError, PnpsegError
+from pnpseg.errors import EnvironmentProblem, ImageError, PnpsegError
 from pnpseg.io.images import (
     NOT_AN_IMAGE,
     InputItem,
@@ -23,23 +23,27 @@ PARTS = ".pnpseg-parts"
 
 
 def discover_uris(
-    inputs: Sequence[str | Path], exclude: Sequence[Path] = ()
+    inputs: Sequence[str | Path], exclude: Sequence[Path] = (), names_root: Path | None = None
 ) -> tuple[list[tuple[InputItem, str]], list[Skipped]]:
     """:func:`pnpseg.io.images.discover` for paths and URIs: ``[(item, root location)]`` and the
     paths skipped. A URI item's ``path`` is the URI string; its root is the folder given
-    (or the file's parent), from which workers open it. ``exclude``: as for ``discover``."""
+    (or the file's parent), from which workers open it. ``exclude`` and ``names_root``
+    (local paths only): ``discover``'s ``exclude`` and ``root``."""
     found: list[tuple[InputItem, str]] = []
     skipped: list[Skipped] = []
     local = [Path(p) for p in inputs if not has_scheme(str(p))]
     if local:
-        items, skip = discover(local, exclude)
+        items, skip = discover(local, exclude, names_root)
         found += [(item, "") for item in items]
         skipped += skip
     import pyarrow.fs as pafs
 
     for uri in (str(p) for p in inputs if has_scheme(str(p))):
         store = Store(uri)
-        info = store.fs.get_file_info(store.root)
+        try:
+            info = store.fs.get_file_info(store.root)
+        except OSError as error:  # a store that cannot be reached or read: not the user's typo
+            raise EnvironmentProblem(f"cannot read {uri}: {error}") from None
         if info.type == pafs.FileType.Directory:
             for rel in store.files():
                 if any(part.startswith(".") for part in rel.split("/")):
