@@ -333,6 +333,7 @@ def test_overwrite_on_s3_resets_the_prefix_as_the_local_engine_resets_its_folder
     assert latest == expected and len(records) == before + 9  # the old lines stay; they no longer count
 
 
+@pytest.mark.slow  # starts Ray
 def test_no_image_and_a_held_prefix_answer_in_json(s3, ray_on_s3, scenes):
     """Exit 1 (no image at all) and exit 2 (another host's run holds the prefix): one line and one
     JSON document; the refused run writes nothing and leaves the other run's lock alone."""
@@ -347,6 +348,25 @@ def test_no_image_and_a_held_prefix_answer_in_json(s3, ray_on_s3, scenes):
     assert document["error"]["kind"] == "usage" and "another pnpseg run is writing to" in document["error"]["message"]
     assert objects(s3, "held") == {LOCK: json.dumps(held).encode()}
     assert objects(s3, "nothing") == {}
+
+
+@pytest.mark.slow  # Ray runs
+def test_an_out_prefix_inside_the_input_prefix_is_never_read_as_input(s3, ray_on_s3, scenes):
+    """As locally: the labels written to ``photos/masks/`` are not inputs of the next run (they
+    were: it segmented them into ``masks/masks/``)."""
+    for i in (0, 2):
+        s3.put_object(Bucket=BUCKET, Key=f"nest/s{i}.png", Body=(scenes / f"s{i}.png").read_bytes())
+    args = [f"s3://{BUCKET}/nest", *ARGS, "--out", f"s3://{BUCKET}/nest/masks", "--engine", "ray"]
+    assert segment(*args).exit_code == 0
+    again = segment(*args)
+    assert again.exit_code == 0, again.output
+    assert "Segmenting 0 image(s)" in again.output and "2 already done" in again.output, again.output
+    assert sorted(k for k in objects(s3, "nest") if k.endswith(".png")) == [
+        "masks/s0.png",
+        "masks/s2.png",
+        "s0.png",
+        "s2.png",
+    ]
 
 
 # -- the output folder is pnpseg's only where it wrote (issue 21, A), on S3 -----------------
