@@ -84,14 +84,18 @@ def first_line(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def quiet_progress() -> Iterator[None]:
-    """Hide transformers' "Loading weights" bar (the CLI has its own output)."""
+def quiet_loading() -> Iterator[None]:
+    """Hide transformers' "Loading weights" bar, load report and tied-weight warnings: the
+    CLI has its own output, and a checkpoint that lacks a weight the adapter needs is one
+    line of pnpseg's (:attr:`HFAdapter.required_weights`), not 40 lines of transformers'."""
     from transformers.utils import logging as hf_logging
 
-    was_enabled = hf_logging.is_progress_bar_enabled()
+    was_enabled, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     try:
         yield
     finally:
+        hf_logging.set_verbosity(verbosity)
         if was_enabled:
             hf_logging.enable_progress_bar()

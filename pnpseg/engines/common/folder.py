@@ -16,7 +16,6 @@ would hold the lock. Files of any other name are never touched.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -27,6 +26,7 @@ from pnpseg.engines.common.layout import OutputLayout
 from pnpseg.errors import EnvironmentProblem, PnpsegError
 from pnpseg.io.formats import Labelled, labelled, render
 from pnpseg.io.images import InputItem
+from pnpseg.io.jsontext import parse_json
 from pnpseg.io.locks import hold
 from pnpseg.io.outputs import Manifest, class_table, is_temp_name, json_bytes, manifest_line, parse_manifest, record_key
 from pnpseg.io.store import Store, has_scheme
@@ -63,7 +63,7 @@ class OutputFolder:
         if previous is None:
             return
         try:
-            same = json.loads(previous) == self.table
+            same = parse_json(previous) == self.table
         except ValueError:
             same = False
         if not same:
@@ -241,8 +241,18 @@ class OutputFolder:
             rel = record.get("file") if current else None
             data = self.store.read_bytes(rel) if rel else None
             if rel and data is not None:
-                found.append(labelled(record["input"], rel, data))
+                found.append(labelled(record["input"], rel, data, self.input_location(record)))
         return found
+
+    def input_location(self, record: Mapping[str, Any]) -> str:
+        """Where a record's input is now: its key (:mod:`~pnpseg.engines.common.layout`) made
+        absolute. Not the recorded ``input``, which is relative to the working directory of
+        the run that wrote the record, not of this one."""
+        key = record.get("key")
+        if not isinstance(key, str) or has_scheme(key) or PurePosixPath(key).is_absolute():
+            return key if isinstance(key, str) else str(record["input"])
+        local = self.store.local
+        return os.path.normpath(local.resolve() / key) if local is not None else key
 
     def write_formats(self, formats: Sequence[str], fingerprint: str) -> dict[str, list[str]]:
         """Render ``--format`` documents (all but png, written per image) from every finished

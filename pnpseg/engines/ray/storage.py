@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pnpseg.errors import ImageError, PnpsegError
+from pnpseg.errors import EnvironmentProblem, ImageError, PnpsegError
 from pnpseg.io.images import (
     NOT_AN_IMAGE,
     InputItem,
@@ -40,7 +40,10 @@ def discover_uris(
 
     for uri in (str(p) for p in inputs if has_scheme(str(p))):
         store = Store(uri)
-        info = store.fs.get_file_info(store.root)
+        try:
+            info = store.fs.get_file_info(store.root)
+        except OSError as error:  # a store that cannot be reached or read: not the user's typo
+            raise EnvironmentProblem(f"cannot read {uri}: {error}") from None
         if info.type == pafs.FileType.Directory:
             for rel in store.files():
                 if any(part.startswith(".") for part in rel.split("/")):
