@@ -4,6 +4,7 @@ way the run before it ended. docs/reliability.md states the rule."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pnpseg.cli import app
+from pnpseg.io.formats.coco import FILE as COCO
 from pnpseg.testing import make_scene
 
 ARGS = ["--adapter", "synthetic", "--device", "cpu", "--image-size", "96"]
@@ -39,9 +41,9 @@ def photos(tmp_path: Path) -> Path:
 
 
 def test_a_users_file_with_an_outputs_name_is_never_overwritten(photos, tmp_path):
-    """Item 1: ``p0.png`` or ``coco.json`` the user put in ``--out`` stays, and the run is refused
-    before it writes anything (exit 2, one line)."""
-    for name, extra in (("p0.png", []), ("coco.json", ["--format", "coco"]), ("overlays/p1.png", ["--viz"])):
+    """Item 1: ``p0.png`` or the COCO document the user put in ``--out`` stays, and the run is
+    refused before it writes anything (exit 2, one line)."""
+    for name, extra in (("p0.png", []), (COCO, ["--format", "coco"]), ("overlays/p1.png", ["--viz"])):
         out = tmp_path / f"out-{len(extra)}"
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_text("the user's")
@@ -84,7 +86,7 @@ def test_a_path_read_from_the_manifest_never_reaches_outside_out(photos, tmp_pat
     (tmp_path / "escaped.png").write_bytes(victims[0].read_bytes())
     kept = segment(str(photos), "--classes", "red", "--out", str(out), "--format", "cvat,coco")
     assert kept.exit_code == 0, kept.output
-    names = json.loads((out / "coco.json").read_text())["images"]
+    names = json.loads((out / COCO).read_text())["images"]
     assert sorted(image["pnpseg_output"] for image in names) == ["p0.png", "p1.png", "p2.png"]
     assert not (tmp_path / "deep" / "escaped.png").exists() and sorted(
         p.name for p in (out / "cvat" / "SegmentationClass").iterdir()
@@ -100,7 +102,8 @@ def test_overwrite_with_other_classes_resets_every_format(photos, tmp_path):
     """Item 3: the documents of the old class table go with its masks; a subset ``--overwrite``
     leaves no old-table mask in ``cvat/SegmentationClass/``."""
     out = tmp_path / "out"
-    formats = ["--format", "coco,cvat,labelstudio"]
+    studio = importlib.util.find_spec("label_studio_sdk") is not None
+    formats = ["--format", "coco,cvat" + (",labelstudio" if studio else "")]
     assert segment(str(photos), "--classes", "red,green", "--out", str(out), *formats).exit_code == 0
     subset = segment(
         str(photos / "p0.png"), "--classes", "green,blue", "--out", str(out), "--overwrite", "--format", "cvat"
@@ -108,7 +111,7 @@ def test_overwrite_with_other_classes_resets_every_format(photos, tmp_path):
     assert subset.exit_code == 0, subset.output
     assert sorted(p.name for p in (out / "cvat" / "SegmentationClass").iterdir()) == ["p0.png"]
     assert (out / "cvat" / "ImageSets" / "Segmentation" / "default.txt").read_text() == "p0\n"
-    assert not (out / "coco.json").exists() and not (out / "labelstudio.json").exists()
+    assert not (out / COCO).exists() and not (out / "labelstudio.json").exists()
     plain = segment(str(photos / "p0.png"), "--classes", "blue", "--out", str(out), "--overwrite")
     assert plain.exit_code == 0, plain.output
     assert not (out / "cvat").exists()
@@ -275,3 +278,17 @@ def test_paths_that_leave_the_folder_are_never_written(tmp_path):
         owned.claim([Planned("link/a.png", "labels", "label")])
     owned.delete(["../victim.txt", "/abs.txt"])  # not held: nothing happens
     assert not list(elsewhere.iterdir()) and owned.files == {"ok.png": "labels"}
+
+
+@pytest.mark.parametrize("name", ["coco", "cvat", "labelstudio"])
+def test_the_files_a_run_claims_are_the_files_each_format_writes(name):
+    """A run claims its ``--format`` files before it starts (so a user's file of that name is
+    refused up front): the claim must name exactly what the writer renders."""
+    pytest.importorskip({"coco": "pycocotools", "cvat": "numpy", "labelstudio": "label_studio_sdk"}[name])
+    from pnpseg.io.formats import Labelled, planned_files, render
+
+    labels = np.zeros((4, 6), dtype=np.uint8)
+    labels[1:3, 2:5] = 1
+    images = [Labelled("a.jpg", "a", 6, 4, labels, "a.jpg"), Labelled("s/b.jpg", "s/b", 6, 4, labels, "s/b.jpg")]
+    assert set(render([name], ["red"], images)[name]) == set(planned_files(name, ["a", "s/b"]))
+    assert planned_files(name, []) == [] == list(render([name], ["red"], [])[name])

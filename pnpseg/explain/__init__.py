@@ -37,6 +37,7 @@ def explain_image(
     a file of these names that it did not write, or the image itself, is never replaced."""
     from pnpseg.explain.figures import atlas_figure, pipeline_figure, pyplot, save_figure
     from pnpseg.explain.trace import rewards_from_preset
+    from pnpseg.io.folders import check_output_folder
     from pnpseg.io.images import load_image
     from pnpseg.io.outputs import json_bytes
     from pnpseg.io.ownership import Ownership, Planned
@@ -45,6 +46,7 @@ def explain_image(
 
     pyplot()  # a missing [viz] extra fails before the model loads
     out = Path(out)
+    check_output_folder(out)  # a file or a read-only folder is refused before the model loads
     names = list(classes)
     files = ["pipeline.png", "pipeline.svg", *(f"atlas-{k + 1}.png" for k in range(len(names)) if heads)]
     planned = [Planned(rel, "explain", "explain output") for rel in [*files, "explain.json"]]
