@@ -175,7 +175,7 @@ def _under_root(path: Path, root: Path) -> Path:
 
 
 def discover(
-    inputs: Sequence[Path], exclude: Sequence[Path] = (), root: Path | None = None
+    inputs: Sequence[Path], exclude: Sequence[str | Path] = (), root: Path | None = None
 ) -> tuple[list[InputItem], list[Skipped]]:
     """Expand files and folders into the images to process, plus the paths skipped.
 
@@ -234,7 +234,7 @@ def discover(
     return unique, skipped
 
 
-def _resolve_all(paths: Sequence[Path]) -> frozenset[Path]:
+def _resolve_all(paths: Sequence[str | Path]) -> frozenset[Path]:
     """Resolved ``paths``, each folder resolved once (an output folder may list a million files)."""
     folders: dict[Path, Path] = {}
     resolved = set()

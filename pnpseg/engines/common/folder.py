@@ -107,13 +107,13 @@ class OutputFolder:
             planned += [Planned(rel, name, f"--format {name} file") for rel in planned_files(name, names)]
         return planned
 
-    def not_inputs(self) -> list[Path]:
+    def not_inputs(self) -> list[Path | str]:
         """What discovery must pass over: the output folder itself (when it lies inside an input
         folder) and, when it *is* an input folder, every file it holds that pnpseg wrote."""
+        self.owned.load(self._adopt)
         local = self.store.local
         if local is None:
-            return []
-        self.owned.load(self._adopt)
+            return [self.store.uri(""), *(self.store.uri(rel) for rel in self.owned.files)]
         return [local, *(local / rel for rel in self.owned.files)]
 
     def _adopt(self) -> dict[str, str]:
