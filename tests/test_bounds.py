@@ -74,3 +74,18 @@ def test_a_blur_of_the_whole_image_is_still_allowed(scene, tmp_path):
         tmp_path / "o",
     )
     assert result.exit_code == 0, result.output
+
+
+def test_demo_on_a_taken_port_is_one_line_exit_3_before_the_model(passes):
+    """Issue 21.20: exit 4 (a traceback from the web server) when the port was taken."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli("demo", "--adapter", "synthetic", "--port", port)
+    assert result.exit_code == 3, result.output
+    line = " ".join(result.output.split())
+    assert line.startswith("error: cannot serve on") and f"127.0.0.1:{port}" in line and "--port" in line
+    assert passes == []
