@@ -8,6 +8,7 @@ max_passes=2,crf``), where a bare ``key=value`` continues the options of the spe
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -35,11 +36,23 @@ def parse_options(where: str, options: str, allowed: Mapping[str, Callable[[str]
                 f"{where}: bad option {part!r}; options are "
                 + (", ".join(f"{k}=..." for k in (allowed or {})) or "none")
             )
+        convert = allowed[key] if allowed is not None else literal
         try:
-            values[key] = (allowed[key] if allowed is not None else literal)(value.strip())
+            values[key] = convert(value.strip())
         except ValueError:
-            raise PnpsegError(f"{where}: option {key} has a bad value {value.strip()!r}") from None
+            raise PnpsegError(
+                f"{where}: option {key} has a bad value {value.strip()!r} (expected {expected(convert)})"
+            ) from None
     return values
+
+
+def expected(convert: Callable[[str], Any]) -> str:
+    """What a converter accepts, in words, for an option's error message."""
+    known = {int: "a whole number", float: "a number", _number: "a number", _boolean: "true or false"}
+    if convert in known:
+        return known[convert]
+    doc = (getattr(convert, "__doc__", None) or "").strip().splitlines()
+    return doc[0].rstrip(".") if doc else getattr(convert, "__name__", "another value")
 
 
 def split_specs(text: str) -> list[str]:
@@ -98,3 +111,17 @@ def _number(text: str) -> int | float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(text)
     return value
+
+
+#: ``scheme://user:password@`` (or ``scheme://token@``) inside any text.
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@\s:,]*)(?P<password>:[^/@\s,]*)?@")
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` with the credentials of every URL in it masked (``http://user:***@host``,
+    ``https://***@host`` for a bare token): what a spec may show in a manifest, a message
+    or a log, as the API key itself is only ever named by its variable."""
+    return _USERINFO.sub(
+        lambda m: f"{m['scheme']}{m['user']}:***@" if m["password"] else f"{m['scheme']}***@",
+        text,
+    )

@@ -78,15 +78,17 @@ class SegmentJob:
         precision: str = "fp32",
         class_source: Any = "all",
         formats: Sequence[str] = DEFAULT_FORMATS,
+        root: Path | None = None,
     ):
         self.classes, self.batch_size, self.workers = classes, batch_size, workers
         self.formats = tuple(formats)
-        check_formats(self.formats)  # a missing library for a format: before the model loads
+        check_formats(self.formats, classes)  # a missing library for a format: before the model loads
         self.overwrite = overwrite
         self.console = console or Console(stderr=True)
         self.folder = OutputFolder(Path(out), classes, overwrite=overwrite)
-        self.items, self.skipped = discover(inputs, exclude=[Path(out)])
+        self.items, self.skipped = discover(inputs, [Path(out)], root)
         report_skipped(self.console, self.skipped, inputs, bool(self.items))
+        check_formats(self.formats, classes, (i.output_relative("").as_posix() for i in self.items))
         check_output_folder(Path(out))  # before the model loads
         self.folder.guard_inputs(self.items)
         self.folder.check_classes()

@@ -15,9 +15,9 @@ import base64
 import concurrent.futures
 import io
 import ipaddress
-import json
 import math
 import re
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +27,9 @@ from urllib.parse import urlsplit
 from PIL import Image
 
 from pnpseg.errors import MissingDependencyError, PnpsegError
+from pnpseg.io.jsontext import parse_json
 from pnpseg.method.resize import fit_longest_side
+from pnpseg.specs import redact_credentials
 
 ENV_BASE_URL = "PNPSEG_LLM_BASE_URL"
 ENV_MODEL = "PNPSEG_LLM_MODEL"
@@ -47,7 +49,11 @@ class LLMError(PnpsegError):
 
 
 def parse_timeout(text: str) -> float:
-    """``timeout=`` seconds: finite and positive (``-1``, ``0``, ``nan``, ``inf`` are refused)."""
+    """a number of seconds above 0
+
+    ``timeout=`` seconds: finite and positive (``-1``, ``0``, ``nan``, ``inf`` are refused);
+    the first docstring line is what an error message says the option expects.
+    """
     value = float(text)
     if not math.isfinite(value) or value <= 0:
         raise ValueError(text)
@@ -91,10 +97,10 @@ class LLMClient:
             timeout=self.timeout,
             http_client=openai.DefaultHttpxClient(follow_redirects=False, timeout=self.timeout),
         )
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pnpseg-llm")
 
     def endpoint(self) -> str:
-        return str(self._client.base_url).rstrip("/") + "/chat/completions"
+        """The URL asked, as messages and records show it (credentials masked)."""
+        return redact_credentials(str(self._client.base_url).rstrip("/") + "/chat/completions")
 
     def ask(self, image: Image.Image, vocabulary: Sequence[str]) -> str:
         """Send the image and the question; return the assistant's text (raises LLMError).
@@ -103,7 +109,17 @@ class LLMClient:
         server that drips one byte at a time; the worker stops at its own deadline too.
         """
         deadline = time.monotonic() + self.timeout
-        future = self._pool.submit(self._exchange, image, vocabulary, deadline)
+        future: concurrent.futures.Future[str] = concurrent.futures.Future()
+
+        def exchange() -> None:
+            try:
+                future.set_result(self._exchange(image, vocabulary, deadline))
+            except BaseException as error:  # noqa: BLE001  (handed to the caller)
+                future.set_exception(error)
+
+        # A daemon thread: one stuck on a server that never stops dripping must not keep
+        # the command from exiting once the image has fallen back.
+        threading.Thread(target=exchange, name="pnpseg-llm", daemon=True).start()
         try:
             return future.result(timeout=self.timeout)
         except concurrent.futures.TimeoutError:
@@ -128,7 +144,7 @@ class LLMClient:
             ) as response:
                 if response.status_code // 100 != 2:  # a redirect included: never followed
                     raise LLMError(f"HTTP {response.status_code} from {self.endpoint()}")
-                for chunk in response.iter_bytes(1 << 14):
+                for chunk in response.iter_bytes():  # as each read returns, so the deadline is checked
                     body += chunk
                     if len(body) > MAX_BODY:
                         raise LLMError(f"the answer from {self.endpoint()} exceeds {MAX_BODY} bytes")
@@ -150,8 +166,8 @@ class LLMClient:
 def message_text(body: bytes) -> str:
     """``choices[0].message.content`` of a chat-completions body (text parts joined)."""
     try:
-        payload = json.loads(body.decode("utf-8"))
-    except (ValueError, RecursionError):
+        payload = parse_json(body.decode("utf-8"))
+    except ValueError:
         raise LLMError("the answer is not JSON") from None
     try:
         content = payload["choices"][0]["message"]["content"]
@@ -182,16 +198,16 @@ def parse_class_list(text: str, vocabulary: Sequence[str]) -> tuple[list[str], l
     items = _items(text if isinstance(text, str) else "")
     lookup = {" ".join(name.split()).casefold(): name for name in vocabulary}
     found: set[str] = set()
-    unknown: list[str] = []
+    unknown: dict[str, str] = {}  # key → the name as given, first spelling kept: linear, not quadratic
     for item in items:
         key = " ".join(str(item).split()).strip(" .\"'`*-").casefold()
         if not key:
             continue
         if key in lookup:
             found.add(lookup[key])
-        elif key not in {u.casefold() for u in unknown}:
-            unknown.append(str(item).strip())
-    return [name for name in vocabulary if name in found], unknown
+        else:
+            unknown.setdefault(key, str(item).strip())
+    return [name for name in vocabulary if name in found], list(unknown.values())
 
 
 def _fenced(text: str) -> str | None:
@@ -209,8 +225,8 @@ def _fenced(text: str) -> str | None:
 
 def _json_value(candidate: str) -> Any:
     try:
-        return json.loads(candidate)
-    except (ValueError, RecursionError):
+        return parse_json(candidate)
+    except ValueError:
         return None
 
 

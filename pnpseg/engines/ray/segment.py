@@ -16,7 +16,6 @@ from pnpseg.engines.common import JobSpec, OutputFolder, Summary, fingerprint, r
 from pnpseg.engines.ray.cluster import init_ray
 from pnpseg.engines.ray.storage import discover_uris
 from pnpseg.errors import PnpsegError
-from pnpseg.io.folders import check_output_folder
 from pnpseg.io.formats import DEFAULT_FORMATS
 from pnpseg.io.formats import check_available as check_formats
 from pnpseg.io.images import set_max_image_pixels
@@ -50,6 +49,7 @@ class RaySegmentJob:
         gpus_per_worker: float = 0.0,
         cpus_per_worker: float | None = None,
         max_image_pixels: int | None = None,
+        root: Path | None = None,
     ):
         from rich.console import Console
 
@@ -66,14 +66,15 @@ class RaySegmentJob:
         self.max_image_pixels = max_image_pixels
         self.folder = OutputFolder(out, classes, overwrite=overwrite)
         local_out = self.folder.store.local
-        self.items, self.skipped = discover_uris(inputs, exclude=[local_out] if local_out is not None else [])
+        self.items, self.skipped = discover_uris(
+            inputs, [local_out if local_out is not None else self.folder.store.uri("")], root
+        )
         report_skipped(self.console, self.skipped, inputs, bool(self.items))
-        if local_out is not None:
-            check_output_folder(local_out)  # before Ray starts and the model loads
+        self.folder.store.check_output()  # before Ray starts and the model loads
         self.folder.guard_inputs(item for item, _ in self.items)
         self.folder.check_classes()
         self.formats = tuple(formats)
-        check_formats(self.formats)
+        check_formats(self.formats, classes, (item.output_relative("").as_posix() for item, _ in self.items))
         # a bad spec, or a file: key naming several inputs, fails here, before Ray starts
         check_inputs(build_class_source(class_source, classes), [item for item, _ in self.items])
         self.spec = JobSpec(list(classes), adapter, model, device, dict(params or {}), precision, class_source)
