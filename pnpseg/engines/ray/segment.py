@@ -66,7 +66,9 @@ class RaySegmentJob:
         self.max_image_pixels = max_image_pixels
         self.folder = OutputFolder(out, classes, overwrite=overwrite)
         local_out = self.folder.store.local
-        self.items, self.skipped = discover_uris(inputs, [local_out] if local_out is not None else [], root)
+        self.items, self.skipped = discover_uris(
+            inputs, [local_out if local_out is not None else self.folder.store.uri("")], root
+        )
         report_skipped(self.console, self.skipped, inputs, bool(self.items))
         self.folder.store.check_output()  # before Ray starts and the model loads
         self.folder.guard_inputs(item for item, _ in self.items)
