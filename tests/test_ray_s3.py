@@ -9,12 +9,13 @@ import io
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 from typer.testing import CliRunner
@@ -22,12 +23,14 @@ from typer.testing import CliRunner
 pytest.importorskip("moto", reason="moto (requirements-dev.txt) runs the S3 server")
 pytest.importorskip("boto3", reason="boto3 (the ray extra) locks an s3:// --out")
 
-from s3_server import BUCKET, free_port, objects, s3_server, upload
+from s3_server import BUCKET, free_port, keys, objects, s3_server, upload
 
 import pnpseg.io.locks as locks
 from pnpseg.cli import app
 from pnpseg.engines.common.folder import LOCK, OutputFolder
 from pnpseg.errors import EnvironmentProblem, PnpsegError
+from pnpseg.io.formats.coco import FILE as COCO
+from pnpseg.io.outputs import is_temp_name
 from pnpseg.testing import make_scene
 
 COLOURS = ["red", "green", "blue"]
@@ -232,7 +235,7 @@ def test_a_killed_driver_is_resumed_without_redoing_finished_images(s3, ray_on_s
     try:
         deadline = time.monotonic() + 300
         while driver.poll() is None and time.monotonic() < deadline:
-            if any(k.startswith(".pnpseg-parts/") for k in objects(s3, "killed")):
+            if any(k.startswith(".pnpseg-parts/") for k in keys(s3, "killed")):
                 break
             time.sleep(0.1)
         assert driver.poll() is None, driver.stderr.read().decode()[-3000:]  # still running: kill it
@@ -279,6 +282,39 @@ def test_an_endpoint_given_in_the_uri_reaches_the_data_and_the_lock(s3, monkeypa
 
 
 # -- exit codes and --json (issue 21, E) on S3 ----------------------------------------------
+@pytest.mark.slow  # a Ray run in another process
+def test_ctrl_c_on_the_driver_is_exit_130_with_one_json_document_and_a_released_lock(s3, ray_on_s3, scenes):
+    """SIGINT (Ctrl+C) once a block is done: exit 130, one JSON document on stdout, the lock
+    object deleted and the records collected so far written, so the next run resumes them."""
+    out = f"s3://{BUCKET}/interrupted"
+    address = ray_on_s3.get_runtime_context().gcs_address
+    command = [sys.executable, "-m", "pnpseg.cli", "segment", PHOTOS, *ARGS, "--out", out, "--json"]
+    driver = subprocess.Popen(
+        [*command, "--engine", "ray", "--ray-address", address], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while driver.poll() is None and time.monotonic() < deadline:
+            if any(k.startswith(".pnpseg-parts/") for k in keys(s3, "interrupted")):
+                break
+            time.sleep(0.1)
+        assert driver.poll() is None, driver.stderr.read().decode()[-3000:]
+        driver.send_signal(signal.SIGINT)
+        stdout, stderr = driver.communicate(timeout=120)
+    finally:
+        driver.kill()
+    assert driver.returncode == 130, stderr.decode()[-3000:]
+    documents = [json.loads(line) for line in stdout.decode().splitlines()]
+    assert len(documents) == 1 and documents[0]["exit_code"] == 130, stdout
+    left = objects(s3, "interrupted")
+    assert LOCK not in left and not any(is_temp_name(PurePosixPath(k).name) for k in left)
+    written = manifest(left.get("manifest.jsonl", b""))
+    resumed = segment(PHOTOS, *ARGS, "--out", out, "--engine", "ray")
+    assert resumed.exit_code == 1, resumed.output
+    done = len({r["input"] for r in written if r["status"] == "ok"})
+    assert f"{done} already done" in resumed.output or done == 0, resumed.output
+
+
 def one_json(output: str) -> dict:
     """The one JSON document a ``--json`` run prints on stdout (CliRunner mixes in stderr's lines)."""
     documents = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
@@ -333,6 +369,7 @@ def test_overwrite_on_s3_resets_the_prefix_as_the_local_engine_resets_its_folder
     assert latest == expected and len(records) == before + 9  # the old lines stay; they no longer count
 
 
+@pytest.mark.slow  # starts Ray
 def test_no_image_and_a_held_prefix_answer_in_json(s3, ray_on_s3, scenes):
     """Exit 1 (no image at all) and exit 2 (another host's run holds the prefix): one line and one
     JSON document; the refused run writes nothing and leaves the other run's lock alone."""
@@ -349,16 +386,31 @@ def test_no_image_and_a_held_prefix_answer_in_json(s3, ray_on_s3, scenes):
     assert objects(s3, "nothing") == {}
 
 
+@pytest.mark.slow  # Ray runs
+def test_an_out_prefix_inside_the_input_prefix_is_never_read_as_input(s3, ray_on_s3, scenes):
+    """As locally: the labels written to ``photos/masks/`` are not inputs of the next run (they
+    were: it segmented them into ``masks/masks/``)."""
+    for i in (0, 2):
+        s3.put_object(Bucket=BUCKET, Key=f"nest/s{i}.png", Body=(scenes / f"s{i}.png").read_bytes())
+    args = [f"s3://{BUCKET}/nest", *ARGS, "--out", f"s3://{BUCKET}/nest/masks", "--engine", "ray"]
+    assert segment(*args).exit_code == 0
+    again = segment(*args)
+    assert again.exit_code == 0, again.output
+    assert "Segmenting 0 image(s)" in again.output and "2 already done" in again.output, again.output
+    assert sorted(k for k in objects(s3, "nest") if k.endswith(".png")) == [
+        "masks/s0.png",
+        "masks/s2.png",
+        "s0.png",
+        "s2.png",
+    ]
+
+
 # -- the output folder is pnpseg's only where it wrote (issue 21, A), on S3 -----------------
-OWNERSHIP = "issue 21 section A (output-folder ownership): the shared folder fix has not landed on main yet"
-
-
-@pytest.mark.xfail(strict=True, reason=f"item 1: {OWNERSHIP}")
 def test_a_users_object_with_an_outputs_name_is_never_replaced_on_s3(s3, scenes, monkeypatch):
     """Item 1: refused (exit 2, one line) before Ray starts; the user's object is kept and
     nothing is written."""
     monkeypatch.setattr("pnpseg.engines.ray.segment.init_ray", lambda *a, **k: pytest.fail("Ray started"))
-    for prefix, name, extra in (("ua", "s0.png", []), ("ub", "coco.json", ["--format", "coco"])):
+    for prefix, name, extra in (("ua", "s0.png", []), ("ub", COCO, ["--format", "coco"])):
         s3.put_object(Bucket=BUCKET, Key=f"{prefix}/{name}", Body=b"the user's")
         for again in ([], ["--overwrite"]):
             out = f"s3://{BUCKET}/{prefix}"
@@ -368,7 +420,6 @@ def test_a_users_object_with_an_outputs_name_is_never_replaced_on_s3(s3, scenes,
             assert objects(s3, prefix) == {name: b"the user's"}
 
 
-@pytest.mark.xfail(strict=True, reason=f"item 4: {OWNERSHIP}")
 def test_input_folders_named_like_overlays_or_cvat_are_refused_on_s3(s3, scenes, monkeypatch):
     """Item 4: an input ``overlays/s0.png`` (or ``cvat/SegmentationClass/s0.png``) whose label
     lands where the overlay (or CVAT mask) of ``s0.png`` goes: one line, exit 2, before Ray."""
@@ -383,7 +434,6 @@ def test_input_folders_named_like_overlays_or_cvat_are_refused_on_s3(s3, scenes,
 
 
 @pytest.mark.slow  # a Ray run
-@pytest.mark.xfail(strict=True, reason=f"items 2, 3 and 6: {OWNERSHIP}")
 def test_overwrite_on_s3_keeps_to_its_own_objects(s3, ray_run, scenes):
     """Item 2: records naming ``../victim.png`` or a bucket-rooted path never make
     ``--overwrite`` delete outside the prefix. Item 3: a subset ``--overwrite`` with another
@@ -408,14 +458,13 @@ def test_overwrite_on_s3_keeps_to_its_own_objects(s3, ray_run, scenes):
     written = objects(s3, "owned")
     assert [k for k in written if k.startswith("cvat/SegmentationClass/")] == ["cvat/SegmentationClass/s0.png"]
     assert written["cvat/ImageSets/Segmentation/default.txt"] == b"s0\n"
-    assert "coco.json" not in written
+    assert not any(k.startswith("coco/") for k in written)
     assert written["nested/.pnpseg-tmp-0123abcd-p0.png"] == b"half a png"
     assert s3.get_object(Bucket=BUCKET, Key="victim.png")["Body"].read() == b"not pnpseg's"
     assert s3.get_object(Bucket=BUCKET, Key="elsewhere/victim.png")["Body"].read() == b"not pnpseg's"
 
 
 @pytest.mark.slow  # Ray runs
-@pytest.mark.xfail(strict=True, reason=f"items 7 and 8: {OWNERSHIP}")
 def test_out_equal_to_the_input_prefix_resumes_and_a_replaced_input_is_redone(s3, ray_on_s3, scenes):
     """Item 7: ``--out`` the input prefix itself: the labels written there are never the next
     run's inputs, so it resumes. Item 8: an input replaced in place (same key, new bytes) is
