@@ -84,11 +84,11 @@ class SegmentJob:
         self.overwrite = overwrite
         self.console = console or Console(stderr=True)
         self.folder = OutputFolder(Path(out), classes, overwrite=overwrite)
-        self.items, self.skipped = discover(inputs, [Path(out)], root)
+        self.items, self.skipped = discover(inputs, self.folder.not_inputs(), root)
         report_skipped(self.console, self.skipped, inputs, bool(self.items))
         check_formats(self.formats, classes, (i.output_relative("").as_posix() for i in self.items))
         check_output_folder(Path(out))  # before the model loads
-        self.folder.guard_inputs(self.items)
+        self.folder.guard_inputs(self.items, viz, self.formats)
         self.folder.check_classes()
         spec = JobSpec(list(classes), adapter, model, device, dict(params or {}), precision, class_source)
         built = spec.build(self.items)
