@@ -88,8 +88,8 @@ class SegmentJob:
         report_skipped(self.console, self.skipped, inputs, bool(self.items))
         check_formats(self.formats, classes, (i.output_relative("").as_posix() for i in self.items))
         check_output_folder(Path(out))  # before the model loads
+        self.folder.check_classes()  # another class table is named as such, before its files are
         self.folder.guard_inputs(self.items, viz, self.formats)
-        self.folder.check_classes()
         spec = JobSpec(list(classes), adapter, model, device, dict(params or {}), precision, class_source)
         built = spec.build(self.items)
         self.segmenter, self.settings = built.segmenter, built.settings

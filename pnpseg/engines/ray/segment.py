@@ -70,8 +70,8 @@ class RaySegmentJob:
         self.folder.store.check_output()  # before Ray starts and the model loads
         self.formats = tuple(formats)
         check_formats(self.formats, classes, (item.output_relative("").as_posix() for item, _ in self.items))
+        self.folder.check_classes()  # another class table is named as such, before its files are
         self.folder.guard_inputs((item for item, _ in self.items), viz, self.formats)
-        self.folder.check_classes()
         # a bad spec, or a file: key naming several inputs, fails here, before Ray starts
         check_inputs(build_class_source(class_source, classes), [item for item, _ in self.items])
         self.spec = JobSpec(list(classes), adapter, model, device, dict(params or {}), precision, class_source)
