@@ -166,6 +166,7 @@ def test_routes_predict_the_segment_labels_under_the_projects_label_names(photos
 
 
 def test_bad_requests_are_error_responses_and_the_server_lives_on(photos, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # --max-image-pixels sets it process-wide
     backend = backend_of(*FLAGS, "--max-image-pixels", "1000", monkeypatch=monkeypatch)
     config = labelling_config(VOCAB)
     with file_server(photos) as files, running(backend) as url:

@@ -29,11 +29,10 @@ from pnpseg.io.folders import check_output_folder
 from pnpseg.io.formats import DEFAULT_FORMATS
 from pnpseg.io.formats import check_available as check_formats
 from pnpseg.io.images import InputItem, discover, load_image
+from pnpseg.io.outputs import check_class_count
 from pnpseg.io.progress import progress_bar
 from pnpseg.method.defaults import DEFAULT_ADAPTER
 from pnpseg.method.prompts import validate_names
-
-MAX_CLASSES = 255  # label PNGs are 8-bit; 0 is background
 
 
 def read_class_names(classes: str | None, classes_file: Path | None) -> list[str]:
@@ -52,8 +51,7 @@ def read_class_names(classes: str | None, classes_file: Path | None) -> list[str
     if classes is None and classes_file is None:
         raise ClassNameError("no class names given: pass --classes 'a,b,c' or --classes-file FILE")
     names = validate_names(names)
-    if len(names) > MAX_CLASSES:
-        raise ClassNameError(f"{len(names)} classes given; label PNGs hold at most {MAX_CLASSES}")
+    check_class_count(names)
     return names
 
 
@@ -86,11 +84,11 @@ class SegmentJob:
         self.overwrite = overwrite
         self.console = console or Console(stderr=True)
         self.folder = OutputFolder(Path(out), classes, overwrite=overwrite)
-        self.items, self.skipped = discover(inputs, [Path(out)], root)
+        self.items, self.skipped = discover(inputs, self.folder.not_inputs(), root)
         report_skipped(self.console, self.skipped, inputs, bool(self.items))
         check_formats(self.formats, classes, (i.output_relative("").as_posix() for i in self.items))
         check_output_folder(Path(out))  # before the model loads
-        self.folder.guard_inputs(self.items)
+        self.folder.guard_inputs(self.items, viz, self.formats)
         self.folder.check_classes()
         spec = JobSpec(list(classes), adapter, model, device, dict(params or {}), precision, class_source)
         built = spec.build(self.items)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from pnpseg.errors import ClassNameError
 from pnpseg.io.jsontext import parse_json
 
 #: Every temp file this program writes starts with this (see :func:`temp_name`).
@@ -35,9 +37,19 @@ def temp_name(name: str) -> str:
     return f"{TEMP_PREFIX}{secrets.token_hex(4)}-{name}"
 
 
+_TEMP = re.compile(re.escape(TEMP_PREFIX) + r"[0-9a-f]{8}-(.+)", re.DOTALL)
+
+
 def is_temp_name(name: str) -> bool:
-    """True for a name :func:`temp_name` made."""
-    return name.startswith(TEMP_PREFIX)
+    """True for a name :func:`temp_name` could have made."""
+    return temp_target(name) is not None
+
+
+def temp_target(name: str) -> str | None:
+    """The name of the file a temp file called ``name`` was to become, or None if
+    :func:`temp_name` cannot have made ``name`` (``.pnpseg-tmp-x.png`` is not a temp name)."""
+    match = _TEMP.fullmatch(name)
+    return match.group(1) if match else None
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -127,6 +139,15 @@ def palette(num_classes: int = 256) -> list[int]:
 
 
 _PALETTE = np.array(palette(256), dtype=np.uint8).reshape(256, 3)
+
+#: Classes a label PNG holds: its values are 8-bit and 0 is background.
+MAX_CLASSES = 255
+
+
+def check_class_count(names: Sequence[str]) -> None:
+    """Refuse more classes than a label PNG holds, before any model runs (CLI and demo alike)."""
+    if len(names) > MAX_CLASSES:
+        raise ClassNameError(f"{len(names)} classes given; label PNGs hold at most {MAX_CLASSES}")
 
 
 def check_labels(labels: np.ndarray) -> np.ndarray:

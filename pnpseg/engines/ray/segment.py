@@ -65,16 +65,13 @@ class RaySegmentJob:
         set_max_image_pixels(max_image_pixels)  # checks it; the actors, which decode, set it too
         self.max_image_pixels = max_image_pixels
         self.folder = OutputFolder(out, classes, overwrite=overwrite)
-        local_out = self.folder.store.local
-        self.items, self.skipped = discover_uris(
-            inputs, [local_out if local_out is not None else self.folder.store.uri("")], root
-        )
+        self.items, self.skipped = discover_uris(inputs, self.folder.not_inputs(), root)
         report_skipped(self.console, self.skipped, inputs, bool(self.items))
         self.folder.store.check_output()  # before Ray starts and the model loads
-        self.folder.guard_inputs(item for item, _ in self.items)
-        self.folder.check_classes()
         self.formats = tuple(formats)
         check_formats(self.formats, classes, (item.output_relative("").as_posix() for item, _ in self.items))
+        self.folder.guard_inputs((item for item, _ in self.items), viz, self.formats)
+        self.folder.check_classes()
         # a bad spec, or a file: key naming several inputs, fails here, before Ray starts
         check_inputs(build_class_source(class_source, classes), [item for item, _ in self.items])
         self.spec = JobSpec(list(classes), adapter, model, device, dict(params or {}), precision, class_source)
@@ -94,7 +91,7 @@ class RaySegmentJob:
         summary = Summary.for_skipped(self.skipped)
         order = [self.layout.key(item) for item, _ in self.items]
         with self.folder.open(self.layout.fingerprint, order) as folder:
-            todo = [(i, root) for i, root in self.items if self.overwrite or not folder.is_done(self.layout, i)]
+            todo = [(i, root) for i, root in self.items if self.overwrite or not folder.is_done(self.layout, i, root)]
             summary.skipped_done = len(self.items) - len(todo)
             actor_cpus, finish_cpus = self.cpu_shares()
             self.console.print(
