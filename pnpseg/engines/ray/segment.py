@@ -65,9 +65,9 @@ class RaySegmentJob:
         set_max_image_pixels(max_image_pixels)  # checks it; the actors, which decode, set it too
         self.max_image_pixels = max_image_pixels
         self.folder = OutputFolder(out, classes, overwrite=overwrite)
+        self.folder.store.check_output()  # before Ray starts, the model loads, or the ledger is read
         self.items, self.skipped = discover_uris(inputs, self.folder.not_inputs(), root)
         report_skipped(self.console, self.skipped, inputs, bool(self.items))
-        self.folder.store.check_output()  # before Ray starts and the model loads
         self.formats = tuple(formats)
         check_formats(self.formats, classes, (item.output_relative("").as_posix() for item, _ in self.items))
         self.folder.guard_inputs((item for item, _ in self.items), viz, self.formats)
