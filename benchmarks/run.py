@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pnpseg.engines.common import JobSpec
 from pnpseg.engines.local import SegmentJob
 from pnpseg.io.outputs import save_label_png
 from pnpseg.method import profiling
@@ -260,19 +261,8 @@ def run_ours(
     precision: str = "fp32",
 ) -> dict[str, Any]:
     """The ``pnpseg segment`` loop (SegmentJob) on ``images``' folder, on the shared ``adapter``."""
-    job = SegmentJob(
-        [images[0].parent],
-        VOC,
-        out,
-        adapter=adapter_name,
-        model=str(model_dir),
-        device="cpu",
-        params=params,
-        workers=workers,
-        precision=precision,
-        overwrite=True,
-        console=_quiet_console(),
-    )
+    spec = JobSpec(VOC, adapter_name, str(model_dir), "cpu", params, precision)
+    job = SegmentJob(spec, [images[0].parent], out, workers=workers, overwrite=True, console=_quiet_console())
     job.segmenter.adapter = adapter  # the very model object the baseline and floor use (weights loaded)
     with measured() as result:
         summary = job.run()

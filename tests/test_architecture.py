@@ -1,4 +1,5 @@
-"""The shape of the package: its module-level import graph has no cycles."""
+"""The shape of the package: its module-level import graph has no cycles, and the method
+core reads no files (of :mod:`pnpseg.io` it uses only image decoding)."""
 
 from __future__ import annotations
 
@@ -61,3 +62,43 @@ def test_the_graph_sees_the_imports():
 def test_no_import_cycles():
     cycles = list(nx.simple_cycles(import_graph()))
     assert not cycles, cycles
+
+
+def _all_imports(path: Path, module: str) -> set[str]:
+    """First-party modules ``module`` imports anywhere, inside functions included."""
+    found: set[str] = set()
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            found |= {f"{base}.{a.name}" for a in node.names} | {base}
+    return {t for t in map(_target, found) if t and t != module}
+
+
+METHOD_MAY_USE_FROM_IO = {"pnpseg.io", "pnpseg.io.images"}
+
+
+def method_io_imports() -> dict[str, set[str]]:
+    """``pnpseg.io`` modules that ``pnpseg.method`` modules import, besides image decoding."""
+    found = {}
+    for module, path in MODULES.items():
+        if module == "pnpseg.method" or module.startswith("pnpseg.method."):
+            io = {t for t in _all_imports(path, module) if t.startswith("pnpseg.io")} - METHOD_MAY_USE_FROM_IO
+            if io:
+                found[module] = io
+    return found
+
+
+def test_the_layering_check_sees_lazy_imports(tmp_path):
+    source = tmp_path / "m.py"
+    source.write_text("def f():\n    from pnpseg.io.outputs import write_json\n")
+    assert _all_imports(source, "pnpseg.method.m") == {"pnpseg.io.outputs"}
+
+
+def test_method_imports_nothing_from_io_but_images():
+    assert not method_io_imports(), method_io_imports()

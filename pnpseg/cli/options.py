@@ -191,7 +191,7 @@ def method_flags(params: dict[str, Any]) -> dict[str, Any]:
 
 def method_choice(ctx: typer.Context) -> Any:
     """Preset + adapter/model + parameter flags of this command, merged and validated once."""
-    from pnpseg.method.preset import choose_method
+    from pnpseg.io.preset import choose_method
 
     given = ctx.params
     return choose_method(given.get("preset"), given.get("adapter"), given.get("model"), method_flags(given))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Optional
 
 import typer
@@ -98,8 +97,9 @@ def segment(
     ),
 ) -> None:
     """Segment images into the given classes; write label PNGs, classes.json and manifest.jsonl."""
-    from pnpseg.engines.local import SegmentJob, read_class_names
-    from pnpseg.engines.parallel import parse_batch_size
+    from pnpseg.engines.common import JobSpec
+    from pnpseg.engines.local.parallel import parse_batch_size
+    from pnpseg.io.class_names import read_class_names
     from pnpseg.io.formats import parse_formats
     from pnpseg.io.images import set_max_image_pixels
 
@@ -108,36 +108,33 @@ def segment(
     chosen_formats = parse_formats(formats)
     method = o.method_choice(ctx)
     set_max_image_pixels(max_image_pixels)
-    shared = dict(
-        adapter=method.adapter,
-        model=method.model,
-        device=device,
-        params=method.params,
-        batch_size=parse_batch_size(batch_size),
-        viz=viz,
-        overwrite=overwrite,
-        console=console,
-        precision=precision.value,
-        class_source=class_source,
-        formats=chosen_formats,
-    )
+    spec = JobSpec(names, method.adapter, method.model, device, method.params, precision.value, class_source)
     job: Any
     if engine == o.EngineName.ray:
-        from pnpseg.engines.ray import RaySegmentJob
+        from pnpseg.engines.ray import RaySegmentJob as Job
 
-        job = RaySegmentJob(
-            inputs,
-            names,
-            out,
+        own: dict[str, Any] = dict(
             workers=workers or 1,
             address=ray_address,
             gpus_per_worker=gpus_per_worker,
             cpus_per_worker=cpus_per_worker,
             max_image_pixels=max_image_pixels,
-            **shared,
         )
     else:
-        job = SegmentJob([Path(p) for p in inputs], names, Path(out), workers=workers, **shared)
+        from pnpseg.engines.local import SegmentJob as Job  # type: ignore[assignment]
+
+        own = dict(workers=workers)
+    job = Job(
+        spec,
+        inputs,
+        out,
+        batch_size=parse_batch_size(batch_size),
+        viz=viz,
+        overwrite=overwrite,
+        formats=chosen_formats,
+        console=console,
+        **own,
+    )
     summary = job.run()
     if as_json:
         print_json({"command": "segment", **summary.to_json(job.folder.location, job.folder.manifest_uri)})

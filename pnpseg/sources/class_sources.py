@@ -36,10 +36,10 @@ import torch
 from PIL import Image
 
 from pnpseg.errors import PnpsegError
+from pnpseg.io.image_classes import ImageClasses
 from pnpseg.io.images import InputItem
 from pnpseg.method.prompts import PREFIX
 from pnpseg.method.validation import check_output
-from pnpseg.sources.image_classes import ImageClasses
 from pnpseg.specs import parse_options, parse_spec
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ def split_file_options(options: str) -> tuple[str, dict[str, Any]]:
 
 class FileSource:
     """Per-image class lists from a file: JSON or CSV lists of names (format:
-    :mod:`pnpseg.sources.image_classes`), or the authors' released GPT-4o answers
+    :mod:`pnpseg.io.image_classes`), or the authors' released GPT-4o answers
     (``format=gpt4o``, :mod:`pnpseg.sources.gpt4o`), which keep their answer order."""
 
     name = "file"

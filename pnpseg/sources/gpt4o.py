@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from pnpseg.sources.image_classes import ImageClassesError
+from pnpseg.io.image_classes import ImageClassesError
 
 #: COCO category ids of the 80 things and the 91 stuff classes, in class-list order: the
 #: COCO answers give these ids, not positions.

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from pnpseg.errors import PnpsegError
-from pnpseg.method.preset import save_preset
+from pnpseg.io.preset import save_preset
 from pnpseg.tuning.result import TuneResult, save_heatmap
 
 
