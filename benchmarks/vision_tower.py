@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import torch
-from run import BLIP_L_VISION  # benchmarks/run.py, beside this script
+from bench_models import BLIP_L_VISION  # benchmarks/bench_models.py, beside this script
 
 from pnpseg_hf import fused
 

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+
+#: errno values that mean "this machine cannot store the output" (a full disk or quota, a
+#: read-only or forbidden folder): exit status 3 wherever they are raised, never a bug.
+STORAGE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+
 
 class PnpsegError(Exception):
     """Base class for errors caused by user input or the environment, not by a bug.
@@ -60,10 +66,17 @@ class ModelLoadError(EnvironmentProblem):
     """A model that is neither cached nor reachable, or a local path that is not a model."""
 
 
-class AdapterError(PnpsegError):
+class PluginDefectError(EnvironmentProblem):
+    """An installed plugin is broken: its factory target does not exist, its hook raised, or
+    its adapter breaks the protocol. Exit 3, like anything else wrong with what is installed:
+    the user's input is not at fault, and the message names the plugin to fix or remove."""
+
+
+class AdapterError(PluginDefectError):
     """An adapter returned something that breaks the protocol (docs/adapters.md).
 
-    The message names the adapter and the clause it broke, in one line.
+    The message names the adapter, the clause it broke and the package that ships it, in
+    one line (exit 3, a plugin defect).
     """
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pluggy
 
-from pnpseg.errors import MissingDependencyError
+from pnpseg.errors import MissingDependencyError, PluginDefectError
 
 hookspec = pluggy.HookspecMarker("pnpseg")
 hookimpl = pluggy.HookimplMarker("pnpseg")
@@ -35,11 +35,19 @@ class LazyFactory:
     target: str
 
     def load(self) -> Callable[..., Any]:
+        """The target; a missing module is a missing dependency, a missing attribute (a typo
+        in the plugin) a plugin defect: both exit 3 with one line, never a traceback."""
         module, _, attribute = self.target.partition(":")
         try:
-            return getattr(importlib.import_module(module), attribute)
+            loaded = importlib.import_module(module)
         except ImportError as error:
             raise MissingDependencyError(f"{self.target} cannot be imported: {error}") from error
+        try:
+            return getattr(loaded, attribute)
+        except AttributeError:
+            raise PluginDefectError(
+                f"plugin factory {self.target!r} does not exist: module {module!r} has no attribute {attribute!r}"
+            ) from None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.load()(*args, **kwargs)

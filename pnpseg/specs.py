@@ -35,11 +35,23 @@ def parse_options(where: str, options: str, allowed: Mapping[str, Callable[[str]
                 f"{where}: bad option {part!r}; options are "
                 + (", ".join(f"{k}=..." for k in (allowed or {})) or "none")
             )
+        convert = allowed[key] if allowed is not None else literal
         try:
-            values[key] = (allowed[key] if allowed is not None else literal)(value.strip())
+            values[key] = convert(value.strip())
         except ValueError:
-            raise PnpsegError(f"{where}: option {key} has a bad value {value.strip()!r}") from None
+            raise PnpsegError(
+                f"{where}: option {key} has a bad value {value.strip()!r} (expected {expected(convert)})"
+            ) from None
     return values
+
+
+def expected(convert: Callable[[str], Any]) -> str:
+    """What a converter accepts, in words, for an option's error message."""
+    known = {int: "a whole number", float: "a number", _number: "a number", _boolean: "true or false"}
+    if convert in known:
+        return known[convert]
+    doc = (getattr(convert, "__doc__", None) or "").strip().splitlines()
+    return doc[0].rstrip(".") if doc else getattr(convert, "__name__", "another value")
 
 
 def split_specs(text: str) -> list[str]:

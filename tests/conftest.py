@@ -1,6 +1,7 @@
 """Shared fixtures: tiny random checkpoints built once per test session (read-only; a test
 that needs to change one copies it first)."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -25,3 +26,26 @@ def tiny_bridgetower(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_vilt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_vilt(tmp_path_factory.mktemp("tiny-vilt"))
+
+
+@pytest.fixture
+def readonly(tmp_path, monkeypatch):
+    """A folder nobody may write into (chmod; as root, which chmod does not stop, os too)."""
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.geteuid() == 0:
+        real_open, real_mkdir = os.open, os.mkdir
+
+        def refuse(real):
+            def call(path, *args, **kwargs):
+                if Path(path).parent == folder or folder in Path(path).parents:
+                    raise PermissionError(13, "Permission denied", str(path))
+                return real(path, *args, **kwargs)
+
+            return call
+
+        monkeypatch.setattr(os, "open", refuse(real_open))
+        monkeypatch.setattr(os, "mkdir", refuse(real_mkdir))
+    yield folder
+    folder.chmod(0o755)

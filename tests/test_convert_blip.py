@@ -91,8 +91,8 @@ def test_image_size_resizes_the_position_table(checkpoint, tmp_path):
     assert BlipProcessor.from_pretrained(tmp_path / "hf").image_processor.size == {"height": 96, "width": 96}
 
 
-def one_line_failure(args, message, tmp_path, code=3):
-    """A one-line error, exit ``code`` (3: a missing or unusable model; 2: a bad option)."""
+def one_line_failure(args, message, tmp_path, code=2):
+    """A one-line error, exit ``code`` (2: a bad file or option, issue 21.16; 3: the environment)."""
     result = convert(*args)
     assert result.exit_code == code and "Traceback" not in result.output, result.output
     assert message in result.output.replace("\n", "")
@@ -146,7 +146,7 @@ def test_without_a_vocabulary_offline(checkpoint, tmp_path, monkeypatch):
     alone.mkdir()
     shutil.copy(checkpoint, alone / "blip.pth")
     one_line_failure(
-        [alone / "blip.pth", tmp_path / "hf"], "model 'bert-base-uncased' is not in the local cache", tmp_path
+        [alone / "blip.pth", tmp_path / "hf"], "model 'bert-base-uncased' is not in the local cache", tmp_path, code=3
     )
     one_line_failure([alone / "blip.pth", tmp_path / "hf", "--tokenizer", tmp_path], "no BERT vocab.txt in", tmp_path)
     shutil.copy(checkpoint.parent / "vocab.txt", tmp_path / "vocab.txt")

@@ -20,6 +20,16 @@ def test_every_hook_is_documented():
     assert hooks and hooks == documented
 
 
+def test_documented_hook_signatures_match_hookspecs():
+    """Each ``### register_x(arg, ...)`` heading names the hookspec's parameters, in order."""
+    import inspect
+
+    documented = dict(re.findall(r"^### (register_\w+)\(([\w, ]*)\)", (DOCS / "plugins.md").read_text(), re.M))
+    for name, arguments in documented.items():
+        spec = inspect.signature(getattr(hookspecs, name))
+        assert [a.strip() for a in arguments.split(",") if a.strip()] == list(spec.parameters), name
+
+
 EXAMPLE = DOCS.parent / "examples" / "pnpseg-example-adapter"
 
 

@@ -193,29 +193,6 @@ def test_out_that_is_a_file_or_an_input_is_a_usage_error_before_the_model(tmp_pa
         assert Path(str(out).split("/sub")[0]).read_bytes() == before
 
 
-@pytest.fixture
-def readonly(tmp_path, monkeypatch):
-    """A folder nobody may write into (chmod; as root, which chmod does not stop, os too)."""
-    folder = tmp_path / "readonly"
-    folder.mkdir()
-    folder.chmod(0o555)
-    if os.geteuid() == 0:
-        real_open, real_mkdir = os.open, os.mkdir
-
-        def refuse(real):
-            def call(path, *args, **kwargs):
-                if Path(path).parent == folder or folder in Path(path).parents:
-                    raise PermissionError(13, "Permission denied", str(path))
-                return real(path, *args, **kwargs)
-
-            return call
-
-        monkeypatch.setattr(os, "open", refuse(real_open))
-        monkeypatch.setattr(os, "mkdir", refuse(real_mkdir))
-    yield folder
-    folder.chmod(0o755)
-
-
 def test_read_only_out_is_an_environment_error(tmp_path, readonly):
     folder = scenes(tmp_path / "in", 1)
     for out in (readonly, readonly / "new" / "deeper"):

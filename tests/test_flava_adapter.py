@@ -187,3 +187,27 @@ def test_pnpseg_plugins_lists_flava():
     start = next(i for i, line in enumerate(lines) if line.startswith("flava  (pnpseg-flava"))
     block = [line for line in lines[start + 1 :] if line.startswith("  ")][:3]  # one block per plugin
     assert "  adapters: flava" in block
+
+
+def test_a_checkpoint_without_the_itm_head_is_one_line_not_a_load_report(tmp_path, tiny_path):
+    """transformers' load report (~40 lines of MISSING keys) and tied-weight warnings are
+    hidden; pnpseg's one line says what is missing and what to use instead."""
+    import subprocess
+    import sys
+
+    from pnpseg.testing import make_scene
+
+    bare = resave_as(tiny_path, tmp_path / "bare", "FlavaModel")
+    make_scene(32, 32, ["red", "blue"], seed=0)[0].save(tmp_path / "a.png")
+    run = subprocess.run(
+        [sys.executable, "-m", "pnpseg", "segment", str(tmp_path / "a.png"), "--classes", "red,blue"]
+        + ["--adapter", "flava", "--model", str(bare), "--out", str(tmp_path / "out"), "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 3, run.stderr
+    assert "LOAD REPORT" not in run.stderr and "MISSING" not in run.stderr and "[transformers]" not in run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "has no image-text-matching weights" in errors[0]
+    assert len(run.stderr.strip().splitlines()) <= 3  # the run's header, its progress line, the error

@@ -134,7 +134,7 @@ def test_resume_rebuilds_every_format_from_all_finished_images(run, scenes, tmp_
 
 def test_stdin_inputs(scenes, tmp_path):
     paths = f"{scenes / 'a.png'}\n\n{scenes / 'sub' / 'c.png'}\n"
-    result = segment("-", "--out", str(tmp_path / "out"), "--json", stdin=paths)
+    result = segment("-", "--out", str(tmp_path / "out"), "--json", "--root", str(scenes), stdin=paths)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["segmented"] == 2
     assert segment("-", "--out", str(tmp_path / "o2"), stdin="").exit_code == 2

@@ -13,7 +13,7 @@ from pnpseg_hf import (  # noqa: E402
     capture_outputs,
     first_line,
     looks_like_path,
-    quiet_progress,
+    quiet_loading,
     resolve_source,  # noqa: E402
 )
 
@@ -30,13 +30,13 @@ def test_source_resolution(tmp_path):
         resolve_source(str(tmp_path / "f"))
 
 
-def test_first_line_and_quiet_progress():
+def test_first_line_and_quiet_loading():
     from transformers.utils import logging as hf_logging
 
     assert first_line(ValueError("one\ntwo")) == "one" and first_line(KeyError()) == "KeyError"
     assert len(first_line(OSError("x" * 500))) == 160
     hf_logging.enable_progress_bar()
-    with quiet_progress():
+    with quiet_loading():
         assert not hf_logging.is_progress_bar_enabled()
     assert hf_logging.is_progress_bar_enabled()
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 import pnpseg
 from pnpseg import plugins
 from pnpseg.cli import app
-from pnpseg.errors import PnpsegError, UnknownNameError
+from pnpseg.errors import UnknownNameError
 
 
 class InTest:
@@ -48,21 +48,6 @@ def test_unknown_names_list_available():
     assert "synthetic" in str(error.value)
     with pytest.raises(UnknownNameError, match="unknown postprocessor 'pamr'.*blur, crf"):
         plugins.lookup("postprocessors", "pamr")
-
-
-def test_same_name_from_two_plugins_is_an_error(in_test_plugin):
-    class Clash:
-        @pnpseg.hookimpl
-        def register_postprocessors(self, register):
-            register("identity", object)
-
-    clash = Clash()
-    plugins.pm.register(clash, name="clash")
-    try:
-        with pytest.raises(PnpsegError, match="registered by both"):
-            plugins.postprocessors()
-    finally:
-        plugins.pm.unregister(clash)
 
 
 def test_plugins_command_lists_everything():

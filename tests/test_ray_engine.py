@@ -71,7 +71,7 @@ def outputs(out: Path) -> dict[str, bytes]:
     return {
         p.relative_to(out).as_posix(): p.read_bytes()
         for p in sorted(out.rglob("*"))
-        if p.is_file() and p.name not in ("manifest.jsonl", LOCK)  # a file:// URI is not locked
+        if p.is_file() and p.name not in ("manifest.jsonl", LOCK)  # a file:// URI is locked too
     }
 
 

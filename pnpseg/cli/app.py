@@ -1,8 +1,10 @@
 """The Typer app of ``pnpseg``: the console, exit codes and error handling every command shares.
 
 Commands live one per module beside this one and register themselves on :data:`app`;
-:mod:`pnpseg.cli` imports them and the plugins' ``register_commands`` hooks. Errors are
-handled once, in :class:`FriendlyGroup`, so plugin commands get the same treatment.
+:mod:`pnpseg.cli` imports them and the plugins' ``register_commands`` hooks. Every command,
+a plugin's included, runs inside :meth:`FriendlyGroup.invoke`: the one place where an error
+becomes its one-line message and its exit code (:func:`exit_code`), and where ``--json``
+gets its one document on stdout whatever the exit (:func:`json_summary`).
 
 Exit codes (README "Exit codes", docs/reliability.md):
 
@@ -10,14 +12,17 @@ Exit codes (README "Exit codes", docs/reliability.md):
 0      everything asked for was done
 1      some inputs failed (each is recorded in the manifest / report)
 2      usage: a bad option, value, preset, class list or file
-3      environment: a missing model, optional dependency or unreachable service
+3      environment: a missing model, optional dependency or unreachable service, or an
+       output this machine cannot store (a full disk, a read-only or forbidden folder)
 4      an unexpected error (a bug): one line, the traceback saved to a file
+130    interrupted (Ctrl+C)
 =====  =====================================================================
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import tempfile
 import traceback
 from pathlib import Path
@@ -28,13 +33,24 @@ from rich.console import Console
 from rich.markup import escape
 from typer._click.exceptions import ClickException
 
-from pnpseg.errors import PnpsegError, shorten
+from pnpseg.errors import STORAGE_ERRNOS, PnpsegError, shorten
 
 EXIT_OK = 0
 EXIT_INPUT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_ENVIRONMENT = 3
 EXIT_BUG = 4
+EXIT_INTERRUPTED = 130
+
+#: Each exit code's kind (the ``--json`` document's ``error.kind``) and what it means.
+EXIT_KINDS = {
+    EXIT_OK: ("ok", "everything asked for was done"),
+    EXIT_INPUT_FAILED: ("inputs failed", "some inputs failed; each is recorded, the others are done"),
+    EXIT_USAGE: ("usage", "a bad option, value, preset, class list or file"),
+    EXIT_ENVIRONMENT: ("environment", "a missing model, dependency or service, or an output that cannot be stored"),
+    EXIT_BUG: ("bug", "an unexpected error"),
+    EXIT_INTERRUPTED: ("interrupted", "interrupted"),
+}
 
 console = Console(stderr=True)
 
@@ -44,11 +60,17 @@ def error_line(message: str) -> None:
     console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
-def print_json(summary: Any) -> None:
-    """A command's ``--json`` summary: one JSON document on stdout (everything else goes to stderr)."""
-    import json
+class _JsonOutcome:
+    """What the running command hands over for ``--json``: the wrapper prints it, once."""
 
-    typer.echo(json.dumps(summary, ensure_ascii=False, default=str))
+    document: Any = None
+
+
+def json_summary(document: Any) -> None:
+    """Hand this command's ``--json`` summary to the wrapper, which prints it as the one JSON
+    document on stdout when the command ends (with ``exit_code`` and ``error`` added to an
+    object), so no exit can print two documents or none."""
+    _JsonOutcome.document = document
 
 
 def warning_line(message: str) -> None:
@@ -67,24 +89,101 @@ def _one_line(text: str, limit: int = 200) -> str:
     return shorten(" ".join(text.split()), limit)
 
 
+def exit_code(error: BaseException) -> int:
+    """The documented exit code of an error: the one table every command shares."""
+    if isinstance(error, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(error, (typer.Exit, ClickException)):
+        return error.exit_code
+    if isinstance(error, typer.Abort):
+        return EXIT_INPUT_FAILED
+    if isinstance(error, PnpsegError):
+        return error.exit_code
+    if isinstance(error, OSError) and error.errno in STORAGE_ERRNOS:
+        return EXIT_ENVIRONMENT
+    return EXIT_BUG
+
+
+def error_message(error: BaseException) -> str:
+    """The one line that says what went wrong (also the ``--json`` document's ``error``)."""
+    if isinstance(error, ClickException):
+        return error.format_message()
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(error, PnpsegError):
+        return _one_line(str(error), 1000)
+    if isinstance(error, OSError) and error.errno in STORAGE_ERRNOS:
+        where = f" {error.filename}" if error.filename else ""
+        return f"cannot write{where}: {error.strerror or error}"
+    return ""
+
+
+def _asks_for_json(args: list[str]) -> bool:
+    """``--json`` among the words before ``--`` (read before parsing, so that a usage error
+    is answered in JSON too)."""
+    words = args[: args.index("--")] if "--" in args else args
+    return "--json" in words
+
+
+def _emit_json(command: str, code: int, message: str) -> None:
+    document = _JsonOutcome.document
+    if code == EXIT_OK and document is None:
+        return  # --help, or a command that printed no summary
+    kind, meaning = EXIT_KINDS.get(code, ("error", "failed"))
+    error = None if code == EXIT_OK else {"kind": kind, "message": message or meaning}
+    if isinstance(document, dict):
+        document = {**document, "exit_code": code, "error": error}
+    elif document is None or code != EXIT_OK:
+        document = {"command": command, "exit_code": code, "error": error}
+    typer.echo(json.dumps(document, ensure_ascii=False, default=str))
+
+
 class FriendlyGroup(typer.core.TyperGroup):
-    """Runs every command (built-in or a plugin's) so that no user ever sees a traceback."""
+    """Runs every command (built-in or a plugin's) so that no user ever sees a traceback,
+    every error exits with its documented code, and ``--json`` always gets one document."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if ctx.parent is None:
+            ctx.meta["pnpseg.args"] = list(args)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: Any) -> Any:
-        try:
+        if ctx.parent is not None:  # a command group inside pnpseg (`convert`): the outer one handles
             return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, ClickException, KeyboardInterrupt, BrokenPipeError):  # typer handles these
+        args = ctx.meta.get("pnpseg.args", [])
+        wants_json, _JsonOutcome.document = _asks_for_json(args), None
+        try:
+            result = super().invoke(ctx)
+        except BrokenPipeError:  # stdout went away: nothing more can be said there
             raise
-        except PnpsegError as error:
-            error_line(_one_line(str(error), 1000))
-            raise typer.Exit(error.exit_code) from None
-        except Exception as error:  # a bug: one line here, the traceback in a file
-            path = save_traceback(error)
-            error_line(
-                f"unexpected {type(error).__name__}: {_one_line(str(error))} "
-                f"(a bug; traceback saved to {path}; please include it in a report)"
-            )
-            raise typer.Exit(EXIT_BUG) from None
+        except (Exception, KeyboardInterrupt) as error:  # Ctrl+C included: 130 and its JSON document
+            code, message = exit_code(error), error_message(error)
+            if code == EXIT_BUG:  # a bug: one line here, the traceback in a file
+                path = save_traceback(error)
+                message = (
+                    f"unexpected {type(error).__name__}: {_one_line(str(error))} "
+                    f"(a bug; traceback saved to {path}; please include it in a report)"
+                )
+            if message and not isinstance(error, (ClickException, KeyboardInterrupt)):
+                error_line(message)  # click prints its own usage errors
+            if wants_json:
+                _emit_json(self._command_name(ctx, args), code, message)
+            if isinstance(error, (typer.Exit, ClickException, typer.Abort)):
+                raise
+            raise typer.Exit(code) from None
+        if wants_json:
+            _emit_json(self._command_name(ctx, args), EXIT_OK, "")
+        return result
+
+    def _command_name(self, ctx: Any, args: list[str]) -> str:
+        """The command's words, ``segment`` or a group's ``convert blip``."""
+        name = ctx.invoked_subcommand or ""
+        command = self.get_command(ctx, name) if name else None
+        if command is None or not hasattr(command, "list_commands") or name not in args:
+            return name
+        subcommands = command.list_commands(ctx)
+        rest = args[args.index(name) + 1 :]
+        return " ".join([name, *[word for word in rest if word in subcommands][:1]])
 
 
 app = typer.Typer(
@@ -114,16 +213,18 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def main_options(
     plugins_dir: Optional[Path] = typer.Option(
-        None, "--plugins-dir", help="Also load every *.py file in this folder as a plugin.", envvar="PNPSEG_PLUGINS_DIR"
+        None, "--plugins-dir", help="Also load every *.py file in this folder as a plugin (as PNPSEG_PLUGINS_DIR does)."
     ),
     show_version: bool = typer.Option(
         False, "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
     ),
 ) -> None:
-    from pnpseg.plugins import broken_plugins, load_installed, load_plugins_dir
+    from pnpseg.plugins import broken_plugins, check_hooks, load_installed, load_plugins_dir, on_broken
 
     load_installed()
     if plugins_dir is not None:
         load_plugins_dir(plugins_dir)
+    check_hooks()
     for problem in broken_plugins():
         warning_line(problem.message)
+    on_broken(lambda problem: warning_line(problem.message))  # found later: a name another plugin has

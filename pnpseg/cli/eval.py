@@ -11,7 +11,7 @@ from typing import Any, Optional
 import typer
 
 import pnpseg.cli.options as o
-from pnpseg.cli.app import app, console, print_json
+from pnpseg.cli.app import app, console, json_summary
 from pnpseg.errors import PnpsegError
 
 
@@ -171,7 +171,7 @@ def eval_command(
             result = Evaluation.of(spec, out, **run, progress=bar.update).run()
     _report(result)
     if as_json:
-        print_json({"command": "eval", **result.to_json()})
+        json_summary({"command": "eval", **result.to_json()})
 
 
 class _Bar:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 import pnpseg.cli.options as o
-from pnpseg.cli.app import app, console
+from pnpseg.cli.app import app, console, json_summary
 
 
 @app.command()
@@ -40,6 +40,7 @@ def explain(
     background: o.Background = None,
     background_if_fewer: o.BackgroundIfFewer = None,
     compat: o.CompatOption = None,
+    as_json: o.AsJson = False,
 ) -> None:
     """Draw each DropOut round, the summed and thresholded maps, each postprocessor and the
     final mask per class (pipeline.png/.svg), and with --heads the head atlas (with a preset,
@@ -62,3 +63,5 @@ def explain(
     )
     for path in written:
         console.print(f"wrote {path}", highlight=False)
+    if as_json:
+        json_summary({"command": "explain", "output": str(out), "written": [str(path) for path in written]})

@@ -58,6 +58,16 @@ ClassesFile = Annotated[
 ]
 
 
+AsJson = Annotated[
+    bool,
+    typer.Option(
+        "--json",
+        help="Print one JSON document on stdout, also on failure (with exit_code and error); progress stays on stderr.",
+        rich_help_panel=IO,
+    ),
+]
+
+
 # -- method ----------------------------------------------------------------------------
 Adapter = Annotated[
     Optional[str],
@@ -88,7 +98,7 @@ ImageSize = Annotated[
     typer.Option(
         "--image-size",
         help="Model input size N or HxW, rounded down to a multiple of the model's patch size (the size used is "
-        "recorded); smaller than one patch is an error.",
+        "recorded); smaller than one patch or larger than 4096 is an error.",
         rich_help_panel=METHOD,
     ),
 ]
@@ -102,7 +112,7 @@ Threshold = Annotated[
 ]
 BlurSigma = Annotated[
     Optional[float],
-    typer.Option("--blur-sigma", help="Blur σ as a fraction of max(H, W); finite, ≥ 0.", rich_help_panel=METHOD),
+    typer.Option("--blur-sigma", help="Blur σ as a fraction of max(H, W), in [0, 1].", rich_help_panel=METHOD),
 ]
 DropRounds = Annotated[
     Optional[int],

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
 import pnpseg.cli.options as o
-from pnpseg.cli.app import EXIT_INPUT_FAILED, app, console, print_json
+from pnpseg.cli.app import EXIT_INPUT_FAILED, app, console, json_summary
 from pnpseg.errors import PnpsegError
 
 
@@ -16,7 +17,17 @@ def segment(
     ctx: typer.Context,
     inputs: list[str] = typer.Argument(
         ...,
-        help="Image files and/or folders (searched recursively); - reads one path per line from stdin; with --engine ray also scheme://... URIs (s3://, gs://, file://, any pyarrow/fsspec file system).",
+        help="Image files and/or folders (searched recursively); - reads one path per line from stdin (see --null, --root); with --engine ray also scheme://... URIs (s3://, gs://, file://, any pyarrow/fsspec file system).",
+    ),
+    null: bool = typer.Option(
+        False, "--null", "-0", help="Paths on stdin are NUL-separated (find -print0).", rich_help_panel=o.IO
+    ),
+    root: Optional[Path] = typer.Option(
+        None,
+        "--root",
+        help="Name each output by its input's path relative to this folder, so a/x.jpg and b/x.jpg stay apart "
+        "(default with -: the current folder).",
+        rich_help_panel=o.IO,
     ),
     classes: o.Classes = None,
     classes_file: o.ClassesFile = None,
@@ -104,7 +115,8 @@ def segment(
     from pnpseg.io.images import set_max_image_pixels
 
     names = read_class_names(classes, classes_file)
-    inputs = read_inputs(inputs)
+    if "-" in inputs:
+        inputs, root = read_inputs(inputs, null), root or Path.cwd()
     chosen_formats = parse_formats(formats)
     method = o.method_choice(ctx)
     set_max_image_pixels(max_image_pixels)
@@ -132,21 +144,22 @@ def segment(
         viz=viz,
         overwrite=overwrite,
         formats=chosen_formats,
+        root=root,
         console=console,
         **own,
     )
     summary = job.run()
     if as_json:
-        print_json({"command": "segment", **summary.to_json(job.folder.location, job.folder.manifest_uri)})
+        json_summary({"command": "segment", **summary.to_json(job.folder.location, job.folder.manifest_uri)})
     if not summary.ok:
         raise typer.Exit(EXIT_INPUT_FAILED)
 
 
-def read_inputs(inputs: list[str]) -> list[str]:
-    """``-`` stands for the paths on stdin, one per line (blank lines skipped), as ``find`` prints them."""
-    if "-" not in inputs:
-        return inputs
-    stdin = [line.strip() for line in typer.get_text_stream("stdin").read().splitlines() if line.strip()]
+def read_inputs(inputs: list[str], null: bool) -> list[str]:
+    """``-`` stands for the paths on stdin, as ``find`` (or ``find -print0`` with ``null``) prints them."""
+    from pnpseg.io.pathlist import split_paths
+
+    stdin = split_paths(typer.get_binary_stream("stdin").read(), null)
     if not stdin:
         raise PnpsegError("segment -: no paths on stdin")
     expanded: list[str] = []

@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 
 import pnpseg.cli.options as o
-from pnpseg.cli.app import app, console, print_json
+from pnpseg.cli.app import app, console, json_summary
 from pnpseg.method.defaults import DEFAULT_ADAPTER
 
 
@@ -113,7 +113,7 @@ def tune(
         soft_wrap=True,
     )
     if as_json:
-        print_json({"command": "tune", "preset": str(out), "heatmap": str(heatmap_path(out)), **result.to_json()})
+        json_summary({"command": "tune", "preset": str(out), "heatmap": str(heatmap_path(out)), **result.to_json()})
 
 
 class _Bars:

@@ -9,7 +9,6 @@ a resumed record (docs/evaluation.md, "Resuming").
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,6 +21,7 @@ from pnpseg.errors import PnpsegError
 from pnpseg.evaluation.datasets import Dataset, DatasetError, Sample, parse_background_policy
 from pnpseg.evaluation.protocols import PROTOCOLS, ClassMap, map_prediction_names
 from pnpseg.io.images import load_image
+from pnpseg.io.jsontext import parse_json
 
 
 class Predictor(Protocol):
@@ -48,7 +48,7 @@ class PredictionFolder:
         self.table = table_path = self.folder / "classes.json"
         if table_path.exists():
             try:
-                table = json.loads(table_path.read_text(encoding="utf-8-sig"))
+                table = parse_json(table_path.read_text(encoding="utf-8-sig"))
             except (OSError, ValueError) as error:
                 raise DatasetError(f"cannot read {table_path}: {error}") from None
             self.lut = map_prediction_names(table, dataset, table_path)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from pnpseg.errors import PnpsegError
+from pnpseg.io.jsontext import parse_json
 from pnpseg.io.outputs import atomic_path
 
 STATE = "eval_state.npz"
@@ -58,7 +59,7 @@ class EvalState:
             with np.load(path, allow_pickle=False) as data:
                 if "format" not in data or int(data["format"]) != FORMAT:
                     raise ValueError("written by an older pnpseg")
-                previous = json.loads(str(data["settings"]))
+                previous = parse_json(str(data["settings"]))
                 ids, keys = [str(x) for x in data["ids"]], [str(x) for x in data["keys"]]
                 offsets, index, counts = data["offsets"], data["index"], data["counts"]
                 shape = tuple(int(x) for x in data["shape"])

@@ -35,12 +35,14 @@ def explain_image(
     ``explain.json`` (the numbers shown) to ``out``; returns the paths written."""
     from pnpseg.explain.figures import atlas_figure, pipeline_figure, pyplot, save_figure
     from pnpseg.explain.trace import rewards_from_preset
+    from pnpseg.io.folders import check_output_folder
     from pnpseg.io.images import load_image
     from pnpseg.io.outputs import write_json
     from pnpseg.method.segmenter import Segmenter
 
     pyplot()  # a missing [viz] extra fails before the model loads
     out = Path(out)
+    check_output_folder(out)  # a file or a read-only folder is refused before the model loads
     picture = load_image(Path(image))
     chosen = {key: value for key, value in dict(params or {}).items() if value is not None}
     segmenter = Segmenter.from_pretrained(model, adapter=adapter or DEFAULT_ADAPTER, device=device, **chosen)

@@ -39,6 +39,13 @@ def _show(ax: Any, data: np.ndarray, title: str, aspect: float = 1.0, **kwargs: 
     ax.set_yticks([])
 
 
+def _outline(ax: Any, mask: np.ndarray) -> None:
+    """White outline of a boolean/0-1 mask; matplotlib cannot contour less than 2×2 (a 1-pixel
+    image, a 1-patch map), where there is no outline to draw anyway."""
+    if min(mask.shape) >= 2:
+        ax.contour(mask, levels=[0.5], colors="white", linewidths=1.0)
+
+
 def pipeline_figure(trace: PipelineTrace, image: Image.Image) -> Any:
     """One row per class: each round's map (patches dropped before it outlined in white) on
     one colour scale with the summed map, so a round that adds little looks dark; each
@@ -62,7 +69,7 @@ def pipeline_figure(trace: PipelineTrace, image: Image.Image) -> Any:
             _show(ax, round_.maps[k].numpy(), title, aspect, **scale)
             dropped = round_.dropped_before.numpy().astype(float)
             if dropped.any():
-                ax.contour(dropped, levels=[0.5], colors="white", linewidths=1.0)
+                _outline(ax, dropped)
         col = len(trace.rounds)
         _show(row[col], trace.summed[k].numpy(), f"summed: max {info['summed_max']:.3g}", aspect, **scale)
         for stage_name, scores in trace.stages:
@@ -74,7 +81,7 @@ def pipeline_figure(trace: PipelineTrace, image: Image.Image) -> Any:
         ax.imshow(rgb)
         mask = np.ma.masked_where(trace.labels != k + 1, np.ones_like(trace.labels, dtype=float))
         ax.imshow(mask, cmap="cividis", alpha=0.55, vmin=0.0, vmax=1.0, interpolation="nearest")
-        ax.contour(trace.labels == k + 1, levels=[0.5], colors="white", linewidths=1.0)
+        _outline(ax, trace.labels == k + 1)
         ax.set_title(f"mask: {info['pixel_share']:.1%} of pixels", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])

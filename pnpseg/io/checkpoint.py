@@ -5,11 +5,11 @@ matches it against the adapters' claims. Nothing here imports transformers.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from pnpseg.errors import ModelLoadError
+from pnpseg.io.jsontext import parse_json
 
 
 def read_config(model: str) -> dict[str, Any]:
@@ -26,7 +26,7 @@ def read_config(model: str) -> dict[str, Any]:
 
         path = hub_file(model, "config.json", "model config")
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = parse_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"cannot read the config of {model!r}: {error}") from None
     if not isinstance(config, dict):

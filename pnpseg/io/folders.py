@@ -11,15 +11,18 @@ import os
 import tempfile
 from pathlib import Path
 
-from pnpseg.errors import EnvironmentProblem, PnpsegError
-
-#: errno values that mean "this machine cannot store the output", not "bad command line".
-ENVIRONMENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+from pnpseg.errors import STORAGE_ERRNOS, EnvironmentProblem, PnpsegError
 
 
-def is_disk_full(error: OSError) -> bool:
-    """True for the errors after which no further output can be written (stop the run)."""
-    return error.errno in (errno.ENOSPC, errno.EDQUOT)
+def stops_the_run(error: OSError) -> bool:
+    """True for the errors after which no further output can be written: a full disk or
+    quota, and a folder that turned read-only or forbidden mid-run (stop the run)."""
+    return error.errno in STORAGE_ERRNOS
+
+
+def storage_advice(error: OSError) -> str:
+    """What to do before running the same command again."""
+    return "free some space" if error.errno in (errno.ENOSPC, errno.EDQUOT) else "make the folder writable"
 
 
 def check_output_folder(out: Path) -> None:
@@ -50,7 +53,7 @@ def check_output_folder(out: Path) -> None:
             os.unlink(probe)
     except OSError as error:
         message = f"cannot write to --out {out}: {error.strerror or error}"
-        if error.errno in ENVIRONMENT_ERRNOS:
+        if error.errno in STORAGE_ERRNOS:
             raise EnvironmentProblem(message) from None
         raise PnpsegError(message) from None
     finally:

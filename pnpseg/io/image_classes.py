@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from pnpseg.errors import ClassNameError, PnpsegError
 from pnpseg.io.images import InputItem
+from pnpseg.io.jsontext import parse_json
 from pnpseg.method.prompts import validate_names
 
 SEPARATOR = ";"
@@ -145,7 +145,7 @@ def _parse(path: Path, what: str) -> list[tuple[str, list[str]]]:
 
 def _parse_json(path: Path, text: str, what: str) -> list[tuple[str, list[str]]]:
     try:
-        data = json.loads(text)
+        data = parse_json(text)
     except ValueError as error:
         raise ImageClassesError(f"{what} {path} is not valid JSON: {error}") from None
     if not isinstance(data, dict):

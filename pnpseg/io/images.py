@@ -144,7 +144,17 @@ def _identity(folder: Path) -> tuple[int, int]:
     return stat.st_dev, stat.st_ino
 
 
-def discover(inputs: Sequence[Path], exclude: Sequence[Path] = ()) -> tuple[list[InputItem], list[Skipped]]:
+def _under_root(path: Path, root: Path) -> Path:
+    """``path`` relative to ``root``, both made absolute without resolving links (``..`` never survives)."""
+    try:
+        return Path(os.path.abspath(path)).relative_to(os.path.abspath(root))
+    except ValueError:
+        raise PnpsegError(f"input {path} is not inside --root {root}; pass a --root that holds every input") from None
+
+
+def discover(
+    inputs: Sequence[Path], exclude: Sequence[Path] = (), root: Path | None = None
+) -> tuple[list[InputItem], list[Skipped]]:
     """Expand files and folders into the images to process, plus the paths skipped.
 
     Folders are walked recursively in sorted order; hidden files and folders (``.DS_Store``,
@@ -158,6 +168,10 @@ def discover(inputs: Sequence[Path], exclude: Sequence[Path] = ()) -> tuple[list
     once. Folders in ``exclude`` (the output folder, when it lies inside an input folder)
     are not walked.
 
+    With ``root``, every output name is the image's path relative to ``root`` (``root/a/x.jpg``
+    given as a file, or found in folder ``root/a``, is ``a/x.jpg``), so same-named files in
+    different folders keep apart; an input outside ``root`` is refused.
+
     Raises :class:`PnpsegError` if an input does not exist, or if two images would write
     the same output (``a/x.jpg`` + ``b/x.jpg`` given as files, or ``x.jpg`` + ``x.png`` in
     one folder). The comparison ignores suffix and letter case, since outputs all get the
@@ -166,15 +180,18 @@ def discover(inputs: Sequence[Path], exclude: Sequence[Path] = ()) -> tuple[list
     items: list[InputItem] = []
     skipped: list[Skipped] = []
     excluded = frozenset(Path(p).resolve() for p in exclude)
+    if root is not None and not Path(root).is_dir():
+        raise PnpsegError(f"--root must be a folder: {root}")
     for raw in inputs:
         path = Path(raw)
+        base = _under_root(path, root) if root is not None else None
         if path.is_dir():
             found, skip = _walk(path, excluded)
-            items += found
+            items += found if base is None else [InputItem(i.path, base / i.relative) for i in found]
             skipped += skip
         elif path.is_file():
             if is_image_name(path):
-                items.append(InputItem(path, Path(path.name)))
+                items.append(InputItem(path, Path(path.name) if base is None else base))
             else:
                 skipped.append(Skipped(path, NOT_AN_IMAGE))
         elif path.exists() or path.is_symlink():

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from pnpseg.io.jsontext import parse_json
+
 #: Every temp file this program writes starts with this (see :func:`temp_name`).
 TEMP_PREFIX = ".pnpseg-tmp-"
 
@@ -195,7 +197,7 @@ def parse_manifest(data: bytes) -> dict[str, dict]:
     result: dict[str, dict] = {}
     for line in data.splitlines():
         try:
-            rec = json.loads(line)
+            rec = parse_json(line)
         except ValueError:  # includes UnicodeDecodeError and a line cut by a crash
             continue
         if isinstance(rec, dict) and isinstance(rec.get("input"), str):

@@ -21,7 +21,6 @@ explicit flags.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, W
 
 from pnpseg.errors import PnpsegError
 from pnpseg.io.hub import HF_SCHEME, hf_uri_file
+from pnpseg.io.jsontext import parse_json
 from pnpseg.io.outputs import write_json
 from pnpseg.method.defaults import DEFAULT_ADAPTER
 from pnpseg.method.params import ParamsError, SegmentParams, short
@@ -86,7 +86,7 @@ def load_preset(path: str | Path) -> dict[str, Any]:
         path = hf_uri_file(str(path), "preset")
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        data = parse_json(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise PresetError(f"preset not found: {path}") from None
     except IsADirectoryError:

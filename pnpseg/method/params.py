@@ -32,6 +32,10 @@ Size = tuple[int, int]
 COMPAT_DROP_RULES = {"paper": "median", "authors": "topk:10"}
 
 PositiveInt = Annotated[int, Field(ge=1)]
+#: The largest model input side: beyond it no VLM's attention fits in memory, and every
+#: image would fail alone with an empty ``MemoryError``.
+MAX_IMAGE_SIDE = 4096
+ImageSide = Annotated[int, Field(ge=1, le=MAX_IMAGE_SIDE)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 #: ``"if-fewer:N"``; checked by :func:`parse_background` (for its one-line message), and
 #: published with its pattern in the preset schema.
@@ -50,7 +54,12 @@ class SegmentParams(BaseModel):
     layer: PositiveInt = Field(8, description="text→image attention layer, 1-based as in the paper")
     head: PositiveInt = Field(10, description="attention head, 1-based")
     threshold: FiniteFloat = Field(0.15, ge=0.0, lt=1.0, description="keep normalised saliency ≥ threshold (§4.1)")
-    blur_sigma: FiniteFloat = Field(0.05, ge=0.0, description="Gaussian blur σ as a fraction of max(H, W) (§4.4)")
+    blur_sigma: FiniteFloat = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="Gaussian blur σ as a fraction of max(H, W) (§4.4); at most 1, wider blurs every map flat",
+    )
     drop_rounds: PositiveInt = Field(4, description="Saliency DropOut rounds R; 1 means plain GradCAM")
     drop_rule: Optional[str] = Field(
         None,
@@ -58,8 +67,10 @@ class SegmentParams(BaseModel):
         description="'median' (paper) or 'topk:N' (authors' code); unset: median under compat paper, "
         "topk:10 (the released code's sort_thresh005) under authors",
     )
-    image_size: tuple[PositiveInt, PositiveInt] = Field(
-        (336, 336), description="model input (height, width), rounded down to the patch size; at least one patch"
+    image_size: tuple[ImageSide, ImageSide] = Field(
+        (336, 336),
+        description=f"model input (height, width), rounded down to the patch size; at least one patch, "
+        f"at most {MAX_IMAGE_SIDE}",
     )
     background: Union[StrictBool, BackgroundRule] = Field(
         True,
@@ -149,7 +160,7 @@ def describe(error: ValidationError) -> str:
             parts.append(f"{name}: {item['msg'].removeprefix('Value error, ')}")
         else:
             parts.append(f"{name}: {item['msg'][:1].lower()}{item['msg'][1:]} (got {short(item.get('input'))})")
-    return "invalid parameter " + "; ".join(parts)
+    return "invalid parameter " + "; ".join(dict.fromkeys(parts))  # height and width: said once
 
 
 def short(value: Any, limit: int = 60) -> str:

@@ -17,8 +17,14 @@ from pnpseg.method.adapter import TokenizedText, VLMOutput
 
 
 def broken(adapter: Any, clause: str, detail: str) -> AdapterError:
-    """The one-line error for ``adapter`` breaking ``clause`` of the protocol."""
-    return AdapterError(f"adapter {type(adapter).__name__} broke the protocol ({clause}): {detail}")
+    """The one-line error for ``adapter`` breaking ``clause`` of the protocol: a defect of the
+    package that ships the adapter, which the message names (layers and heads in it are
+    1-based, as the CLI counts them)."""
+    package = type(adapter).__module__.partition(".")[0]
+    return AdapterError(
+        f"adapter {type(adapter).__name__} broke the protocol ({clause}): {detail} "
+        f"(a defect of the plugin package {package!r}, not of the input)"
+    )
 
 
 def check_output(
@@ -53,7 +59,9 @@ def check_output(
         )
     if len(out.attentions) != len(layers):
         raise broken(
-            adapter, "one attention per layer", f"{len(out.attentions)} attention tensors for layers {list(layers)}"
+            adapter,
+            "one attention per layer",
+            f"{len(out.attentions)} attention tensors for layers {[layer + 1 for layer in layers]}",
         )
     need_graph = torch.is_grad_enabled()
     expected = (batch, int(adapter.num_heads), int(text.input_ids.shape[1]), grid[0] * grid[1])
@@ -63,7 +71,7 @@ def check_output(
             raise broken(
                 adapter,
                 "graph-connected attention",
-                f"the attention of layer {layer} does not require grad; return the probabilities the model "
+                f"the attention of layer {layer + 1} does not require grad; return the probabilities the model "
                 "used, inside the autograd graph (not detached, not computed under torch.no_grad)",
             )
         block = out.to_text_image(attention.detach())
@@ -71,7 +79,7 @@ def check_output(
             raise broken(
                 adapter,
                 "attention block shape",
-                f"to_text_image gave {tuple(block.shape)} for layer {layer}, expected (B, heads, T, "
+                f"to_text_image gave {tuple(block.shape)} for layer {layer + 1}, expected (B, heads, T, "
                 f"grid_h·grid_w) = {expected}",
             )
         blocks.append(block)

@@ -93,6 +93,7 @@ class ClassSource(Protocol):
 
 
 def _threshold(text: str) -> float:
+    """a number from 0 to 1"""
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise ValueError(text)
@@ -100,6 +101,7 @@ def _threshold(text: str) -> float:
 
 
 def _top(text: str) -> int:
+    """a whole number of at least 1"""
     value = int(text)
     if value < 1:
         raise ValueError(text)
@@ -145,6 +147,7 @@ class AllSource:
 
 
 def _confidence(text: str) -> float:
+    """a number from 0 to 100"""
     value = float(text)
     if not 0.0 <= value <= 100.0:
         raise ValueError(text)
@@ -152,6 +155,7 @@ def _confidence(text: str) -> float:
 
 
 def _format(text: str) -> str:
+    """lists or gpt4o"""
     if text not in ("lists", "gpt4o"):
         raise ValueError(text)
     return text

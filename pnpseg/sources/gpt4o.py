@@ -10,12 +10,13 @@ are ignored, so spelling variants (``table``, ``tvmonitor``) do not matter
 
 from __future__ import annotations
 
-import json
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from pnpseg.io.image_classes import ImageClassesError
+from pnpseg.io.jsontext import parse_json
 
 #: COCO category ids of the 80 things and the 91 stuff classes, in class-list order: the
 #: COCO answers give these ids, not positions.
@@ -25,7 +26,7 @@ CATEGORY_IDS = {"coco-object": COCO_THING_IDS, "coco-stuff": COCO_THING_IDS + CO
 
 DEFAULT_MIN_CONFIDENCE = 70.0
 _GROUP = re.compile(r"\[(.*?)\]", re.S)
-_INDEX = re.compile(r"(\d+)\s*:")
+_INDEX = re.compile(r"(?<![\w.])(-?\d+)\s*:")  # "-2: x" is index -2 (no class), never 2
 
 
 def parse_answer(text: str) -> list[tuple[int, float]]:
@@ -33,7 +34,9 @@ def parse_answer(text: str) -> list[tuple[int, float]]:
 
     An empty answer gives ``[]``; an answer without confidences counts each class as 100
     (as the released COCO code does); a confidence is the number before its ``%``
-    (``"95% probability of flower"`` is 95); extra confidences are ignored.
+    (``"95% probability of flower"`` is 95); extra confidences are ignored. A negative index
+    (``-2: 'x'``) is kept as such, so it matches no class; a confidence that is not a finite
+    number (``nan``, ``inf``, ``1e400``) is a ``ValueError``.
     """
     groups = _GROUP.findall(text)
     if not groups:
@@ -44,6 +47,9 @@ def parse_answer(text: str) -> list[tuple[int, float]]:
     if len(groups) < 2:
         return [(index, 100.0) for index in indices]
     confidences = [float(part.split(":")[-1].split("%")[0]) for part in groups[1].split(",")]
+    for confidence in confidences:
+        if not math.isfinite(confidence):  # nan would drop a class silently, inf keep it
+            raise ValueError(f"confidence {confidence} is not a finite number")
     return list(zip(indices, confidences))
 
 
@@ -70,7 +76,7 @@ def read_gpt4o(path: Path, index: dict[int, str], min_confidence: float) -> list
     is left the first class stands in, as in the released code.
     """
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+        data = parse_json(Path(path).read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise ImageClassesError(f"class file not found: {path}") from None
     except (OSError, ValueError) as error:

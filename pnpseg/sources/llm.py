@@ -15,7 +15,6 @@ import base64
 import concurrent.futures
 import io
 import ipaddress
-import json
 import math
 import re
 import time
@@ -27,6 +26,7 @@ from urllib.parse import urlsplit
 from PIL import Image
 
 from pnpseg.errors import MissingDependencyError, PnpsegError
+from pnpseg.io.jsontext import parse_json
 from pnpseg.method.resize import fit_longest_side
 
 ENV_BASE_URL = "PNPSEG_LLM_BASE_URL"
@@ -47,7 +47,11 @@ class LLMError(PnpsegError):
 
 
 def parse_timeout(text: str) -> float:
-    """``timeout=`` seconds: finite and positive (``-1``, ``0``, ``nan``, ``inf`` are refused)."""
+    """a number of seconds above 0
+
+    ``timeout=`` seconds: finite and positive (``-1``, ``0``, ``nan``, ``inf`` are refused);
+    the first docstring line is what an error message says the option expects.
+    """
     value = float(text)
     if not math.isfinite(value) or value <= 0:
         raise ValueError(text)
@@ -150,8 +154,8 @@ class LLMClient:
 def message_text(body: bytes) -> str:
     """``choices[0].message.content`` of a chat-completions body (text parts joined)."""
     try:
-        payload = json.loads(body.decode("utf-8"))
-    except (ValueError, RecursionError):
+        payload = parse_json(body.decode("utf-8"))
+    except ValueError:
         raise LLMError("the answer is not JSON") from None
     try:
         content = payload["choices"][0]["message"]["content"]
@@ -209,8 +213,8 @@ def _fenced(text: str) -> str | None:
 
 def _json_value(candidate: str) -> Any:
     try:
-        return json.loads(candidate)
-    except (ValueError, RecursionError):
+        return parse_json(candidate)
+    except ValueError:
         return None
 
 

@@ -19,6 +19,7 @@ from pnpseg.errors import ClassNameError, PnpsegError
 from pnpseg.io.image_classes import ImageClassesError
 from pnpseg.io.images import discover
 from pnpseg.method.defaults import DEFAULT_ADAPTER
+from pnpseg.method.params import SegmentParams
 from pnpseg.tuning.capture import Capturer, LabelledImage, read_labels
 from pnpseg.tuning.result import MIN_MARGIN, TuneResult, heatmap_grid, reward_margin
 from pnpseg.tuning.space import (
@@ -90,10 +91,11 @@ def tune(
         )
     threshold_values = parse_float_range(thresholds, "thresholds")
     blur_values = parse_float_range(blur_scales, "blur scales")
-    if any(not 0 <= t < 1 for t in threshold_values):
-        raise PnpsegError(f"thresholds must lie in [0, 1), got {threshold_values}")
-    if any(b < 0 for b in blur_values):
-        raise PnpsegError(f"blur scales must be ≥ 0, got {blur_values}")
+    SegmentParams.build({"image_size": image_size})  # the one set of bounds, checked before the model loads
+    for value in threshold_values:
+        SegmentParams(threshold=value)
+    for value in blur_values:
+        SegmentParams(blur_sigma=value)
 
     dev = resolve_device(device)
     segmenter = Segmenter.from_pretrained(model, adapter=adapter, device=dev, layer=1, head=1, image_size=image_size)

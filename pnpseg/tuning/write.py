@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from pnpseg.errors import PnpsegError
+from pnpseg.io.folders import check_output_folder
 from pnpseg.io.preset import save_preset
 from pnpseg.tuning.result import TuneResult, save_heatmap
 
@@ -21,7 +22,8 @@ def heatmap_path(out: Path) -> Path:
 
 def check_out(out: Path, inputs: Iterable[Path]) -> None:
     """Refuse a preset path that is a folder, not ``.json``, under a file, or that would
-    overwrite (with the preset or its heat-map) one of ``inputs``."""
+    overwrite (with the preset or its heat-map) one of ``inputs`` (exit 2), and a folder
+    that cannot be written (exit 3)."""
     out = Path(out)
     if out.is_dir():
         raise PnpsegError(f"--out {out} is a folder: give the preset file to write, e.g. {out / 'preset.json'}")
@@ -37,6 +39,7 @@ def check_out(out: Path, inputs: Iterable[Path]) -> None:
     for path in inputs:
         if Path(path).resolve() in targets:
             raise PnpsegError(f"--out {out} would overwrite the input {path}")
+    check_output_folder(out.parent)  # a read-only folder found now, not after the search
 
 
 def write_outputs(result: TuneResult, out: Path) -> tuple[Path, Path]:

@@ -1,5 +1,5 @@
-"""A third-party pnpseg postprocessor: small islands of a label are given to their neighbours."""
+"""A third-party pnpseg postprocessor: small islands of a label are given to their neighbours.
 
-from .islands import RemoveIslands
-
-__all__ = ["RemoveIslands"]
+The postprocessor is :class:`pnpseg_example_postprocessor.islands.RemoveIslands`; this
+package imports nothing heavy itself, so loading the plugin stays cheap.
+"""

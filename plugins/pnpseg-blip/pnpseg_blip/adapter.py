@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 import pnpseg
-from pnpseg.method.profiling import stage
+from pnpseg import profile_stage as stage
 from pnpseg_hf import HFAdapter, broadcast_batch, capture_outputs, fused
 
 DEFAULT_MODEL = "Salesforce/blip-itm-large-flickr"

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from pnpseg.cli.app import console
+from pnpseg import AsJson, console, json_summary
 
 convert_app = typer.Typer(no_args_is_help=True, help="Convert model checkpoints for use with pnpseg's adapters.")
 
@@ -26,9 +26,12 @@ def convert_blip_command(
         "--tokenizer",
         help="Folder with BERT's vocab.txt; default: the one beside CHECKPOINT, else bert-base-uncased (cache or hub).",
     ),
+    as_json: AsJson = False,
 ) -> None:
     """Turn a BLIP/LAVIS ITM checkpoint into a folder for `--adapter blip --model OUT_DIR`."""
     from .convert import convert_blip
 
     convert_blip(checkpoint, out_dir, image_size=image_size, tokenizer=tokenizer)
     console.print(f"wrote {out_dir}: use it with --adapter blip --model {out_dir}", highlight=False)
+    if as_json:
+        json_summary({"command": "convert blip", "output": str(out_dir)})

@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import pickle
 import re
 import shutil
 import tempfile
@@ -29,7 +28,7 @@ from typing import Any
 import torch
 
 import pnpseg
-from pnpseg_hf import first_line, load_pretrained, quiet_progress
+from pnpseg_hf import first_line, load_pretrained, quiet_loading
 
 #: LAVIS ``VisionTransformer`` names → ``BlipVisionModel`` names (regex, replacement), in order.
 VISION_RENAMES = (
@@ -53,6 +52,11 @@ BLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 BERT_TOKENIZER = "bert-base-uncased"
 
 
+class CheckpointError(pnpseg.PnpsegError):
+    """The file given is not a BLIP ITM checkpoint this can convert (not PyTorch, another
+    model, malformed tensors): the user's input, so a usage error (exit 2), in one line."""
+
+
 def convert_blip(checkpoint: Path, out_dir: Path, image_size: int | None = None, tokenizer: str | None = None) -> Path:
     """Write the Hugging Face folder for ``checkpoint`` to ``out_dir`` (which must not exist).
 
@@ -61,27 +65,20 @@ def convert_blip(checkpoint: Path, out_dir: Path, image_size: int | None = None,
     written next to ``out_dir`` and renamed into place at the end: never half-written.
     """
     out_dir = Path(out_dir)
+    if image_size is not None:
+        pnpseg.SegmentParams(image_size=image_size)  # pnpseg's bounds on a model input, before any work
     if out_dir.exists():
         raise pnpseg.PnpsegError(f"{str(out_dir)!r} already exists; choose a new output folder")
     state = _load_state(Path(checkpoint))
     bert = with_blip_tokens(_tokenizer(Path(checkpoint), tokenizer))
-    config = blip_config(state, image_size, bert)
-    weights = hf_state_dict(state, config.vision_config.image_size // config.vision_config.patch_size)
-    bert.model_max_length = config.text_config.max_position_embeddings
-    processor = blip_processor(bert, config.vision_config.image_size)
-
-    from transformers import BlipForImageTextRetrieval
-
-    model = BlipForImageTextRetrieval(config).eval()
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if missing or unexpected:
-        raise pnpseg.ModelLoadError(
-            f"{str(checkpoint)!r} does not fit BLIP ITM ({'missing ' + missing[0] if missing else 'unexpected ' + unexpected[0]})"
-        )
+    try:  # the tensors' names and shapes are the file's word: any that do not fit say so in one line
+        model, processor = _blip_model(state, image_size, bert)
+    except (KeyError, IndexError, ValueError, TypeError, RuntimeError) as error:
+        raise CheckpointError(f"{str(checkpoint)!r} does not fit BLIP ITM ({first_line(error)})") from None
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        with quiet_progress():
+        with quiet_loading():
             model.save_pretrained(partial)
         processor.save_pretrained(partial)
         os.replace(partial, out_dir)
@@ -93,21 +90,36 @@ def convert_blip(checkpoint: Path, out_dir: Path, image_size: int | None = None,
 # -- pieces ----------------------------------------------------------------------------------
 
 
+def _blip_model(state: dict[str, torch.Tensor], image_size: int | None, bert: Any) -> tuple[Any, Any]:
+    """The ``BlipForImageTextRetrieval`` holding ``state`` and its processor."""
+    from transformers import BlipForImageTextRetrieval
+
+    config = blip_config(state, image_size, bert)
+    weights = hf_state_dict(state, config.vision_config.image_size // config.vision_config.patch_size)
+    bert.model_max_length = config.text_config.max_position_embeddings
+    processor = blip_processor(bert, config.vision_config.image_size)
+    model = BlipForImageTextRetrieval(config).eval()
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{'missing ' + missing[0] if missing else 'unexpected ' + unexpected[0]}")
+    return model, processor
+
+
 def _load_state(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
-        raise pnpseg.ModelLoadError(f"no checkpoint file at {str(path)!r}")
+        raise CheckpointError(f"no checkpoint file at {str(path)!r}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as exc:
-        raise pnpseg.ModelLoadError(f"{str(path)!r} is not a PyTorch checkpoint ({first_line(exc)})") from None
+    except OSError as exc:
+        raise pnpseg.EnvironmentProblem(f"cannot read {str(path)!r}: {first_line(exc)}") from None
+    except Exception as exc:  # any bytes at all: torch's unpickler raises whatever they trip (KeyError, ...)
+        raise CheckpointError(f"{str(path)!r} is not a PyTorch checkpoint ({first_line(exc)})") from None
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise pnpseg.ModelLoadError(f"{str(path)!r} holds no state dict")
+        raise CheckpointError(f"{str(path)!r} holds no state dict")
     missing = [key for key in REQUIRED if key not in state]
     if missing:
-        raise pnpseg.ModelLoadError(
-            f"{str(path)!r} is not a BLIP image-text-matching checkpoint (missing {missing[0]})"
-        )
+        raise CheckpointError(f"{str(path)!r} is not a BLIP image-text-matching checkpoint (missing {missing[0]})")
     return state
 
 
@@ -118,7 +130,7 @@ def _count(state: dict[str, torch.Tensor], pattern: str) -> int:
 
 def _heads(width: int) -> int:
     if width % HEAD_DIM:
-        raise pnpseg.ModelLoadError(f"width {width} is not a multiple of BLIP's head size {HEAD_DIM}")
+        raise CheckpointError(f"width {width} is not a multiple of BLIP's head size {HEAD_DIM}")
     return width // HEAD_DIM
 
 
@@ -138,14 +150,14 @@ def blip_config(state: dict[str, torch.Tensor], image_size: int | None, tokenize
     text_layers = _count(state, r"^text_encoder\.encoder\.layer\.(\d+)\.")
     cross = _count(state, r"^text_encoder\.encoder\.layer\.(\d+)\.crossattention\.")
     if cross == 0 or "text_encoder.encoder.layer.0.crossattention.self.query.weight" not in state:
-        raise pnpseg.ModelLoadError(
+        raise CheckpointError(
             "the checkpoint's text encoder does not cross-attend in every layer: not BLIP (ALBEF has no "
             "transformers port; use --adapter albef in the LAVIS environment)"
         )
     vocab, hidden = state["text_encoder.embeddings.word_embeddings.weight"].shape
     needed = max(tokenizer.get_vocab().values()) + 1  # ids, not len(): a vocab.txt may repeat a line
     if needed > vocab:
-        raise pnpseg.ModelLoadError(
+        raise CheckpointError(
             f"the tokenizer with [DEC] and [ENC] has token ids up to {needed - 1} but the checkpoint embeds {vocab}; "
             "use the BERT vocabulary the checkpoint was trained with"
         )
@@ -225,7 +237,7 @@ def _tokenizer(checkpoint: Path, folder: str | None) -> Any:
     if folder is not None:
         vocab = Path(folder) / "vocab.txt"
         if not vocab.is_file():
-            raise pnpseg.ModelLoadError(f"no BERT vocab.txt in {folder!r}")
+            raise pnpseg.PnpsegError(f"no BERT vocab.txt in {folder!r}")
     else:
         from huggingface_hub import hf_hub_download
 

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pnpseg.method.prompts import build_prompt
+from pnpseg import build_prompt
 from pnpseg.testing import COLOURS, make_scene
 from pnpseg_hf.testing import BERT_SPECIALS, WORDS, save_tiny, wordpiece_vocab
 
@@ -59,11 +59,17 @@ RIDGE = 1e-3
 
 
 def tiny_blip_parts(
-    *, hidden: int, vision_layers: int, heads: int, image_size: int, words: Sequence[str] = WORDS
+    *,
+    hidden: int,
+    vision_layers: int,
+    heads: int,
+    image_size: int,
+    words: Sequence[str] = WORDS,
+    text_layers: int = 3,
 ) -> tuple[Any, Any]:
     """A small ``BlipConfig`` (ITM architecture) and its ``BlipProcessor`` with a generated
-    WordPiece vocabulary of ``words``: patch 16, MLPs twice ``hidden`` wide, 3 text layers
-    with cross-attention in each, 64 text positions, ``heads`` heads in both towers."""
+    WordPiece vocabulary of ``words``: patch 16, MLPs twice ``hidden`` wide, ``text_layers``
+    text layers with cross-attention in each, 64 text positions, ``heads`` heads in both towers."""
     import transformers as hf
 
     vocab = wordpiece_vocab(BLIP_SPECIALS, words)
@@ -83,7 +89,7 @@ def tiny_blip_parts(
             vocab_size=len(vocab),
             hidden_size=hidden,
             intermediate_size=2 * hidden,
-            num_hidden_layers=3,
+            num_hidden_layers=text_layers,
             num_attention_heads=heads,
             max_position_embeddings=64,
             pad_token_id=vocab["[PAD]"],

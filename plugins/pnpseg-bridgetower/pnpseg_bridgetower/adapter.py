@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 import pnpseg
-from pnpseg.method.profiling import stage
+from pnpseg import profile_stage as stage
 from pnpseg_hf import HFAdapter, broadcast_batch, capped_by_tokenizer, capture_outputs, fused, start_graph_at
 
 DEFAULT_MODEL = "BridgeTower/bridgetower-large-itm-mlm-itc"

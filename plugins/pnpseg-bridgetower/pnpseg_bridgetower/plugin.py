@@ -6,14 +6,14 @@ import pnpseg
 
 
 @pnpseg.hookimpl
-def register_adapters(register: pnpseg.hookspecs.Register) -> None:
+def register_adapters(register: pnpseg.Register) -> None:
     register(
         "bridgetower", pnpseg.lazy("pnpseg_bridgetower.adapter:BridgeTowerAdapter")
     )  # imports transformers on first use
 
 
 @pnpseg.hookimpl
-def register_model_types(register: pnpseg.hookspecs.Register) -> None:
+def register_model_types(register: pnpseg.RegisterModelType) -> None:
     """``Segmenter.from_pretrained(<a bridgetower checkpoint>)`` picks this adapter (a literal: no
     transformers import to list what plugins claim)."""
     register("bridgetower", "bridgetower")

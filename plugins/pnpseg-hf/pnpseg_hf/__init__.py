@@ -35,7 +35,7 @@ from .base import (
 )
 from .capture import capture_outputs, grad_leaf, start_graph_at
 from .fused import eager
-from .loading import first_line, load_pretrained, looks_like_path, quiet_progress, resolve_source
+from .loading import first_line, load_pretrained, looks_like_path, quiet_loading, resolve_source
 
 try:
     __version__ = version("pnpseg-hf")
@@ -56,7 +56,7 @@ __all__ = [
     "load_pretrained",
     "looks_like_path",
     "pil_resample",
-    "quiet_progress",
+    "quiet_loading",
     "resolve_source",
     "side",
     "start_graph_at",

@@ -17,7 +17,7 @@ from PIL import Image
 import pnpseg
 
 from .fused import fuse_model
-from .loading import load_pretrained, quiet_progress, resolve_source
+from .loading import load_pretrained, quiet_loading, resolve_source
 
 
 class HFAdapter(pnpseg.BaseAdapter):
@@ -179,7 +179,7 @@ class HFAdapter(pnpseg.BaseAdapter):
         float32, every parameter frozen, fused (SDPA) attention for the
         :attr:`fused_attention` classes unless ``PNPSEG_EAGER=1``; missing :attr:`required_weights` are refused."""
         if self._model is None:
-            with quiet_progress():
+            with quiet_loading():
                 model, info = self._load(
                     _transformers_class(self.model_class).from_pretrained,
                     config=self.config,

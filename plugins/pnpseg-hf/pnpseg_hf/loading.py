@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pnpseg
-from pnpseg.io import hub
+from pnpseg import hub_quiet, hub_reachable
 
 
 def looks_like_path(name: str) -> bool:
@@ -50,7 +50,7 @@ def load_pretrained(
     rejects gives ``folder NAME is not a <model_description> (<first line of the error>)``;
     with ``require_config`` a folder without ``config.json`` is refused before the call.
     Hub ids try the local cache first (a cached model needs no network at all), then the
-    hub only if its host answers (:mod:`pnpseg.io.hub`: no 30 s of retries on an offline
+    hub only if its host answers (:func:`pnpseg.hub_reachable`: no 30 s of retries on an offline
     machine), quietly; a hub id that is neither cached nor downloadable gives
     :func:`pnpseg.model_unavailable` for ``adapter_name``. ``kwargs`` go to ``loader``.
     """
@@ -67,10 +67,10 @@ def load_pretrained(
         return loader(name, local_files_only=True, **kwargs)
     except OSError:  # not (completely) in the cache
         pass
-    if not hub.reachable():
+    if not hub_reachable():
         raise pnpseg.model_unavailable(name, adapter_name) from None
     try:
-        with hub.quiet():
+        with hub_quiet():
             return loader(name, **kwargs)
     except (OSError, HfHubHTTPError):
         raise pnpseg.model_unavailable(name, adapter_name) from None
@@ -84,14 +84,18 @@ def first_line(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def quiet_progress() -> Iterator[None]:
-    """Hide transformers' "Loading weights" bar (the CLI has its own output)."""
+def quiet_loading() -> Iterator[None]:
+    """Hide transformers' "Loading weights" bar, load report and tied-weight warnings: the
+    CLI has its own output, and a checkpoint that lacks a weight the adapter needs is one
+    line of pnpseg's (:attr:`HFAdapter.required_weights`), not 40 lines of transformers'."""
     from transformers.utils import logging as hf_logging
 
-    was_enabled = hf_logging.is_progress_bar_enabled()
+    was_enabled, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     try:
         yield
     finally:
+        hf_logging.set_verbosity(verbosity)
         if was_enabled:
             hf_logging.enable_progress_bar()

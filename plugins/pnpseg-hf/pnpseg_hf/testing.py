@@ -25,6 +25,17 @@ from typing import Any
 import torch
 
 #: BERT's special tokens.
+__all__ = [
+    "BERT_SPECIALS",
+    "PROCESSOR_FILES",
+    "WORDS",
+    "byte_level_vocab",
+    "offline_default_model_error",
+    "resave_as",
+    "save_tiny",
+    "wordpiece_vocab",
+]
+
 BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 #: Whole-word tokens of the tiny vocabularies (anything else is spelt piece by piece).
 WORDS = ("a", "picture", "of", "cat", "dog", "grass", "sky", "red", "blue")

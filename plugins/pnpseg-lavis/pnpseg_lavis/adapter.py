@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 import pnpseg
-from pnpseg.errors import MissingDependencyError
+from pnpseg import MissingDependencyError
 
 from . import architecture, checkpoints
 from .checkpoints import BLIP_RELEASE, NamedModel

@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 import torch
 
 import pnpseg
-from pnpseg.io import hub
+from pnpseg import hub_quiet, hub_reachable
 
 BERT_TOKENIZER = "bert-base-uncased"
 BLIP_RELEASE = "https://storage.googleapis.com/sfr-vision-language-research/BLIP/models"
@@ -83,7 +83,7 @@ def checkpoint_file(source: Source, names: Mapping[str, NamedModel], adapter: st
     if cached.is_file():
         return cached
     endpoint = f"{urlparse(url).scheme}://{urlparse(url).netloc}"
-    if not hub.reachable(endpoint):
+    if not hub_reachable(endpoint):
         raise pnpseg.ModelLoadError(
             f"LAVIS model {source.name!r} is not in LAVIS's cache ({cached.parent}) and could not be downloaded "
             f"(offline?); download {url} where there is network access and pass the file with --model PATH "
@@ -135,9 +135,9 @@ def load_tokenizer(source: Source, adapter: str) -> Any:
         return BertTokenizerFast.from_pretrained(where, local_files_only=True)
     except OSError:
         pass
-    if hub.reachable():
+    if hub_reachable():
         try:
-            with hub.quiet():
+            with hub_quiet():
                 return BertTokenizerFast.from_pretrained(where)
         except OSError:
             pass

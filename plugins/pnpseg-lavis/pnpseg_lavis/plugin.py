@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pnpseg
-from pnpseg.hookspecs import Register
+from pnpseg import Register
 
 
 @pnpseg.hookimpl

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 import pnpseg
-from pnpseg.method.profiling import stage
+from pnpseg import profile_stage as stage
 from pnpseg_hf import HFAdapter, broadcast_batch, eager, fused, start_graph_at
 
 DEFAULT_MODEL = "dandelin/vilt-b32-finetuned-coco"

@@ -7,19 +7,18 @@ records with another fingerprint name are deleted, so no mask of the old class t
 survives next to the new ``classes.json``. A record with another fingerprint is never
 counted as done. Records are keyed as :mod:`pnpseg.engines.common.layout` explains.
 
-One run at a time: a local folder is locked (``.pnpseg.lock``, an OS lock through
-``filelock``, released by the OS if the run is killed) for the whole run, and a second run
-is refused with one line. While it holds the lock, a run deletes the temp files
+One run at a time: the folder is locked (``.pnpseg.lock``: an OS lock through ``filelock``,
+released by the OS if the run is killed, or on S3 an object created with a conditional
+write, see :mod:`pnpseg.io.locks`) for the whole run, and a second run is refused with one line. While it holds the lock, a run deletes the temp files
 (:data:`pnpseg.io.outputs.TEMP_PREFIX`) that a killed run left: their writer is dead, or it
 would hold the lock. Files of any other name are never touched.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -27,6 +26,8 @@ from pnpseg.engines.common.layout import OutputLayout
 from pnpseg.errors import EnvironmentProblem, PnpsegError
 from pnpseg.io.formats import Labelled, labelled, render
 from pnpseg.io.images import InputItem
+from pnpseg.io.jsontext import parse_json
+from pnpseg.io.locks import hold
 from pnpseg.io.outputs import Manifest, class_table, is_temp_name, json_bytes, manifest_line, parse_manifest, record_key
 from pnpseg.io.store import Store, has_scheme
 
@@ -62,7 +63,7 @@ class OutputFolder:
         if previous is None:
             return
         try:
-            same = json.loads(previous) == self.table
+            same = parse_json(previous) == self.table
         except ValueError:
             same = False
         if not same:
@@ -154,25 +155,8 @@ class OutputFolder:
         self.flush()
         self.store.delete_folder(PARTS)
 
-    @contextmanager
-    def _lock(self) -> Iterator[None]:
-        if self.store.local is None:  # object stores have no OS locks: see docs/reliability.md
-            yield
-            return
-        from filelock import FileLock, Timeout
-
-        lock = FileLock(str(self.store.local / LOCK), timeout=0)
-        try:
-            lock.acquire()
-        except Timeout:
-            raise PnpsegError(
-                f"another pnpseg run is writing to {self.location} (it holds {self.store.uri(LOCK)}); "
-                "wait for it to finish or use another --out"
-            ) from None
-        try:
-            yield
-        finally:
-            lock.release()
+    def _lock(self) -> AbstractContextManager[None]:
+        return hold(self.store, LOCK)  # an OS lock, or on S3 a conditional write (pnpseg.io.locks)
 
     def _reset(self, fingerprint: str) -> None:
         """``--overwrite`` with other classes or settings: delete the outputs (label PNGs and

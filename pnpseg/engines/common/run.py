@@ -73,6 +73,7 @@ class SegmentRun:
         viz: bool = False,
         overwrite: bool = False,
         formats: Sequence[str] = DEFAULT_FORMATS,
+        root: Path | None = None,
         console: Console | None = None,
         progress: Progress | None = None,
     ):
@@ -83,7 +84,7 @@ class SegmentRun:
         check_formats(self.formats)  # a missing library for a format: before the model loads
         self.folder = OutputFolder(out, spec.classes, overwrite=overwrite)
         local_out = self.folder.store.local
-        self.items, self.skipped = self.discover(inputs, [local_out] if local_out is not None else [])
+        self.items, self.skipped = self.discover(inputs, [local_out] if local_out is not None else [], root)
         report_skipped(self.console, self.skipped, inputs, bool(self.items))
         if local_out is not None:
             check_output_folder(local_out)  # before the model loads
@@ -94,8 +95,11 @@ class SegmentRun:
         self.folder.check_fingerprint(self.layout.fingerprint)
 
     # -- what each engine adds -----------------------------------------------------------
-    def discover(self, inputs: Sequence[str | Path], exclude: list[Path]) -> tuple[list[InputItem], list[Skipped]]:
-        """The images among ``inputs`` (outside ``exclude``) and the paths passed over."""
+    def discover(
+        self, inputs: Sequence[str | Path], exclude: list[Path], root: Path | None
+    ) -> tuple[list[InputItem], list[Skipped]]:
+        """The images among ``inputs`` (outside ``exclude``; outputs named relative to
+        ``root`` when given) and the paths passed over."""
         raise NotImplementedError
 
     def prepare(self) -> dict[str, Any]:

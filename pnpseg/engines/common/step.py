@@ -13,7 +13,7 @@ from typing import Any
 
 from pnpseg.engines.common.layout import OutputLayout, to_vocabulary
 from pnpseg.errors import EnvironmentProblem, ImageError, PnpsegError
-from pnpseg.io.folders import is_disk_full
+from pnpseg.io.folders import stops_the_run, storage_advice
 from pnpseg.io.images import InputItem, load_image
 from pnpseg.method.profiling import stage
 from pnpseg.method.prompts import validate_names
@@ -111,8 +111,8 @@ class BatchStep:
 
 
 class DiskFull(EnvironmentProblem):
-    """No output can be written any more (a full disk or quota): every later image would
-    fail the same way, so the run stops. ``record`` is the image that failed, for the sink
+    """No output can be written any more (a full disk or quota, a folder turned read-only or
+    forbidden): every later image would fail the same way, so the run stops. ``record`` is the image that failed, for the sink
     to record before stopping."""
 
     def __init__(self, message: str, record: dict[str, Any]):
@@ -137,10 +137,10 @@ def complete(
             output = layout.write(item, unfinished.image, labels)
     except OSError as failure:
         record = layout.record(item, source, error=f"cannot write output: {failure}")
-        if is_disk_full(failure):
+        if stops_the_run(failure):
             raise DiskFull(
                 f"stopped: {failure.strerror} writing {layout.store.uri(layout.label_file(item))}; "
-                "free some space and run the same command again to resume",
+                f"{storage_advice(failure)} and run the same command again to resume",
                 record,
             ) from None
         return record

@@ -28,8 +28,10 @@ class SegmentJob(SegmentRun):
         self.workers = workers
         super().__init__(spec, inputs, Path(out), **run)
 
-    def discover(self, inputs: Sequence[str | Path], exclude: list[Path]) -> tuple[list[InputItem], list[Skipped]]:
-        return discover([Path(p) for p in inputs], exclude=exclude)
+    def discover(
+        self, inputs: Sequence[str | Path], exclude: list[Path], root: Path | None
+    ) -> tuple[list[InputItem], list[Skipped]]:
+        return discover([Path(p) for p in inputs], exclude, root)
 
     def prepare(self) -> dict[str, Any]:
         built = self.spec.build(self.items)

@@ -57,8 +57,10 @@ class RaySegmentJob(SegmentRun):
         self.roots: dict[str, str] = {}
         super().__init__(spec, inputs, out, batch_size=int(batch_size), console=console, **run)
 
-    def discover(self, inputs: Sequence[str | Path], exclude: list[Path]) -> tuple[list[InputItem], list[Skipped]]:
-        found, skipped = discover_uris(inputs, exclude=exclude)
+    def discover(
+        self, inputs: Sequence[str | Path], exclude: list[Path], root: Path | None
+    ) -> tuple[list[InputItem], list[Skipped]]:
+        found, skipped = discover_uris(inputs, exclude, root)
         self.roots = {str(item.path): root for item, root in found}
         return [item for item, _ in found], skipped
 

@@ -23,16 +23,17 @@ PARTS = ".pnpseg-parts"
 
 
 def discover_uris(
-    inputs: Sequence[str | Path], exclude: Sequence[Path] = ()
+    inputs: Sequence[str | Path], exclude: Sequence[Path] = (), names_root: Path | None = None
 ) -> tuple[list[tuple[InputItem, str]], list[Skipped]]:
     """:func:`pnpseg.io.images.discover` for paths and URIs: ``[(item, root location)]`` and the
     paths skipped. A URI item's ``path`` is the URI string; its root is the folder given
-    (or the file's parent), from which workers open it. ``exclude``: as for ``discover``."""
+    (or the file's parent), from which workers open it. ``exclude`` and ``names_root``
+    (local paths only): ``discover``'s ``exclude`` and ``root``."""
     found: list[tuple[InputItem, str]] = []
     skipped: list[Skipped] = []
     local = [Path(p) for p in inputs if not has_scheme(str(p))]
     if local:
-        items, skip = discover(local, exclude)
+        items, skip = discover(local, exclude, names_root)
         found += [(item, "") for item in items]
         skipped += skip
     import pyarrow.fs as pafs
