@@ -93,7 +93,11 @@ def test_ray_engine_matches_the_local_engine(scenes, local_run, tmp_path):
     assert result.exit_code == 1, result.output
     assert "notes.txt: not an image file" in result.output and "broken.png" in result.output
     # label PNGs, overlays, classes.json and the --format documents, byte for byte
-    assert outputs(out) == outputs(local_run) and (out / "coco.json").is_file() and (out / "cvat").is_dir()
+    assert (
+        outputs(out) == outputs(local_run)
+        and (out / "coco" / "annotations" / "instances_default.json").is_file()
+        and (out / "cvat").is_dir()
+    )
     assert records(out) == records(local_run)  # same records in the same (input) order
     assert [r["status"] for r in records(out)].count("error") == 1
     assert not (out / ".pnpseg-parts").exists()
@@ -105,7 +109,7 @@ def test_uris_and_resume(scenes, local_run, tmp_path):
     first = segment(*args)
     assert first.exit_code == 1, first.output
     assert {k: v for k, v in outputs(out).items()} == {
-        k: v for k, v in outputs(local_run).items() if not k.startswith(("overlays/", "cvat/", "coco.json"))
+        k: v for k, v in outputs(local_run).items() if not k.startswith(("overlays/", "cvat/", "coco/"))
     }
     assert records(out, strip="file://") == records(local_run)
     assert json.loads((out / "manifest.jsonl").read_text().splitlines()[0])["output"].startswith(f"file://{out}/")
@@ -147,7 +151,7 @@ def test_a_worker_killed_mid_run_still_does_every_image_once(scenes, local_run, 
     assert len(inputs) == len(set(inputs)) == 9  # exactly one record per image
     assert records(out) == records(local_run)
     assert {k: v for k, v in outputs(out).items()} == {
-        k: v for k, v in outputs(local_run).items() if not k.startswith(("overlays/", "cvat/", "coco.json"))
+        k: v for k, v in outputs(local_run).items() if not k.startswith(("overlays/", "cvat/", "coco/"))
     }
 
 

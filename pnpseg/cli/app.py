@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import tempfile
 import traceback
 from pathlib import Path
@@ -33,6 +34,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer._click.exceptions import ClickException
 
+from pnpseg.cli.help import HelpContext, adopt, format_options
 from pnpseg.errors import STORAGE_ERRNOS, PnpsegError, shorten
 
 EXIT_OK = 0
@@ -142,6 +144,8 @@ class FriendlyGroup(typer.core.TyperGroup):
     """Runs every command (built-in or a plugin's) so that no user ever sees a traceback,
     every error exits with its documented code, and ``--json`` always gets one document."""
 
+    context_class = HelpContext  # help legible at any width (pnpseg/cli/help.py)
+
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if ctx.parent is None:
             ctx.meta["pnpseg.args"] = list(args)
@@ -175,6 +179,22 @@ class FriendlyGroup(typer.core.TyperGroup):
             _emit_json(self._command_name(ctx, args), EXIT_OK, "")
         return result
 
+    def _main_shell_completion(self, ctx_args: Any, prog_name: str, complete_var: Optional[str] = None) -> None:
+        """Shell completion in both instruction styles: click's documented ``bash_source`` and
+        typer's ``source_bash`` (what ``--install-completion`` writes)."""
+        complete_var = complete_var or f"_{prog_name}_COMPLETE".replace("-", "_").upper()
+        first, _, second = os.environ.get(complete_var, "").partition("_")
+        if second in ("source", "complete"):
+            os.environ[complete_var] = f"{second}_{first}"
+        super()._main_shell_completion(ctx_args, prog_name, complete_var)
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        command = super().get_command(ctx, name)
+        return adopt(command) if command is not None else None
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        format_options(self, ctx, formatter)
+
     def _command_name(self, ctx: Any, args: list[str]) -> str:
         """The command's words, ``segment`` or a group's ``convert blip``."""
         name = ctx.invoked_subcommand or ""
@@ -188,9 +208,8 @@ class FriendlyGroup(typer.core.TyperGroup):
 
 app = typer.Typer(
     cls=FriendlyGroup,
-    add_completion=False,
     no_args_is_help=True,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,  # plain help, legible at 80 columns (pnpseg/cli/help.py)
     help="Open-vocabulary semantic segmentation from off-the-shelf vision-language models (PnP-OVSS).\n\n"
     "Exit codes: 0 ok, 1 some inputs failed, 2 usage, 3 environment (missing model, dependency "
     "or service), 4 unexpected error (traceback saved to a file).",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pnpseg.errors import PnpsegError
+from pnpseg.errors import EnvironmentProblem, PnpsegError
 from pnpseg.io.outputs import atomic_write_bytes, temp_name
 
 
@@ -50,6 +50,29 @@ class Store:
             self.fs, self.root, self.prefix = filesystem(self.location)
         else:
             self.local, self.fs, self.root, self.prefix = Path(self.location), None, str(location), ""
+
+    def check_output(self) -> None:
+        """Before any work, for ``--out``: a ``file://`` folder gets the local checks
+        (:func:`~pnpseg.io.folders.check_output_folder`); another URI's bucket (its first
+        component) must exist, since pnpseg never creates one, and the URI must not name a
+        file. Raises :class:`EnvironmentProblem` (exit 3) for a missing bucket or a store it
+        cannot reach, :class:`PnpsegError` (exit 2) for a file."""
+        if self.local is not None or self.fs.type_name == "local":
+            from pnpseg.io.folders import check_output_folder
+
+            check_output_folder(self.local or Path(self.root))
+            return
+        import pyarrow.fs as pafs
+
+        bucket = self.root.split("/", 1)[0]
+        try:
+            top, here = self.fs.get_file_info([bucket, self.root])
+        except OSError as error:
+            raise EnvironmentProblem(f"cannot reach --out {self.location}: {error}") from None
+        if top.type == pafs.FileType.NotFound:
+            raise EnvironmentProblem(f"--out {self.location}: {bucket} does not exist (pnpseg never creates a bucket)")
+        if here.type == pafs.FileType.File:
+            raise PnpsegError(f"--out {self.location} is a file; choose another --out")
 
     def uri(self, rel: str) -> str:
         """What the manifest records for ``rel``: a local path, or a URI."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, overload
 
@@ -27,7 +27,7 @@ from pnpseg.method.saliency import Batch, RoundHook, saliency_maps
 ImageLike = Union[Image.Image, np.ndarray, str, Path]
 
 
-@dataclass
+@dataclass(repr=False)
 class SegmentationResult:
     """One image's segmentation.
 
@@ -35,7 +35,8 @@ class SegmentationResult:
     ``scores`` (C, h, w): the final per-channel scores the labels are the argmax of (channel
     0 is background when ``background``), at postprocessing resolution (the image size,
     capped by ``max_postprocess_side``). ``saliency`` (K, grid_h, grid_w): the summed GradCAM
-    maps over DropOut rounds, one per class, before any normalisation.
+    maps over DropOut rounds, one per class, before any normalisation. ``image``: the RGB
+    image segmented, for :meth:`overlay` (a notebook shows a result as its overlay).
     """
 
     labels: np.ndarray
@@ -43,6 +44,39 @@ class SegmentationResult:
     saliency: torch.Tensor
     class_names: list[str]
     background: bool
+    image: Image.Image | None = field(default=None, compare=False)
+
+    def __repr__(self) -> str:
+        """One line: size, class count and the classes present with their pixel shares
+        (the arrays would print kilobytes)."""
+        height, width = self.labels.shape
+        shares = [(self.class_names[i], float((self.labels == i + 1).mean())) for i in self.present()]
+        shares.sort(key=lambda pair: -pair[1])
+        shown = ", ".join(f"{name[:30]} {share:.0%}" for name, share in shares[:6])
+        more = f", +{len(shares) - 6} more" if len(shares) > 6 else ""
+        return (
+            f"SegmentationResult({width}×{height}, {len(self.class_names)} classes; "
+            f"present: {shown + more if shares else 'none'})"
+        )
+
+    def overlay(self, image: ImageLike | None = None) -> Image.Image:
+        """The ``--viz`` overlay as a PIL image: the image tinted, outlined and named per
+        class, with the same colours and legend. ``image``: the picture segmented (default:
+        the one this result was made from)."""
+        from pnpseg.io.overlay import render_overlay
+
+        source = image if image is not None else self.image
+        if source is None:
+            raise PnpsegError("this result does not hold its image: pass the image, overlay(image)")
+        return render_overlay(_as_image(source), self.labels, self.class_names)
+
+    def _repr_png_(self) -> bytes | None:
+        """Jupyter/IPython's inline display: the overlay as PNG (None without the image: the text repr shows)."""
+        from pnpseg.io.overlay import encode_overlay
+
+        if self.image is None:
+            return None
+        return encode_overlay(self.image, self.labels, self.class_names)
 
     def masks(self) -> dict[str, np.ndarray]:
         """One boolean (H, W) mask per class name (all of them, empty where absent)."""
@@ -244,7 +278,7 @@ def finish(
     labels = labels_from_scores(scores, background).numpy().astype(np.uint8 if len(names) < 256 else np.int32)
     if small is not image:
         labels = np.asarray(Image.fromarray(labels).resize((width, height), Image.Resampling.NEAREST))
-    return SegmentationResult(labels, scores, saliency, list(names), background)
+    return SegmentationResult(labels, scores, saliency, list(names), background, image)
 
 
 def _as_image(image: ImageLike) -> Image.Image:

@@ -241,8 +241,18 @@ class OutputFolder:
             rel = record.get("file") if current else None
             data = self.store.read_bytes(rel) if rel else None
             if rel and data is not None:
-                found.append(labelled(record["input"], rel, data))
+                found.append(labelled(record["input"], rel, data, self.input_location(record)))
         return found
+
+    def input_location(self, record: Mapping[str, Any]) -> str:
+        """Where a record's input is now: its key (:mod:`~pnpseg.engines.common.layout`) made
+        absolute. Not the recorded ``input``, which is relative to the working directory of
+        the run that wrote the record, not of this one."""
+        key = record.get("key")
+        if not isinstance(key, str) or has_scheme(key) or PurePosixPath(key).is_absolute():
+            return key if isinstance(key, str) else str(record["input"])
+        local = self.store.local
+        return os.path.normpath(local.resolve() / key) if local is not None else key
 
     def write_formats(self, formats: Sequence[str], fingerprint: str) -> dict[str, list[str]]:
         """Render ``--format`` documents (all but png, written per image) from every finished

@@ -20,7 +20,6 @@ from pnpseg.engines.common.folder import OutputFolder
 from pnpseg.engines.common.job import JobSpec, fingerprint
 from pnpseg.engines.common.layout import OutputLayout
 from pnpseg.engines.common.report import Summary, report, report_skipped
-from pnpseg.io.folders import check_output_folder
 from pnpseg.io.formats import DEFAULT_FORMATS
 from pnpseg.io.formats import check_available as check_formats
 from pnpseg.io.images import InputItem, Skipped
@@ -81,13 +80,13 @@ class SegmentRun:
         self.overwrite, self.progress = overwrite, progress
         self.console = console or Console(stderr=True)
         self.formats = tuple(formats)
-        check_formats(self.formats)  # a missing library for a format: before the model loads
+        check_formats(self.formats, spec.classes)  # a missing library for a format: before the model loads
         self.folder = OutputFolder(out, spec.classes, overwrite=overwrite)
-        local_out = self.folder.store.local
-        self.items, self.skipped = self.discover(inputs, [local_out] if local_out is not None else [], root)
+        store = self.folder.store
+        self.items, self.skipped = self.discover(inputs, [store.local or store.uri("")], root)
         report_skipped(self.console, self.skipped, inputs, bool(self.items))
-        if local_out is not None:
-            check_output_folder(local_out)  # before the model loads
+        check_formats(self.formats, spec.classes, (i.output_relative("").as_posix() for i in self.items))
+        store.check_output()  # before the model loads
         self.folder.guard_inputs(self.items)
         self.folder.check_classes()
         settings = self.prepare()
@@ -96,7 +95,7 @@ class SegmentRun:
 
     # -- what each engine adds -----------------------------------------------------------
     def discover(
-        self, inputs: Sequence[str | Path], exclude: list[Path], root: Path | None
+        self, inputs: Sequence[str | Path], exclude: list[Any], root: Path | None
     ) -> tuple[list[InputItem], list[Skipped]]:
         """The images among ``inputs`` (outside ``exclude``; outputs named relative to
         ``root`` when given) and the paths passed over."""

@@ -29,7 +29,7 @@ class SegmentJob(SegmentRun):
         super().__init__(spec, inputs, Path(out), **run)
 
     def discover(
-        self, inputs: Sequence[str | Path], exclude: list[Path], root: Path | None
+        self, inputs: Sequence[str | Path], exclude: list[Any], root: Path | None
     ) -> tuple[list[InputItem], list[Skipped]]:
         return discover([Path(p) for p in inputs], exclude, root)
 

@@ -58,7 +58,7 @@ class RaySegmentJob(SegmentRun):
         super().__init__(spec, inputs, out, batch_size=int(batch_size), console=console, **run)
 
     def discover(
-        self, inputs: Sequence[str | Path], exclude: list[Path], root: Path | None
+        self, inputs: Sequence[str | Path], exclude: list[Any], root: Path | None
     ) -> tuple[list[InputItem], list[Skipped]]:
         found, skipped = discover_uris(inputs, exclude, root)
         self.roots = {str(item.path): root for item, root in found}

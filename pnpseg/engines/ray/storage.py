@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pnpseg.errors import ImageError, PnpsegError
+from pnpseg.errors import EnvironmentProblem, ImageError, PnpsegError
 from pnpseg.io.images import (
     NOT_AN_IMAGE,
     InputItem,
@@ -22,28 +22,44 @@ from pnpseg.io.store import Store, has_scheme, store_for
 PARTS = ".pnpseg-parts"
 
 
+def excluded_under(root: str, exclude: Sequence[str]) -> Callable[[str], bool]:
+    """Which files of the URI folder ``root`` (relative paths) discovery passes over: a file
+    ``exclude`` names, and anything in a folder it names below ``root`` (the output prefix
+    inside an input prefix), as :func:`~pnpseg.io.images.discover` passes over local ones."""
+    base = root.rstrip("/") + "/"
+    files = {uri[len(base) :] for uri in exclude if uri.startswith(base)}
+    folders = tuple(rel.rstrip("/") + "/" for rel in files if rel.rstrip("/"))
+    return lambda rel: rel in files or rel.startswith(folders)
+
+
 def discover_uris(
-    inputs: Sequence[str | Path], exclude: Sequence[Path] = (), names_root: Path | None = None
+    inputs: Sequence[str | Path], exclude: Sequence[str | Path] = (), names_root: Path | None = None
 ) -> tuple[list[tuple[InputItem, str]], list[Skipped]]:
     """:func:`pnpseg.io.images.discover` for paths and URIs: ``[(item, root location)]`` and the
     paths skipped. A URI item's ``path`` is the URI string; its root is the folder given
-    (or the file's parent), from which workers open it. ``exclude`` and ``names_root``
-    (local paths only): ``discover``'s ``exclude`` and ``root``."""
+    (or the file's parent), from which workers open it. ``exclude``: local paths as
+    ``discover``'s, URIs (:meth:`~pnpseg.io.store.Store.uri` form) as :func:`excluded_under`'s;
+    ``names_root`` (local paths only): ``discover``'s ``root``."""
     found: list[tuple[InputItem, str]] = []
     skipped: list[Skipped] = []
     local = [Path(p) for p in inputs if not has_scheme(str(p))]
+    uris = [str(p) for p in exclude if has_scheme(str(p))]
     if local:
-        items, skip = discover(local, exclude, names_root)
+        items, skip = discover(local, [Path(p) for p in exclude if not has_scheme(str(p))], names_root)
         found += [(item, "") for item in items]
         skipped += skip
     import pyarrow.fs as pafs
 
     for uri in (str(p) for p in inputs if has_scheme(str(p))):
         store = Store(uri)
-        info = store.fs.get_file_info(store.root)
+        try:
+            info = store.fs.get_file_info(store.root)
+        except OSError as error:  # a store that cannot be reached or read: not the user's typo
+            raise EnvironmentProblem(f"cannot read {uri}: {error}") from None
         if info.type == pafs.FileType.Directory:
+            passed_over = excluded_under(store.uri(""), uris)
             for rel in store.files():
-                if any(part.startswith(".") for part in rel.split("/")):
+                if any(part.startswith(".") for part in rel.split("/")) or passed_over(rel):
                     continue
                 if is_image_name(Path(rel)):  # a URI item's path is its URI
                     found.append((InputItem(store.uri(rel), Path(rel)), uri))  # type: ignore[arg-type]

@@ -27,13 +27,21 @@ DEFAULT_FORMATS = ("png",)
 class Labelled:
     """One finished image: ``input`` as recorded, ``name`` its output path relative to the
     output folder without suffix (``sub/img``), and its (H, W) label map (0 = background,
-    ``i`` = ``classes[i - 1]``)."""
+    ``i`` = ``classes[i - 1]``). ``location`` is where the image is now (an absolute path or
+    a URI), valid whatever the working directory of the run that recorded it."""
 
     input: str
     name: str
     width: int
     height: int
     labels: np.ndarray
+    location: str = ""
+
+    @property
+    def image_file(self) -> str:
+        """The image's name relative to its input folder, suffix included (``sub/img.jpg``):
+        what annotation tools match the images of a task or dataset on."""
+        return self.name + PurePosixPath(self.input).suffix
 
 
 Writer = Callable[[Sequence[Labelled], Sequence[str]], dict[str, bytes]]
@@ -65,19 +73,25 @@ def writer(name: str) -> Writer:
     raise PnpsegError(f"no writer for format {name!r}")
 
 
-def check_available(formats: Iterable[str]) -> None:
-    """Fail before the model loads when a chosen format's library is missing (exit 3)."""
+def check_available(formats: Iterable[str], classes: Sequence[str] = (), names: Iterable[str] = ()) -> None:
+    """Fail before the model loads when a chosen format's library is missing (exit 3), or
+    when it cannot hold a class name or an image name (``names``: output paths without
+    suffix, ``sub/img``; exit 2)."""
     for name in formats:
         if name != "png":
-            writer(name)([], [])  # rendering no image imports the library and writes nothing
+            writer(name)([], classes)  # rendering no image imports the library and writes nothing
+        if name == "cvat":
+            from pnpseg.io.formats.cvat import check
+
+            check(classes, names)
 
 
-def labelled(input: str, file: str, png: bytes) -> Labelled:
+def labelled(input: str, file: str, png: bytes, location: str = "") -> Labelled:
     """A finished image from its label PNG's bytes; ``file`` is the PNG's path inside the output folder."""
     with Image.open(io.BytesIO(png)) as im:
         labels = np.array(im)
     name = PurePosixPath(file).with_suffix("").as_posix()
-    return Labelled(input, name, labels.shape[1], labels.shape[0], labels)
+    return Labelled(input, name, labels.shape[1], labels.shape[0], labels, location or input)
 
 
 def render(formats: Sequence[str], classes: Sequence[str], images: Sequence[Labelled]) -> dict[str, dict[str, bytes]]:

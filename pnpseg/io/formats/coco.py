@@ -1,4 +1,10 @@
-"""COCO: one JSON with ``images``, ``categories`` and RLE ``annotations`` (pycocotools, extra ``[coco]``)."""
+"""COCO: one JSON with ``images``, ``categories`` and RLE ``annotations`` (pycocotools, extra ``[coco]``).
+
+It is written where COCO loaders look for a dataset's annotations,
+``coco/annotations/instances_default.json`` (Datumaro, hence CVAT, matches the file name to
+the ``instances`` task and the ``default`` subset), and each image's ``file_name`` is its
+path relative to its input folder, the image root a loader is given.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +16,14 @@ import numpy as np
 
 from pnpseg.method.rle import encode_rle, mask_api
 
-FILE = "coco.json"
+FILE = "coco/annotations/instances_default.json"
 
 
 def coco_document(images: Sequence[Any], classes: Sequence[str]) -> dict[str, Any]:
     """The COCO dict: category ``i`` is ``classes[i - 1]`` (the label value), one annotation
-    per class present per image; ``iscrowd`` 1 as COCO uses for RLE masks."""
+    per class present per image. ``iscrowd`` is 0: each is one object's mask (RLE is allowed
+    there), so COCOeval matches it and training loaders keep it; 1 would mark a crowd region,
+    which COCOeval ignores and detectron2 drops."""
     api = mask_api()
     document: dict[str, Any] = {
         "info": {"description": "pnpseg segmentation", "version": "1.0"},
@@ -27,7 +35,8 @@ def coco_document(images: Sequence[Any], classes: Sequence[str]) -> dict[str, An
         document["images"].append(
             {
                 "id": image_id,
-                "file_name": image.input,
+                "file_name": image.image_file,
+                "pnpseg_input": image.input,
                 "width": image.width,
                 "height": image.height,
                 "pnpseg_output": image.name + ".png",
@@ -46,7 +55,7 @@ def coco_document(images: Sequence[Any], classes: Sequence[str]) -> dict[str, An
                     "segmentation": rle,
                     "area": float(api.area(encoded)),
                     "bbox": [float(v) for v in api.toBbox(encoded)],
-                    "iscrowd": 1,
+                    "iscrowd": 0,
                 }
             )
     return document

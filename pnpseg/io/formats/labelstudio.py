@@ -1,21 +1,29 @@
 """Label Studio: a tasks JSON whose predictions are brush masks (pre-annotations).
 
-The masks are encoded with Label Studio's own brush RLE encoder (``label-studio-converter``,
-extra ``[labelstudio]``). ``labelstudio-config.xml`` is the labelling interface the tasks
-fit: an ``Image`` named ``image`` and ``BrushLabels`` named ``tag`` with one ``Label`` per class.
+The masks are encoded with Label Studio's own brush RLE encoder (``label-studio-sdk``'s
+``converter.brush``, extra ``[labelstudio]``). ``labelstudio-config.xml`` is the labelling
+interface the tasks fit: an ``Image`` named ``image`` and ``BrushLabels`` named ``tag`` with
+one ``Label`` per class, coloured as in the label PNGs.
+
+Images are referenced where they are: a local file through Label Studio's local-files
+URL, percent-encoded (``+ & # %`` in a name would otherwise cut or change the path), a URI
+(``s3://``, ``gs://``, ``https://``) as it is, for the project's cloud storage to resolve.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import quote
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
 from pnpseg.errors import MissingDependencyError
+from pnpseg.io.outputs import palette
+from pnpseg.io.store import has_scheme
 
 TASKS = "labelstudio.json"
 CONFIG = "labelstudio-config.xml"
@@ -25,21 +33,31 @@ LOCAL_FILES = "/data/local-files/?d="
 
 def _brush() -> Any:
     try:
-        from label_studio_converter import brush
+        from label_studio_sdk.converter import brush
     except ImportError:
         raise MissingDependencyError(
-            "--format labelstudio needs Label Studio's converter: pip install 'pnpseg[labelstudio]'"
+            "--format labelstudio needs Label Studio's SDK: pip install 'pnpseg[labelstudio]'"
         ) from None
     return brush
 
 
-def image_url(input_path: str) -> str:
-    """Label Studio's local-files URL for an image (served with ``LOCAL_FILES_SERVING_ENABLED``)."""
-    return LOCAL_FILES + Path(input_path).resolve().as_posix().lstrip("/")
+def image_url(location: str) -> str:
+    """``data.image`` for an image at ``location`` (an absolute path or a URI): a URI as it is,
+    a file as Label Studio's local-files URL (served with ``LOCAL_FILES_SERVING_ENABLED``
+    from a Local Storage that holds it), its path percent-encoded."""
+    if has_scheme(location):
+        return location
+    return LOCAL_FILES + quote(PurePosixPath(location).as_posix().lstrip("/"), safe="/")
 
 
 def labelling_config(classes: Sequence[str]) -> str:
-    labels = "".join(f"\n    <Label value={quoteattr(name)}/>" for name in classes)
+    """The labelling interface: one ``Label`` per class, in its palette colour (``background``
+    attribute, as Label Studio spells a label's colour)."""
+    colours = palette(len(classes) + 1)
+    labels = "".join(
+        f'\n    <Label value={quoteattr(name)} background="#{bytes(colours[3 * i + 3 : 3 * i + 6]).hex()}"/>'
+        for i, name in enumerate(classes)
+    )
     return (
         f'<View>\n  <Image name="{TO_NAME}" value="$image" zoom="true"/>\n'
         f'  <BrushLabels name="{FROM_NAME}" toName="{TO_NAME}">{labels}\n  </BrushLabels>\n</View>\n'
@@ -76,7 +94,7 @@ def tasks(images: Sequence[Any], classes: Sequence[str]) -> list[dict[str, Any]]
             )
         result.append(
             {
-                "data": {"image": image_url(image.input), "pnpseg_input": image.input},
+                "data": {"image": image_url(image.location), "pnpseg_input": image.input},
                 "predictions": [{"model_version": "pnpseg", "result": regions}],
             }
         )
