@@ -6,12 +6,13 @@ from fakes import LinearAdapter, word_tokenize
 from PIL import Image
 
 from pnpseg.method import saliency
+from pnpseg.method.compat import piece_sums
 from pnpseg.method.dropout import drop_patches, drop_topk
 from pnpseg.method.gradcam import class_maps
 from pnpseg.method.params import SegmentParams
 from pnpseg.method.postprocess import build_chain
 from pnpseg.method.prompts import plan_prompts, token_weights
-from pnpseg.method.saliency import Batch, piece_sums, saliency_maps
+from pnpseg.method.saliency import Batch, saliency_maps
 from pnpseg.method.segmenter import finish
 
 # "A picture of traffic light cat": [CLS] A picture of traffic light cat [SEP] → tokens 4, 5 | 6.
