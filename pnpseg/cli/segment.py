@@ -8,8 +8,8 @@ from typing import Any, Optional
 import typer
 
 import pnpseg.cli.options as o
-from pnpseg.cli.app import EXIT_INPUT_FAILED, app, console, json_summary
-from pnpseg.errors import PnpsegError
+from pnpseg.cli.app import app, console, json_summary
+from pnpseg.errors import ExitCode, PnpsegError
 
 
 @app.command()
@@ -152,7 +152,7 @@ def segment(
     if as_json:
         json_summary({"command": "segment", **summary.to_json(job.folder.location, job.folder.manifest_uri)})
     if not summary.ok:
-        raise typer.Exit(EXIT_INPUT_FAILED)
+        raise typer.Exit(ExitCode.INPUT_FAILED)
 
 
 def read_inputs(inputs: list[str], null: bool) -> list[str]:
