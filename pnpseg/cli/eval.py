@@ -101,9 +101,7 @@ def eval_command(
     checkpoint_every: int = typer.Option(
         20, "--checkpoint-every", min=1, help="Save the resumable state every N images.", rich_help_panel=o.IO
     ),
-    overwrite: bool = typer.Option(
-        False, "--overwrite", help="Start over instead of resuming the evaluation in --out.", rich_help_panel=o.IO
-    ),
+    overwrite: o.Overwrite = False,
     export_classes: Optional[Path] = typer.Option(
         None,
         "--export-classes",
@@ -116,12 +114,7 @@ def eval_command(
         1, "--workers", min=1, help="--engine ray: model workers (actors).", rich_help_panel=o.ENGINE
     ),
     gpus_per_worker: o.GpusPerWorker = 0.0,
-    as_json: bool = typer.Option(
-        False,
-        "--json",
-        help="Print one JSON summary on stdout (progress and tables stay on stderr).",
-        rich_help_panel=o.IO,
-    ),
+    as_json: o.AsJson = False,
 ) -> None:
     """Evaluate on a dataset: mIoU, per-class IoU and pixel accuracy; resumable."""
     from pnpseg.evaluation.datasets import get_dataset

@@ -18,6 +18,8 @@ import typer
 METHOD = "Method"
 IO = "Input / output"
 ENGINE = "Engine"
+SEARCH = "Search"
+SERVER = "Server"
 
 
 class Compat(str, Enum):
@@ -63,6 +65,14 @@ AsJson = Annotated[
     typer.Option(
         "--json",
         help="Print one JSON document on stdout, also on failure (with exit_code and error); progress stays on stderr.",
+        rich_help_panel=IO,
+    ),
+]
+Overwrite = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Start over instead of resuming what --out holds (segment: also allows another class list).",
         rich_help_panel=IO,
     ),
 ]

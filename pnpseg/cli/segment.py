@@ -84,18 +84,14 @@ def segment(
         help="Refuse images with more pixels than this, a guard against decompression bombs (default ~89 million; 0: no limit; local engine).",
         rich_help_panel=o.IO,
     ),
-    overwrite: bool = typer.Option(
-        False, "--overwrite", help="Redo images already done; allow a different class list.", rich_help_panel=o.IO
-    ),
+    overwrite: o.Overwrite = False,
     formats: str = typer.Option(
         "png",
         "--format",
         help="Output formats, comma-separated: png (label PNGs, always written), coco, cvat, labelstudio (docs/formats.md).",
         rich_help_panel=o.IO,
     ),
-    as_json: bool = typer.Option(
-        False, "--json", help="Print one JSON summary on stdout (progress stays on stderr).", rich_help_panel=o.IO
-    ),
+    as_json: o.AsJson = False,
     engine: o.Engine = o.EngineName.local,
     ray_address: o.RayAddress = None,
     gpus_per_worker: o.GpusPerWorker = 0.0,
