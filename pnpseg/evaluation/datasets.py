@@ -31,6 +31,7 @@ from PIL import Image
 
 from pnpseg.errors import PnpsegError
 from pnpseg.hookspecs import hookimpl
+from pnpseg.specs import parse_counted
 
 IGNORE = 255
 
@@ -300,8 +301,9 @@ def parse_background_policy(policy: str) -> tuple[str, int]:
     """``always`` / ``never`` / ``few:N`` → (kind, N)."""
     if policy in ("always", "never"):
         return policy, 0
-    if policy.startswith("few:") and policy[4:].isdigit() and int(policy[4:]) >= 1:
-        return "few", int(policy[4:])
+    counted = parse_counted(policy, {"few"})
+    if counted is not None:
+        return counted
     raise PnpsegError(f"background policy must be always, never or few:N, got {policy!r}")
 
 

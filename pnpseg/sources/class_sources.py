@@ -226,6 +226,13 @@ class ItmSource:
         opts = parse_options("--class-source itm", options, KEEP_OPTIONS)
         self.threshold, self.top = opts.get("threshold"), opts.get("top")
 
+    @classmethod
+    def keeping(cls, threshold: float | None, top: int | None) -> ItmSource:
+        """An itm source with options already parsed (``llm``'s ``fallback_*``)."""
+        source = cls()
+        source.threshold, source.top = threshold, top
+        return source
+
     def __call__(self, image, item, vocabulary, segmenter) -> Proposal:
         scores = itm_scores(segmenter, image, vocabulary)
         return Proposal(keep(scores, vocabulary, self.threshold, self.top), scores, self.name)
@@ -328,8 +335,11 @@ class LlmSource:
         fallback = opts.get("fallback", "itm")
         if fallback not in ("itm", "all"):
             raise PnpsegError("--class-source llm: fallback must be itm or all")
-        keep_opts = ",".join(f"{k[9:]}={opts[k]}" for k in ("fallback_threshold", "fallback_top") if k in opts)
-        self.fallback = ItmSource(keep_opts) if fallback == "itm" else AllSource()
+        self.fallback: ItmSource | AllSource = (
+            ItmSource.keeping(opts.get("fallback_threshold"), opts.get("fallback_top"))
+            if fallback == "itm"
+            else AllSource()
+        )
 
     def __call__(self, image, item, vocabulary, segmenter) -> Proposal:
         from pnpseg.sources.llm import LLMError, parse_class_list
