@@ -70,10 +70,6 @@ class MissingDependencyError(EnvironmentProblem, ImportError):
     names the extra to install)."""
 
 
-class ServiceUnavailableError(EnvironmentProblem):
-    """A service an option needs (an LLM endpoint, a Ray cluster) cannot be reached."""
-
-
 class UnknownNameError(PnpsegError, KeyError):
     """An adapter/postprocessor name that no plugin registered."""
 

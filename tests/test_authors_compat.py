@@ -13,7 +13,7 @@ from pnpseg.method.params import SegmentParams
 from pnpseg.method.postprocess import build_chain
 from pnpseg.method.prompts import plan_prompts, token_weights
 from pnpseg.method.saliency import Batch, saliency_maps
-from pnpseg.method.segmenter import finish
+from pnpseg.method.segmenter import finish_image as finish
 
 # "A picture of traffic light cat": [CLS] A picture of traffic light cat [SEP] → tokens 4, 5 | 6.
 CAM = torch.zeros(1, 8, 3)

@@ -23,7 +23,6 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from typer._click.exceptions import ClickException
 
 from pnpseg.cli.help import HelpContext, adopt, format_options
 from pnpseg.errors import EXIT_KINDS, STORAGE_ERRNOS, ExitCode, PnpsegError, shorten
@@ -69,7 +68,7 @@ def exit_code(error: BaseException) -> int:
     """The documented exit code of an error: the one table every command shares."""
     if isinstance(error, KeyboardInterrupt):
         return ExitCode.INTERRUPTED
-    if isinstance(error, (typer.Exit, ClickException)):
+    if isinstance(error, (typer.Exit, typer.TyperException)):
         return error.exit_code
     if isinstance(error, typer.Abort):
         return ExitCode.INPUT_FAILED
@@ -82,7 +81,7 @@ def exit_code(error: BaseException) -> int:
 
 def error_message(error: BaseException) -> str:
     """The one line that says what went wrong (also the ``--json`` document's ``error``)."""
-    if isinstance(error, ClickException):
+    if isinstance(error, typer.TyperException):
         return error.format_message()
     if isinstance(error, KeyboardInterrupt):
         return "interrupted"
@@ -142,11 +141,11 @@ class FriendlyGroup(typer.core.TyperGroup):
                     f"unexpected {type(error).__name__}: {_one_line(str(error))} "
                     f"(a bug; traceback saved to {path}; please include it in a report)"
                 )
-            if message and not isinstance(error, (ClickException, KeyboardInterrupt)):
+            if message and not isinstance(error, (typer.TyperException, KeyboardInterrupt)):
                 error_line(message)  # click prints its own usage errors
             if wants_json:
                 _emit_json(self._command_name(ctx, args), code, message)
-            if isinstance(error, (typer.Exit, ClickException, typer.Abort)):
+            if isinstance(error, (typer.Exit, typer.TyperException, typer.Abort)):
                 raise
             raise typer.Exit(code) from None
         if wants_json:

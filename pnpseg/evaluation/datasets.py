@@ -13,9 +13,6 @@ a generic image-folder + label-folder dataset::
                                         classes="classes.txt", reduce_zero_label=False))
 
 A factory is called as ``factory(root: Path) -> Dataset``.
-
-Over 300 lines on purpose: mostly the built-in datasets' layouts and class lists,
-data that reads best side by side.
 """
 
 from __future__ import annotations

@@ -26,8 +26,6 @@ from pydantic import (
 from pnpseg.errors import PnpsegError, shorten
 from pnpseg.specs import parse_counted, split_specs
 
-Size = tuple[int, int]
-
 #: The drop rule each ``compat`` mode uses unless one is given.
 COMPAT_DROP_RULES = {"paper": "median", "authors": "topk:10"}
 

@@ -247,7 +247,7 @@ class Segmenter:
         self, image: Image.Image, saliency: torch.Tensor, names: list[str], on_stage: StageHook | None = None
     ) -> SegmentationResult:
         """Step 4: thresholding, resize, background, postprocessors and argmax."""
-        return finish(image, saliency, names, self.params, self.chain, on_stage)
+        return finish_image(image, saliency, names, self.params, self.chain, on_stage)
 
 
 #: ``on_stage(name, scores)``: the (C, H, W) scores after ``"threshold"`` and after each
@@ -255,7 +255,7 @@ class Segmenter:
 StageHook = Callable[[str, torch.Tensor], None]
 
 
-def finish(
+def finish_image(
     image: Image.Image,
     saliency: torch.Tensor,
     names: list[str],

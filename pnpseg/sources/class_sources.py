@@ -18,9 +18,6 @@ it in the manifest and goes on). A source may also define ``check_inputs(items)`
 engines call with every discovered :class:`InputItem` before the model loads (``file`` uses it
 to refuse a key that names several inputs). Built-ins: ``all``, ``file``, ``itm``, ``clip``, ``llm``
 (see docs/class-sources.md).
-
-Over 300 lines on purpose: the five built-in sources are small and share the option
-parsing and the checks of :func:`propose`.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ step, the output layout and the output folder (the record sink).
   shared :class:`~pnpseg.engines.common.BatchStep` (decoding, class source, model passes,
   per-image error isolation), handing each image's saliency maps on as an ``Unfinished``.
 * :func:`~pnpseg.engines.ray.actors.finish_and_write` is a plain CPU task: step 4
-  (:func:`pnpseg.method.segmenter.finish`, i.e. blur and CRF), then the outputs written
+  (:func:`pnpseg.method.segmenter.finish_image`, i.e. blur and CRF), then the outputs written
   through the shared :class:`~pnpseg.engines.common.OutputLayout` (atomically: temp name +
   rename), then its block's records as one part file ``OUT/.pnpseg-parts/<block>.jsonl``.
 * The driver (:mod:`pnpseg.engines.ray.segment`) owns the output folder
