@@ -26,14 +26,11 @@ def _target(name: str) -> str | None:
     return name or None
 
 
-def _top_level_imports(path: Path, module: str) -> set[str]:
-    """Modules imported when ``module`` is imported: module-level statements only (imports
-    inside functions run later, and ``if TYPE_CHECKING:`` blocks never run)."""
+def _imports(nodes, module: str, init: bool) -> set[str]:
+    """First-party modules that the import statements among ``nodes`` execute."""
     found: set[str] = set()
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            continue
+    package = module if init else module.rpartition(".")[0]
+    for node in nodes:
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -43,6 +40,17 @@ def _top_level_imports(path: Path, module: str) -> set[str]:
                 base = ".".join(anchor + ([base] if base else []))
             found |= {f"{base}.{a.name}" for a in node.names} | {base}
     return {t for t in map(_target, found) if t and t != module}
+
+
+def _top_level_imports(path: Path, module: str) -> set[str]:
+    """Modules imported when ``module`` is imported: module-level statements only (imports
+    inside functions run later, and ``if TYPE_CHECKING:`` blocks never run)."""
+    body = [
+        node
+        for node in ast.parse(path.read_text()).body
+        if not (isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test))
+    ]
+    return _imports(body, module, path.name == "__init__.py")
 
 
 def import_graph() -> nx.DiGraph:
@@ -66,21 +74,13 @@ def test_no_import_cycles():
 
 def _all_imports(path: Path, module: str) -> set[str]:
     """First-party modules ``module`` imports anywhere, inside functions included."""
-    found: set[str] = set()
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(anchor + ([base] if base else []))
-            found |= {f"{base}.{a.name}" for a in node.names} | {base}
-    return {t for t in map(_target, found) if t and t != module}
+    return _imports(ast.walk(ast.parse(path.read_text())), module, path.name == "__init__.py")
 
 
-METHOD_MAY_USE_FROM_IO = {"pnpseg.io", "pnpseg.io.images"}
+#: Image decoding; and, inside ``SegmentationResult.overlay()`` / ``_repr_png_`` only, the
+#: ``--viz`` overlay drawing, so a notebook's result looks like the CLI's (it draws, and writes
+#: no file).
+METHOD_MAY_USE_FROM_IO = {"pnpseg.io", "pnpseg.io.images", "pnpseg.io.overlay"}
 
 
 def method_io_imports() -> dict[str, set[str]]:
