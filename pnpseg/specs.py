@@ -122,3 +122,17 @@ def _number(text: str) -> int | float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(text)
     return value
+
+
+#: ``scheme://user:password@`` (or ``scheme://token@``) inside any text.
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@\s:,]*)(?P<password>:[^/@\s,]*)?@")
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` with the credentials of every URL in it masked (``http://user:***@host``,
+    ``https://***@host`` for a bare token): what a spec may show in a manifest, a message
+    or a log, as the API key itself is only ever named by its variable."""
+    return _USERINFO.sub(
+        lambda m: f"{m['scheme']}{m['user']}:***@" if m["password"] else f"{m['scheme']}***@",
+        text,
+    )

@@ -11,6 +11,15 @@ import numpy as np
 from PIL import Image
 
 
+def cli(*args: object, env: dict[str, str] | None = None):
+    """``pnpseg ARGS`` in this process (Typer's runner; stdout and stderr kept apart)."""
+    from typer.testing import CliRunner
+
+    from pnpseg.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], env=env)
+
+
 def run_cli_segment(tmp_path: Path, tiny_path: Path, name: str, classes: Sequence[str], *options: str) -> Path:
     """``pnpseg segment`` on two odd-sized images with the tiny model; checks the labels
     (original sizes, class ids in range) and the manifest, returns the output folder."""

@@ -49,3 +49,14 @@ def readonly(tmp_path, monkeypatch):
         monkeypatch.setattr(os, "mkdir", refuse(real_mkdir))
     yield folder
     folder.chmod(0o755)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with one 64×64 synthetic scene of red and blue, ``a.png`` (per test module;
+    a module may define its own ``scene``)."""
+    from pnpseg.testing import make_scene
+
+    folder = tmp_path_factory.mktemp("scene")
+    make_scene(64, 64, ["red", "blue"], seed=0)[0].save(folder / "a.png")
+    return folder

@@ -79,3 +79,9 @@ def objects(client: Any, prefix: str) -> dict[str, bytes]:
                 body = client.get_object(Bucket=BUCKET, Key=entry["Key"])["Body"].read()
                 found[entry["Key"][len(prefix) + 1 :]] = body
     return found
+
+
+def keys(client: Any, prefix: str) -> list[str]:
+    """The relative keys under ``s3://BUCKET/prefix/``, listed only: safe to poll while a run writes."""
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"{prefix}/")
+    return [e["Key"][len(prefix) + 1 :] for page in pages for e in page.get("Contents", [])]

@@ -7,22 +7,16 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from cli_run import cli
 
-from pnpseg.cli import app
-from pnpseg.testing import SyntheticAdapter, make_scene
-
-
-def cli(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args])
+from pnpseg.testing import SyntheticAdapter
 
 
 @pytest.fixture(scope="module")
-def scene(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("scene")
-    make_scene(64, 64, ["red", "blue"], seed=0)[0].save(folder / "a.png")
-    (folder.parent / "labels.json").write_text(json.dumps({"a.png": ["red", "blue"]}))
-    return folder
+def labels(scene) -> Path:
+    path = scene.parent / "labels.json"
+    path.write_text(json.dumps({"a.png": ["red", "blue"]}))
+    return path
 
 
 @pytest.fixture
@@ -36,7 +30,7 @@ def passes(monkeypatch):
 COMMANDS = {
     "segment": ["segment", "{scene}", "--classes", "red,blue", "--out", "{tmp}/o"],
     "explain": ["explain", "{scene}/a.png", "--classes", "red,blue", "--out", "{tmp}/x"],
-    "tune": ["tune", "{scene}", "--labels", "{scene}/../labels.json", "--scorer", "synthetic", "--out", "{tmp}/p.json"],
+    "tune": ["tune", "{scene}", "--labels", "{labels}", "--scorer", "synthetic", "--out", "{tmp}/p.json"],
 }
 
 
@@ -50,10 +44,12 @@ COMMANDS = {
         ("--blur-sigma", "1000", "less than or equal to 1"),
     ],
 )
-def test_values_that_cannot_work_are_refused_before_the_model(scene, tmp_path, passes, command, flag, value, words):
+def test_values_that_cannot_work_are_refused_before_the_model(
+    scene, labels, tmp_path, passes, command, flag, value, words
+):
     if command == "tune" and flag == "--blur-sigma":
         flag = "--blur-scales"
-    args = [a.format(scene=scene, tmp=tmp_path) for a in COMMANDS[command]]
+    args = [a.format(scene=scene, tmp=tmp_path, labels=labels) for a in COMMANDS[command]]
     result = cli(*args, "--adapter", "synthetic", flag, value)
     assert result.exit_code == 2, result.output
     assert words in result.output and passes == [], result.output
@@ -74,3 +70,18 @@ def test_a_blur_of_the_whole_image_is_still_allowed(scene, tmp_path):
         tmp_path / "o",
     )
     assert result.exit_code == 0, result.output
+
+
+def test_demo_on_a_taken_port_is_one_line_exit_3_before_the_model(passes):
+    """Issue 21.20: exit 4 (a traceback from the web server) when the port was taken."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli("demo", "--adapter", "synthetic", "--port", port)
+    assert result.exit_code == 3, result.output
+    line = " ".join(result.output.split())
+    assert line.startswith("error: cannot serve on") and f"127.0.0.1:{port}" in line and "--port" in line
+    assert passes == []

@@ -11,16 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from cli_run import cli
 
 import pnpseg
 from pnpseg import plugins
-from pnpseg.cli import app
-from pnpseg.testing import make_scene
-
-
-def cli(*args: object, env: dict[str, str] | None = None):
-    return CliRunner().invoke(app, [str(a) for a in args], env=env)
 
 
 def shell(*args: object, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -37,13 +31,6 @@ def shell(*args: object, env: dict[str, str] | None = None, cwd: Path | None = N
 
 def error_lines(output: str) -> list[str]:
     return [line for line in output.splitlines() if line.strip()]
-
-
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("scene")
-    make_scene(64, 64, ["red", "blue"], seed=0)[0].save(folder / "a.png")
-    return folder
 
 
 def segment(scene: Path, tmp_path: Path, *extra: object):

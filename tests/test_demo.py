@@ -138,3 +138,46 @@ def test_a_real_browser_renders_the_demo(served, tmp_path):
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 500  # text, images and widgets
     if os.environ.get("PNPSEG_DOCS_SCREENSHOT"):  # how docs/images/demo.png is made
         shutil.copy(shot, os.environ["PNPSEG_DOCS_SCREENSHOT"])
+
+
+# -- issue 21.20: the demo keeps the CLI's bounds ----------------------------------------------
+@pytest.fixture
+def counted_page(monkeypatch):
+    """A fresh demo page with the model passes it makes counted."""
+    from pnpseg.testing import SyntheticAdapter
+
+    passes = []
+    real = SyntheticAdapter.forward
+    monkeypatch.setattr(SyntheticAdapter, "forward", lambda self, *a: passes.append(a) or real(self, *a))
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    port = free_port()
+    page = build_demo(DemoSession("synthetic", device="cpu"))
+    page.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield Client(f"http://127.0.0.1:{port}/", verbose=False), passes
+    page.close()
+
+
+def test_an_upload_over_the_pixel_limit_is_refused_before_the_model(counted_page, tmp_path, monkeypatch):
+    """A small file of many pixels took the server from 2.3 to 9.9 GB: the demo ignored the limit."""
+    client, passes = counted_page
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)  # what --max-image-pixels 1000000 sets
+    bomb = tmp_path / "bomb.png"
+    Image.new("L", (1200, 1000)).save(bomb)  # 1.2 MP: over the limit, under PIL's own 2x error
+    with pytest.raises(Exception, match="image too large") as raised:
+        client.predict(handle_file(str(bomb)), CLASSES, "all", 3, 2, 0.15, 0.02, api_name="/segment")
+    assert passes == [] and "bomb.png" not in str(raised.value)
+
+
+def test_more_classes_than_a_label_png_holds_are_refused_before_the_model(counted_page, scene):
+    client, passes = counted_page
+    names = ",".join(f"class {i}" for i in range(500))
+    with pytest.raises(Exception, match="label PNGs hold at most 255"):
+        client.predict(handle_file(str(scene)), names, "all", 3, 2, 0.15, 0.02, api_name="/segment")
+    assert passes == []
+
+
+def test_page_messages_do_not_speak_of_command_line_flags(counted_page, scene):
+    client, _ = counted_page
+    with pytest.raises(Exception, match="no class names given") as raised:
+        client.predict(handle_file(str(scene)), " , ", "all", 3, 2, 0.15, 0.02, api_name="/segment")
+    assert "--classes" not in str(raised.value)

@@ -10,15 +10,10 @@ import os
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from cli_run import cli
 
-from pnpseg.cli import app
 from pnpseg.errors import EnvironmentProblem
 from pnpseg.testing import make_scene
-
-
-def cli(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def one_document(result) -> dict:
@@ -27,13 +22,6 @@ def one_document(result) -> dict:
     assert isinstance(document, dict), result.stdout
     assert document["exit_code"] == result.exit_code, result.output
     return document
-
-
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("scene")
-    make_scene(64, 64, ["red", "blue"], seed=0)[0].save(folder / "a.png")
-    return folder
 
 
 def segment(scene: Path, tmp_path: Path, *extra: object):

@@ -7,6 +7,8 @@ from __future__ import annotations
 import http.server
 import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -175,3 +177,89 @@ def test_plain_http_to_another_host_warns(caplog):
         assert not caplog.records
         build_class_source("llm:url=http://example.invalid/v1,model=m", VOCAB)
     assert "unencrypted" in caplog.records[0].getMessage()
+
+
+# -- issue 21: secrets, time and memory bounded ---------------------------------------------------
+def segment_llm(folder, out, spec: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``pnpseg segment`` with the llm source in a fresh interpreter (its exit is what is tested)."""
+    command = [sys.executable, "-m", "pnpseg.cli", "segment", str(folder), "--adapter", "synthetic"]
+    command += ["--classes", ",".join(VOCAB[:3]), "--class-source", spec, "--out", str(out)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def folder(tmp_path, image):
+    (tmp_path / "in").mkdir()
+    image.save(tmp_path / "in" / "a.png")
+    return tmp_path / "in"
+
+
+def test_credentials_in_the_url_are_redacted_everywhere(folder, tmp_path, caplog):
+    """Issue 21.17: ``url=http://user:secret@host`` reached the manifest and the log."""
+    from typer.testing import CliRunner
+
+    from pnpseg.cli import app
+
+    server = Stub(reply(b"{}", 500), limit=1, deadline_s=60)
+    host = server.url.removeprefix("http://")
+    spec = f"llm:url=http://user:s3cr3t@{host},model=m,timeout=5"
+    args = ["segment", str(folder), "--adapter", "synthetic", "--classes", "red,green", "--class-source", spec]
+    try:
+        with caplog.at_level(logging.INFO, logger="pnpseg"):
+            result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "out"), "--json"])
+    finally:
+        server.close()
+    assert result.exit_code == 0, result.output
+    written = "".join(p.read_text() for p in (tmp_path / "out").glob("*.json*"))
+    assert "HTTP 500" in written  # the fallback's reason is there, naming the endpoint...
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    for text in (written, result.output, logged):
+        assert "s3cr3t" not in text  # ...but never the password
+    assert "user:***@" in written and "user:***@" in logged
+
+
+def test_an_endless_drip_does_not_keep_the_command_alive(folder, tmp_path):
+    """Issue 21.18: the image fell back at the deadline, but the process could not exit
+    until the server stopped (forever, for an endless drip)."""
+
+    def drip(h):
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", "100000000")
+        h.end_headers()
+        while True:
+            h.wfile.write(b" ")
+            h.wfile.flush()
+            time.sleep(0.2)
+
+    server = Stub(drip, limit=1, deadline_s=150)
+    try:
+        started = time.monotonic()
+        result = segment_llm(folder, tmp_path / "out", f"llm:url={server.url},model=m,timeout=2", timeout=90)
+        assert result.returncode == 0, result.stderr
+        assert time.monotonic() - started < 45  # start-up and the model, not the server, decide
+    finally:
+        server.close()
+    record = json.loads((tmp_path / "out" / "manifest.jsonl").read_text().splitlines()[0])
+    assert (
+        record["class_source"]["fallback"]["name"] == "itm"
+        and "within 2 s" in record["class_source"]["fallback"]["reason"]
+    )
+
+
+def test_parsing_many_unknown_names_is_linear_and_their_record_is_bounded(image):
+    """Issue 21.19: 40 000 names outside the vocabulary took 149 s and ~200 KB per record."""
+    names = [f"thing{i}" for i in range(40_000)]
+    started = time.monotonic()
+    classes, unknown = parse_class_list(json.dumps(["red", *names]), VOCAB)
+    assert time.monotonic() - started < 2.0
+    assert classes == ["red"] and len(unknown) == 40_000
+    server = Stub(reply(chat(json.dumps(["red", *names]))), limit=1)
+    try:
+        source = build_class_source(f"llm:url={server.url},model=m,timeout=10", VOCAB)
+        proposal = source(image, None, VOCAB, Segmenter(SyntheticAdapter(), image_size=(64, 64)))
+    finally:
+        server.close()
+    assert proposal.classes == ["red"]
+    note = " ".join(proposal.notes)
+    assert len(json.dumps(proposal.record())) < 2000 and "40000" in note and "thing0" in note

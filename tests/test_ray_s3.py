@@ -9,12 +9,13 @@ import io
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 from typer.testing import CliRunner
@@ -22,12 +23,13 @@ from typer.testing import CliRunner
 pytest.importorskip("moto", reason="moto (requirements-dev.txt) runs the S3 server")
 pytest.importorskip("boto3", reason="boto3 (the ray extra) locks an s3:// --out")
 
-from s3_server import BUCKET, free_port, objects, s3_server, upload
+from s3_server import BUCKET, free_port, keys, objects, s3_server, upload
 
 import pnpseg.io.locks as locks
 from pnpseg.cli import app
 from pnpseg.engines.common.folder import LOCK, OutputFolder
 from pnpseg.errors import EnvironmentProblem, PnpsegError
+from pnpseg.io.outputs import is_temp_name
 from pnpseg.testing import make_scene
 
 COLOURS = ["red", "green", "blue"]
@@ -232,7 +234,7 @@ def test_a_killed_driver_is_resumed_without_redoing_finished_images(s3, ray_on_s
     try:
         deadline = time.monotonic() + 300
         while driver.poll() is None and time.monotonic() < deadline:
-            if any(k.startswith(".pnpseg-parts/") for k in objects(s3, "killed")):
+            if any(k.startswith(".pnpseg-parts/") for k in keys(s3, "killed")):
                 break
             time.sleep(0.1)
         assert driver.poll() is None, driver.stderr.read().decode()[-3000:]  # still running: kill it
@@ -279,6 +281,39 @@ def test_an_endpoint_given_in_the_uri_reaches_the_data_and_the_lock(s3, monkeypa
 
 
 # -- exit codes and --json (issue 21, E) on S3 ----------------------------------------------
+@pytest.mark.slow  # a Ray run in another process
+def test_ctrl_c_on_the_driver_is_exit_130_with_one_json_document_and_a_released_lock(s3, ray_on_s3, scenes):
+    """SIGINT (Ctrl+C) once a block is done: exit 130, one JSON document on stdout, the lock
+    object deleted and the records collected so far written, so the next run resumes them."""
+    out = f"s3://{BUCKET}/interrupted"
+    address = ray_on_s3.get_runtime_context().gcs_address
+    command = [sys.executable, "-m", "pnpseg.cli", "segment", PHOTOS, *ARGS, "--out", out, "--json"]
+    driver = subprocess.Popen(
+        [*command, "--engine", "ray", "--ray-address", address], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while driver.poll() is None and time.monotonic() < deadline:
+            if any(k.startswith(".pnpseg-parts/") for k in keys(s3, "interrupted")):
+                break
+            time.sleep(0.1)
+        assert driver.poll() is None, driver.stderr.read().decode()[-3000:]
+        driver.send_signal(signal.SIGINT)
+        stdout, stderr = driver.communicate(timeout=120)
+    finally:
+        driver.kill()
+    assert driver.returncode == 130, stderr.decode()[-3000:]
+    documents = [json.loads(line) for line in stdout.decode().splitlines()]
+    assert len(documents) == 1 and documents[0]["exit_code"] == 130, stdout
+    left = objects(s3, "interrupted")
+    assert LOCK not in left and not any(is_temp_name(PurePosixPath(k).name) for k in left)
+    written = manifest(left.get("manifest.jsonl", b""))
+    resumed = segment(PHOTOS, *ARGS, "--out", out, "--engine", "ray")
+    assert resumed.exit_code == 1, resumed.output
+    done = len({r["input"] for r in written if r["status"] == "ok"})
+    assert f"{done} already done" in resumed.output or done == 0, resumed.output
+
+
 def one_json(output: str) -> dict:
     """The one JSON document a ``--json`` run prints on stdout (CliRunner mixes in stderr's lines)."""
     documents = [json.loads(line) for line in output.splitlines() if line.startswith("{")]

@@ -100,3 +100,13 @@ def test_the_ray_engine_names_local_inputs_from_the_root_too(tree, tmp_path):
 
     found, _ = discover_uris([tmp_path / tree[0], "photos/y"], names_root=tmp_path)
     assert [item.relative.as_posix() for item, _ in found] == ["photos/x/img.png", "photos/y/img.png"]
+
+
+def test_root_works_for_inputs_given_as_arguments(tree, tmp_path):
+    """Two ``img.png`` named as files clash without ``--root`` and keep apart with it."""
+    args = ["segment", *tree[:2], "--classes", CLASSES, "--adapter", "synthetic", "--device", "cpu"]
+    clash = CliRunner().invoke(app, [*args, "--out", "clash"])
+    assert clash.exit_code == 2 and "clash" in clash.stderr
+    result = CliRunner().invoke(app, [*args, "--out", "masks", "--root", "photos"])
+    assert result.exit_code == 0, result.output
+    assert outputs(tmp_path / "masks") == {"x/img.png", "y/img.png"}

@@ -8,25 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from cli_run import cli
 
-from pnpseg.cli import app
 from pnpseg.errors import PnpsegError
 from pnpseg.sources.gpt4o import class_index, parse_answer, read_gpt4o
-from pnpseg.testing import make_scene
 
 DEEP = "[" * 100_000 + "]" * 100_000  # deeper than Python's JSON parser can recurse
-
-
-def cli(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("scene")
-    make_scene(64, 64, ["red", "blue"], seed=0)[0].save(folder / "a.png")
-    return folder
 
 
 def one_line(result) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pnpseg.cli import demo, eval, explain, plugins, segment, tune  # noqa: F401  (each registers its command on app)
+from pnpseg.cli import demo, eval, explain, plugins, segment, serve, tune  # noqa: F401  (each registers its command on app)
 from pnpseg.cli.app import app
 from pnpseg.plugins import register_commands
 

@@ -9,6 +9,7 @@ import typer
 
 import pnpseg.cli.options as o
 from pnpseg.cli.app import app, console
+from pnpseg.errors import EnvironmentProblem
 
 
 @app.command()
@@ -28,18 +29,36 @@ def demo(
         None, "--image", help="Open the page with this image (and --classes segmented at once).", rich_help_panel=o.IO
     ),
     classes: o.Classes = None,
+    max_image_pixels: o.MaxImagePixels = None,
 ) -> None:
     """Open a local web app: upload an image, type class names, move threshold and blur σ
     (instant, from cached saliency), pick layer and head (re-runs the model), draw the head
     atlas, download the label PNG and manifest record."""
     from pnpseg.demo import DemoSession, build_demo
+    from pnpseg.io.images import set_max_image_pixels
 
     method = o.method_choice(ctx)
+    set_max_image_pixels(max_image_pixels)  # uploads are decoded under the same limit as segment's inputs
+    port = port or free_port(host)
+    check_port(host, port)  # before the model loads
     session = DemoSession(method.adapter, method.model, device, method.params)
     page = build_demo(session, image, classes or "")
-    port = port or free_port(host)
     console.print(f"pnpseg demo on http://{host}:{port} (Ctrl+C stops it)", highlight=False)
     page.launch(server_name=host, server_port=port, show_error=True, quiet=True)
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a port something else listens on, in one line (exit 3), before any work."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will bind it
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise EnvironmentProblem(
+                f"cannot serve on {host}:{port}: {error.strerror or error}; choose another --port (0: any free port)"
+            ) from None
 
 
 def free_port(host: str) -> int:

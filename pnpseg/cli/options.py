@@ -78,6 +78,17 @@ Overwrite = Annotated[
 ]
 
 
+MaxImagePixels = Annotated[
+    Optional[int],
+    typer.Option(
+        "--max-image-pixels",
+        min=0,
+        help="Refuse images with more pixels than this, a guard against decompression bombs (default ~89 million; 0: no limit).",
+        rich_help_panel=IO,
+    ),
+]
+
+
 # -- method ----------------------------------------------------------------------------
 Adapter = Annotated[
     Optional[str],

@@ -77,13 +77,7 @@ def segment(
     viz: bool = typer.Option(
         False, "--viz", help="Also write an overlay with a legend to OUT/overlays/.", rich_help_panel=o.IO
     ),
-    max_image_pixels: Optional[int] = typer.Option(
-        None,
-        "--max-image-pixels",
-        min=0,
-        help="Refuse images with more pixels than this, a guard against decompression bombs (default ~89 million; 0: no limit; local engine).",
-        rich_help_panel=o.IO,
-    ),
+    max_image_pixels: o.MaxImagePixels = None,
     overwrite: o.Overwrite = False,
     formats: str = typer.Option(
         "png",

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pnpseg.errors import MissingDependencyError, PnpsegError
+from pnpseg.errors import ImageError, MissingDependencyError, PnpsegError
 from pnpseg.method.segmenter import Segmenter
 
 #: Knobs the page owns; everything else comes from the adapter's defaults or a preset.
@@ -159,20 +159,27 @@ def _colour_map(values: np.ndarray) -> Image.Image:
 
 
 def _parse_classes(text: str) -> list[str]:
+    """The page's class list, checked as the CLI checks its own, before the model runs."""
+    from pnpseg.io.outputs import check_class_count
     from pnpseg.method.prompts import validate_names
 
-    return validate_names([name for name in text.replace("\n", ",").split(",") if name.strip()])
+    names = validate_names([name for name in text.replace("\n", ",").split(",") if name.strip()])
+    check_class_count(names)
+    return names
 
 
 def build_demo(session: DemoSession, image: Path | None = None, classes: str = "") -> Any:
     """The Gradio Blocks app around ``session``; ``image``/``classes`` prefill the page and
     segment it as soon as it opens."""
+    from pnpseg.io.images import load_image
+
     gr = gradio()
     defaults, num_layers, num_heads, problem = session.page_defaults()
     downloads = Path(tempfile.mkdtemp(prefix="pnpseg-demo-"))
 
     def fail(error: Exception) -> Exception:
-        return gr.Error(str(error), print_exception=False)
+        message = error.reason if isinstance(error, ImageError) else str(error)  # not the upload's temp path
+        return gr.Error(message, print_exception=False)
 
     def outputs(rendered: dict[str, Any], cached: Cached) -> tuple:
         stem = downloads / f"labels-{abs(hash((cached.key, id(cached)))):x}"
@@ -193,8 +200,10 @@ def build_demo(session: DemoSession, image: Path | None = None, classes: str = "
         if picture is None:
             raise gr.Error("upload an image first", print_exception=False)
         try:
+            chosen = _parse_classes(names or "")
+            image = load_image(Path(picture))  # the pixel limit, EXIF and modes exactly as segment reads files
             progress(0.1, desc="running the model")
-            cached = session.saliency(picture.convert("RGB"), _parse_classes(names or ""), source, layer, head)
+            cached = session.saliency(image, chosen, source, layer, head)
             progress(0.8, desc="postprocessing")
             return outputs(session.render(cached, threshold, blur_sigma, layer, head), cached)
         except PnpsegError as error:
@@ -227,7 +236,8 @@ def build_demo(session: DemoSession, image: Path | None = None, classes: str = "
             gr.Markdown(f"**error:** {problem}")
         with gr.Row():
             with gr.Column(scale=1):
-                picture = gr.Image(type="pil", label="image", value=str(image) if image else None)
+                # a file path, not a decoded image: the upload is decoded by load_image, under the pixel limit
+                picture = gr.Image(type="filepath", image_mode=None, label="image", value=str(image) if image else None)
                 names = gr.Textbox(label="classes (comma-separated)", value=classes)
                 source = gr.Dropdown(["all", "itm"], value="all", label="class source")
                 with gr.Row():

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pnpseg.errors import ClassNameError
+from pnpseg.io.outputs import check_class_count
 from pnpseg.method.prompts import validate_names
-
-MAX_CLASSES = 255  # label PNGs are 8-bit; 0 is background
 
 
 def read_class_names(classes: str | None, classes_file: Path | None) -> list[str]:
@@ -26,6 +25,5 @@ def read_class_names(classes: str | None, classes_file: Path | None) -> list[str
     if classes is None and classes_file is None:
         raise ClassNameError("no class names given: pass --classes 'a,b,c' or --classes-file FILE")
     names = validate_names(names)
-    if len(names) > MAX_CLASSES:
-        raise ClassNameError(f"{len(names)} classes given; label PNGs hold at most {MAX_CLASSES}")
+    check_class_count(names)
     return names

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from pnpseg.errors import ClassNameError
 from pnpseg.io.jsontext import parse_json
 
 #: Every temp file this program writes starts with this (see :func:`temp_name`).
@@ -127,6 +128,15 @@ def palette(num_classes: int = 256) -> list[int]:
 
 
 _PALETTE = np.array(palette(256), dtype=np.uint8).reshape(256, 3)
+
+#: Classes a label PNG holds: its values are 8-bit and 0 is background.
+MAX_CLASSES = 255
+
+
+def check_class_count(names: Sequence[str]) -> None:
+    """Refuse more classes than a label PNG holds, before any model runs (CLI and demo alike)."""
+    if len(names) > MAX_CLASSES:
+        raise ClassNameError(f"{len(names)} classes given; label PNGs hold at most {MAX_CLASSES}")
 
 
 def check_labels(labels: np.ndarray) -> np.ndarray:

@@ -15,10 +15,16 @@ Conventions
   ``p % grid_w`` of the patch grid. No image CLS token, no padding columns.
 * Returned attention tensors must be *the very tensors the model used* (inside the autograd
   graph), because GradCAM differentiates the match logit with respect to them.
+* ``VLMOutput.to_text_image`` may take the layer as a second argument and compose a map
+  from several attentions of that layer (BLIP-2's text → query → image).
+* Optionally, ``reported_maps(pixels, text)`` gives the text→image map of *every* layer as
+  the model's own forward reports its attentions (Hugging Face ``output_attentions``);
+  ``pnpseg.testing.check_adapter`` compares ``forward`` with it, layer by layer.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -70,6 +76,11 @@ def _identity(attention: torch.Tensor) -> torch.Tensor:
     return attention
 
 
+#: ``to_text_image(tensor)`` (a slice, the same for every layer) or
+#: ``to_text_image(tensor, layer)`` (``layer`` 0-based: a map that depends on the layer).
+TextImageMap = Callable[[torch.Tensor], torch.Tensor] | Callable[[torch.Tensor, int], torch.Tensor]
+
+
 @dataclass
 class VLMOutput:
     """What one forward pass returns.
@@ -82,12 +93,34 @@ class VLMOutput:
     with the ``TokenizedText`` tokens, columns the image patches in row-major order. For a
     cross-attention whose keys are ``[image CLS; patches]`` it drops column 0; for a
     single-stream model it picks the text rows and patch columns of the joint sequence.
+
+    A ``to_text_image`` with a second parameter is called with the 0-based layer the
+    tensor belongs to. It may then *compose* (docs/adapters.md, "Composed maps"): a linear
+    map of the tensor, the same for an attention and its gradient, whose coefficients are
+    other attention probabilities of the same forward and layer, detached (BLIP-2: text →
+    query self-attention times query → image cross-attention). Call :meth:`text_image`.
     """
 
     match_logit: torch.Tensor
     attentions: list[torch.Tensor]
     grid: tuple[int, int]
-    to_text_image: Callable[[torch.Tensor], torch.Tensor] = field(default=_identity)
+    to_text_image: TextImageMap = field(default=_identity)
+
+    def text_image(self, tensor: torch.Tensor, layer: int) -> torch.Tensor:
+        """The text→image block of ``tensor``, an attention of 0-based ``layer`` or its gradient."""
+        if _takes_layer(self.to_text_image):
+            return self.to_text_image(tensor, layer)  # type: ignore[call-arg]
+        return self.to_text_image(tensor)  # type: ignore[call-arg]
+
+
+def _takes_layer(function: Callable[..., Any]) -> bool:
+    """Whether ``function`` accepts a second positional argument (the layer)."""
+    try:
+        parameters = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):  # a builtin without a signature: a slice
+        return False
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in parameters)
 
 
 @runtime_checkable

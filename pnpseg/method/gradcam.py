@@ -37,7 +37,7 @@ def capture(
             "graph-connected attention",
             "the match logit does not depend on a returned attention; return the tensors the model actually used",
         )
-    gradients = [out.to_text_image(g) for g in grads]
+    gradients = [out.text_image(g, layer) for g, layer in zip(grads, layers)]
     return attentions, gradients, out.grid
 
 

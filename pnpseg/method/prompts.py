@@ -47,7 +47,7 @@ def shorten(name: str, limit: int = 60) -> str:
 def validate_names(names: Sequence[str]) -> list[str]:
     """Reject class lists that cannot be meaningful, before any model is touched."""
     if not names:
-        raise ClassNameError("no class names given: pass --classes 'a,b,c' or --classes-file")
+        raise ClassNameError("no class names given")
     cleaned = [unicodedata.normalize("NFC", " ".join(str(n).split())) for n in names]
     blank = [i + 1 for i, n in enumerate(cleaned) if not n]
     if blank:

@@ -74,7 +74,7 @@ def check_output(
                 f"the attention of layer {layer + 1} does not require grad; return the probabilities the model "
                 "used, inside the autograd graph (not detached, not computed under torch.no_grad)",
             )
-        block = out.to_text_image(attention.detach())
+        block = out.text_image(attention.detach(), layer)
         if tuple(block.shape) != expected:
             raise broken(
                 adapter,

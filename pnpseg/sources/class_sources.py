@@ -32,12 +32,12 @@ from typing import Any, Protocol
 import torch
 from PIL import Image
 
-from pnpseg.errors import PnpsegError
+from pnpseg.errors import PnpsegError, shorten
 from pnpseg.io.image_classes import ImageClasses
 from pnpseg.io.images import InputItem
 from pnpseg.method.prompts import PREFIX
 from pnpseg.method.validation import check_output
-from pnpseg.specs import parse_options, parse_spec
+from pnpseg.specs import parse_options, parse_spec, redact_credentials
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +325,7 @@ class LlmSource:
             log.warning(
                 "llm class source: %s is plain http to a host that is not this machine: "
                 "images%s travel unencrypted (use https)",
-                url,
+                redact_credentials(url),
                 " and the API key" if key else "",
             )
         self.client = LLMClient(url, model, key, timeout=opts.get("timeout", 60.0))
@@ -355,9 +355,22 @@ class LlmSource:
             return proposal
         notes = []
         if unknown:
-            log.warning("llm class source: dropped names not in the vocabulary: %s", ", ".join(unknown))
-            notes.append("dropped names not in the vocabulary: " + ", ".join(unknown))
+            note = dropped_names(unknown)
+            log.warning("llm class source: %s", note)
+            notes.append(note)
         return Proposal(classes, None, self.name, None, notes)
+
+
+#: Names listed in a note about dropped names; the rest are counted, so an answer of 40 000
+#: names costs its manifest record and warning a few hundred bytes, not 200 KB.
+LISTED_NAMES = 10
+
+
+def dropped_names(unknown: Sequence[str]) -> str:
+    """``dropped 3 names not in the vocabulary: a, b, c`` (at most :data:`LISTED_NAMES`, each cut short)."""
+    listed = ", ".join(shorten(name, 40) for name in unknown[:LISTED_NAMES])
+    more = f", … ({len(unknown) - LISTED_NAMES} more)" if len(unknown) > LISTED_NAMES else ""
+    return f"dropped {len(unknown)} name(s) not in the vocabulary: {listed}{more}"
 
 
 # -- registry -----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import io
 import ipaddress
 import math
 import re
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from PIL import Image
 from pnpseg.errors import MissingDependencyError, PnpsegError
 from pnpseg.io.jsontext import parse_json
 from pnpseg.method.resize import fit_longest_side
+from pnpseg.specs import redact_credentials
 
 ENV_BASE_URL = "PNPSEG_LLM_BASE_URL"
 ENV_MODEL = "PNPSEG_LLM_MODEL"
@@ -95,10 +97,10 @@ class LLMClient:
             timeout=self.timeout,
             http_client=openai.DefaultHttpxClient(follow_redirects=False, timeout=self.timeout),
         )
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pnpseg-llm")
 
     def endpoint(self) -> str:
-        return str(self._client.base_url).rstrip("/") + "/chat/completions"
+        """The URL asked, as messages and records show it (credentials masked)."""
+        return redact_credentials(str(self._client.base_url).rstrip("/") + "/chat/completions")
 
     def ask(self, image: Image.Image, vocabulary: Sequence[str]) -> str:
         """Send the image and the question; return the assistant's text (raises LLMError).
@@ -107,7 +109,17 @@ class LLMClient:
         server that drips one byte at a time; the worker stops at its own deadline too.
         """
         deadline = time.monotonic() + self.timeout
-        future = self._pool.submit(self._exchange, image, vocabulary, deadline)
+        future: concurrent.futures.Future[str] = concurrent.futures.Future()
+
+        def exchange() -> None:
+            try:
+                future.set_result(self._exchange(image, vocabulary, deadline))
+            except BaseException as error:  # noqa: BLE001  (handed to the caller)
+                future.set_exception(error)
+
+        # A daemon thread: one stuck on a server that never stops dripping must not keep
+        # the command from exiting once the image has fallen back.
+        threading.Thread(target=exchange, name="pnpseg-llm", daemon=True).start()
         try:
             return future.result(timeout=self.timeout)
         except concurrent.futures.TimeoutError:
@@ -132,7 +144,7 @@ class LLMClient:
             ) as response:
                 if response.status_code // 100 != 2:  # a redirect included: never followed
                     raise LLMError(f"HTTP {response.status_code} from {self.endpoint()}")
-                for chunk in response.iter_bytes(1 << 14):
+                for chunk in response.iter_bytes():  # as each read returns, so the deadline is checked
                     body += chunk
                     if len(body) > MAX_BODY:
                         raise LLMError(f"the answer from {self.endpoint()} exceeds {MAX_BODY} bytes")
@@ -186,16 +198,16 @@ def parse_class_list(text: str, vocabulary: Sequence[str]) -> tuple[list[str], l
     items = _items(text if isinstance(text, str) else "")
     lookup = {" ".join(name.split()).casefold(): name for name in vocabulary}
     found: set[str] = set()
-    unknown: list[str] = []
+    unknown: dict[str, str] = {}  # key → the name as given, first spelling kept: linear, not quadratic
     for item in items:
         key = " ".join(str(item).split()).strip(" .\"'`*-").casefold()
         if not key:
             continue
         if key in lookup:
             found.add(lookup[key])
-        elif key not in {u.casefold() for u in unknown}:
-            unknown.append(str(item).strip())
-    return [name for name in vocabulary if name in found], unknown
+        else:
+            unknown.setdefault(key, str(item).strip())
+    return [name for name in vocabulary if name in found], list(unknown.values())
 
 
 def _fenced(text: str) -> str | None:

@@ -38,6 +38,9 @@ CLAUSES = (
     "preprocessing sizes",
     "non-square grid",
     "attention block shape",
+    "attention values",
+    "layer numbering",
+    "patch order",
     "gradients exist",
     "exact gradients",
     "batch broadcasting",
@@ -47,6 +50,21 @@ CLAUSES = (
     "determinism",
     "vision modules",
 )
+
+
+#: Clauses that read the attention blocks or the grid, and the clauses they need to pass first.
+NEEDS = {
+    "attention values": ("attention block shape",),
+    "layer numbering": ("attention block shape",),
+    "patch order": ("non-square grid", "attention block shape", "attention values"),
+}
+#: Tolerance of "rows sum to 1" (float32 softmax over a few thousand keys is well inside it).
+ROW_SUM_TOLERANCE = 1e-3
+#: Hints of the "layer numbering" clause, by how the layer forward returned is off.
+OFF_BY = {
+    -1: "layers are 0-based indices into the text→image layers; do not subtract 1 (the core converts users' 1-based numbers)",
+    1: "layers are 0-based indices into the text→image layers; do not add 1",
+}
 
 
 class AdapterCheckError(AssertionError):
@@ -114,6 +132,9 @@ def check_adapter(
         ("preprocessing sizes", run.preprocessing),
         ("non-square grid", run.grid),
         ("attention block shape", run.blocks),
+        ("attention values", run.values),
+        ("layer numbering", run.numbering),
+        ("patch order", run.patch_order),
         ("gradients exist", run.gradients),
         ("exact gradients", lambda: run.exact(reference_gradients)),
         ("batch broadcasting", run.broadcasting),
@@ -123,6 +144,10 @@ def check_adapter(
         ("determinism", run.determinism),
         ("vision modules", run.vision),
     ]:
+        blocked = [c for c in NEEDS.get(clause, ()) if c in report.failed]
+        if blocked:  # one root cause, one message: the clause it depends on already failed
+            report.skipped[clause] = f"needs the {blocked[0]!r} clause, which failed"
+            continue
         try:
             skipped = check()
         except Exception as error:  # every clause is reported, whatever breaks it
@@ -203,7 +228,9 @@ class _Run:
         for size in ((h, w), (w, h)):
             out = self.forward(self.pixels(1, size), text, self.layers[:1])
             expected = (size[0] // p, size[1] // p)
-            assert tuple(out.grid) == expected, f"grid {tuple(out.grid)} for input {size}, expected {expected}"
+            swapped = tuple(out.grid) == expected[::-1]
+            hint = ": that is (grid_w, grid_h); report (H / patch, W / patch)" if swapped else ""
+            assert tuple(out.grid) == expected, f"grid {tuple(out.grid)} for input {size}, expected {expected}{hint}"
 
     def blocks(self) -> None:
         text = self.adapter.tokenize(self.prompts[:2])
@@ -211,13 +238,129 @@ class _Run:
         with torch.enable_grad():
             check_output(self.adapter, self.forward(pixels, text, self.layers), pixels, text, self.layers)
 
+    def values(self) -> None:
+        text = self.adapter.tokenize(self.prompts[:2])
+        out = self.forward(self.pixels(2, seed=12), text, self.layers)
+        for layer, attention in zip(self.layers, out.attentions):
+            a = attention.detach().float()
+            sums = a.sum(-1)
+            rows_ok = ((sums - 1).abs() <= ROW_SUM_TOLERANCE) | (sums.abs() <= ROW_SUM_TOLERANCE)  # 0: fully masked
+            low = float(a.min())
+            if low >= -1e-6 and bool(rows_ok.all()):
+                continue
+            span = f"row sums {float(sums.min()):.3g}–{float(sums.max()):.3g}"
+            assert low >= -1e-6, (
+                f"attention values of layer {layer} are not probabilities (min {low:.3g}, {span}): return the "
+                "softmax output, not the scores"
+            )
+            columns = a.sum(-2)
+            assert not bool(((columns - 1).abs() <= ROW_SUM_TOLERANCE).all()), (
+                f"attention of layer {layer} sums to 1 over the queries, not the keys ({span}): take the softmax "
+                "over the keys (the last axis)"
+            )
+            raise AssertionError(
+                f"attention rows of layer {layer} do not sum to 1 over the keys ({span}): return the probabilities "
+                "over every key the model normalises over, before any slicing"
+            )
+
+    def numbering(self) -> str | None:
+        text = self.adapter.tokenize(self.prompts[:2])
+        pixels = self.pixels(2, seed=13)
+        reported = getattr(self.adapter, "reported_maps", None)
+        out = self.forward(pixels, text, self.layers)
+        if not callable(reported):
+            return self._layer_order(out)
+        with torch.no_grad():
+            own = [m.detach() for m in reported(pixels, text)]
+        n = self.adapter.num_layers
+        assert len(own) == n, f"reported_maps gave {len(own)} maps for {n} layers"
+        for layer, attention in zip(self.layers, out.attentions):
+            mine = out.text_image(attention.detach(), layer)
+            if self._same(mine, own[layer]):
+                continue
+            match = [j for j in range(n) if self._same(mine, own[j])]
+            if match:
+                off = (match[0] - layer + n // 2) % n - n // 2  # -1: layer[i - 1], wrapping at 0 as Python does
+                hint = OFF_BY.get(off, "index the model's layers with the 0-based layer given")
+                raise AssertionError(f"forward's layer {layer} is the model's own layer {match[0]} (0-based): {hint}")
+            if self._same(mine.sort(-1).values, own[layer].sort(-1).values):
+                raise AssertionError(
+                    f"the map of layer {layer} has the model's own values in other patch columns: order the columns "
+                    "row-major (column p = row p // grid_w, column p % grid_w)"
+                )
+            diff = float((mine - own[layer]).abs().max())
+            raise AssertionError(
+                f"the map of layer {layer} differs from the model's own (reported_maps) by up to {diff:.3g}: give "
+                "the model the same inputs (the text attention mask included), capture that very layer's attention "
+                "and compose it as the model's own attentions compose"
+            )
+        return None
+
+    def _same(self, a: torch.Tensor, b: torch.Tensor) -> bool:
+        return a.shape == b.shape and torch.allclose(a, b.to(a.device, a.dtype), rtol=self.rtol, atol=self.atol)
+
+    def _layer_order(self, out: Any) -> str | None:
+        """Without the model's own maps: a higher layer's attention may be computed from a
+        lower one's, never the reverse (a 1-based reading returns the last layer for 0)."""
+        if len(set(self.layers)) < 2:
+            return "no reported_maps(), and fewer than two layers requested"
+        low = min(range(len(self.layers)), key=lambda i: self.layers[i])
+        high = max(range(len(self.layers)), key=lambda i: self.layers[i])
+        a_low, a_high = out.attentions[low], out.attentions[high]
+        if _depends(a_low, a_high):
+            raise AssertionError(
+                f"the attention returned for layer {self.layers[low]} is computed from the one returned for layer "
+                f"{self.layers[high]}: {OFF_BY[-1]}"
+            )
+        if _depends(a_high, a_low):
+            return None
+        return "no reported_maps(), and the returned layers do not depend on each other"
+
+    def patch_order(self) -> None:
+        """Repaint one patch per image of a batch; its own attention column must move most."""
+        p = self.adapter.patch_size
+        gh, gw = self.size[0] // p, self.size[1] // p
+        cells = [(row, col) for row in range(gh) for col in range(gw)]
+        layer = min(self.layers)
+        base = self.pixels(1, seed=14)
+        g = torch.Generator().manual_seed(15)
+        pixels = base.repeat(len(cells) + 1, 1, 1, 1)
+        for i, (row, col) in enumerate(cells, start=1):
+            pixels[i, :, row * p : (row + 1) * p, col * p : (col + 1) * p] = 2 * torch.randn(3, p, p, generator=g)
+        one = self.adapter.tokenize(self.prompts[:1])
+        n = len(cells) + 1
+        text = TokenizedText(
+            one.input_ids.expand(n, -1), one.attention_mask.expand(n, -1), one.offsets * n, one.unknown * n
+        )
+        out = self.forward(pixels, text, [layer])
+        block = out.text_image(out.attentions[0].detach(), layer).clamp(min=1e-30).log()  # (n, heads, T, P)
+        log_ratio = block[1:] - block[:1]
+        deviation = (log_ratio - log_ratio.median(dim=-1, keepdim=True).values).abs().mean(dim=(1, 2))  # (cells, P)
+        moved = dict(zip(cells, deviation.argmax(dim=-1).tolist()))
+        wrong = [(cell, column) for cell, column in moved.items() if column != cell[0] * gw + cell[1]]
+        if not wrong:
+            return
+        (row, col), column = wrong[0]
+        column_major = all(moved_to == c * gh + r for (r, c), moved_to in moved.items())
+        raise AssertionError(
+            ("patch columns are column-major: " if column_major else "")
+            + f"repainting patch (row {row}, column {col}) of the {gh}×{gw} grid moved attention column {column} "
+            f"of layer {layer} most, not {row * gw + col}: flatten patches row-major (column p = row p // grid_w, "
+            "column p % grid_w)"
+        )
+
     def gradients(self) -> None:
         text = self.adapter.tokenize(self.prompts[:2])
         out = self.forward(self.pixels(2), text, self.layers)
         grads = torch.autograd.grad(out.match_logit.sum(), out.attentions, allow_unused=True)
         for layer, grad in zip(self.layers, grads):
-            assert grad is not None, f"the match logit does not depend on the attention of layer {layer}"
-            assert out.to_text_image(grad).abs().sum() > 0, f"zero gradient on the text→image block of layer {layer}"
+            assert grad is not None, (
+                f"the match logit does not depend on the attention of layer {layer}: return the very tensor the "
+                "model used (a copy or a recomputation is outside its graph)"
+            )
+            assert out.text_image(grad, layer).abs().sum() > 0, (
+                f"zero gradient on the text→image block of layer {layer}"
+            )
         model = getattr(self.adapter, "model", None)
         if isinstance(model, torch.nn.Module):
             trained = [name for name, p in model.named_parameters() if p.requires_grad or p.grad is not None]
@@ -232,7 +375,7 @@ class _Run:
         grads = torch.autograd.grad(out.match_logit.sum(), out.attentions)
         expected = reference(self.adapter, pixels, text, list(self.layers))
         for layer, grad, ref in zip(self.layers, grads, expected):
-            _close(out.to_text_image(grad), ref, self.rtol, self.atol, f"gradient of layer {layer}")
+            _close(out.text_image(grad, layer), ref, self.rtol, self.atol, f"gradient of layer {layer}")
         return None
 
     def broadcasting(self) -> None:
@@ -243,7 +386,7 @@ class _Run:
         repeated = self.forward(pixels.expand(k, -1, -1, -1), text, self.layers[:1])
         assert tuple(one.match_logit.shape) == (k,), f"1 image × {k} prompts gave logits {tuple(one.match_logit.shape)}"
         _close(one.match_logit, repeated.match_logit, self.rtol, self.atol, "match logit")
-        blocks = [out.to_text_image(out.attentions[0].detach()) for out in (one, repeated)]
+        blocks = [out.text_image(out.attentions[0].detach(), self.layers[0]) for out in (one, repeated)]
         _close(blocks[0], blocks[1], self.rtol, self.atol, "attention block")
 
     def no_layers(self) -> None:
@@ -263,27 +406,61 @@ class _Run:
         same = self.adapter.mask_patches(pixels, drop)
         assert tuple(same.shape) == tuple(pixels.shape), f"mask_patches gave {tuple(same.shape)}"
         assert torch.equal(same, pixels), "dropping no patch changed the pixels"
-        drop[0, gw + 1 if gh > 1 and gw > 1 else 0] = True
+        index = gw + 1 if gh > 1 and gw > 1 else 0
+        drop[0, index] = True
         masked = self.adapter.mask_patches(pixels, drop)
         changed = (masked != pixels).any(dim=1)  # (B, H, W)
         cells = changed.view(2, gh, p, gw, p).any(dim=(2, 4)).flatten(1)
-        assert torch.equal(cells, drop), "mask_patches changed other patches than the dropped one"
+        where = f"patch {index} (row {index // gw}, column {index % gw})"
+        assert cells.any(), (
+            f"mask_patches changed nothing when asked to drop {where}: hide the dropped patches "
+            "(pnpseg.BaseAdapter.mask_patches sets them to 0, the mean colour)"
+        )
+        others = [int(i) for i in (cells & ~drop).nonzero()[:, 1]] if (cells & ~drop).any() else []
+        assert torch.equal(cells, drop), (
+            f"asked to drop {where}, mask_patches changed patches {sorted(set(others))[:4]}: patches are "
+            "row-major (patch p at row p // grid_w, column p % grid_w)"
+        )
 
     def chunking(self) -> None:
         names = self.class_names
         # the same class name, so that errors name the adapter under test
         adapter = type(type(self.adapter).__name__, (_ShortText,), {})(self.adapter, names)
-        segmenter = Segmenter(
-            adapter, layer=self.layers[0] + 1, head=1, drop_rounds=1, postprocess=(), image_size=self.size
-        )
-        chunks = segmenter.plan(names)
-        assert len(chunks) >= 2, "the class names fit in one prompt even with a short text limit"
         rng = np.random.default_rng(1)
         image = Image.fromarray(rng.integers(0, 256, (60, 90, 3), dtype=np.uint8))
-        together = segmenter.saliency([image], [names])[0]
-        for chunk in chunks:
-            alone = segmenter.saliency([image], [[names[k] for k in chunk.classes]])[0]
-            _close(together[list(chunk.classes)], alone, self.rtol, self.atol, f"maps of chunk {chunk.prompt!r}")
+        # The lowest requested layer whose class maps are not all zero: comparing zeros with
+        # zeros (the last layer's class rows get no gradient in most models) proves nothing.
+        for layer in sorted(set(self.layers)):
+            segmenter = Segmenter(adapter, layer=layer + 1, head=1, drop_rounds=1, postprocess=(), image_size=self.size)
+            together = segmenter.saliency([image], [names])[0]
+            if together.abs().sum() > 0:
+                break
+        else:
+            raise AssertionError(
+                f"the class maps of head 1 are zero in every requested layer {sorted(set(self.layers))}: the match "
+                "logit must depend on the class tokens' attention (request a layer below the last)"
+            )
+        chunks = segmenter.plan(names)
+        assert len(chunks) >= 2, "the class names fit in one prompt even with a short text limit"
+        scale = together.abs().max()  # maps of random weights can be tiny: compare them at scale 1
+        lengths = [int(n) for n in self.adapter.tokenize([c.prompt for c in chunks]).attention_mask.sum(1)]
+        # the longest chunk (no padding in the batch) and the shortest (the most padding)
+        for i in sorted({lengths.index(max(lengths)), lengths.index(min(lengths))}):
+            chunk = chunks[i]
+            alone = segmenter.saliency([image], [[names[k] for k in chunk.classes]])[0] / scale
+            try:
+                _close(
+                    together[list(chunk.classes)] / scale,
+                    alone,
+                    self.rtol,
+                    self.atol,
+                    f"maps of chunk {chunk.prompt!r}",
+                )
+            except AssertionError as error:
+                raise AssertionError(
+                    f"{error} between a padded batch and the chunk alone (layer {layer}): padding leaks into "
+                    "the class maps; pass the text attention mask to the model"
+                ) from None
 
     def determinism(self) -> None:
         text = self.adapter.tokenize(self.prompts[:2])
@@ -335,8 +512,9 @@ def repainted_patch_deviations(
     In a layer whose keys are per-patch, ``deviation.argmax()`` is ``row * grid_w + col``
     when the adapter's columns are row-major; a transposed grid or shuffled columns fail.
     """
-    out = adapter.forward(pixels, text, [layer])
-    base = out.to_text_image(out.attentions[0].detach())
+    with torch.enable_grad():
+        out = adapter.forward(pixels, text, [layer])
+    base = out.text_image(out.attentions[0].detach(), layer).clamp(min=1e-30)
     grid_h, grid_w = out.grid
     p = adapter.patch_size
     g = torch.Generator().manual_seed(seed)
@@ -344,8 +522,9 @@ def repainted_patch_deviations(
         changed = pixels.clone()
         noise = 2 * torch.randn(3, p, p, generator=g)
         changed[:, :, row * p : (row + 1) * p, col * p : (col + 1) * p] = noise.to(pixels.device)
-        out2 = adapter.forward(changed, text, [layer])
-        log_ratio = (out2.to_text_image(out2.attentions[0].detach()) / base).log()
+        with torch.enable_grad():
+            out2 = adapter.forward(changed, text, [layer])
+        log_ratio = (out2.text_image(out2.attentions[0].detach(), layer).clamp(min=1e-30) / base).log()
         deviation = (log_ratio - log_ratio.median(dim=-1, keepdim=True).values).abs().mean(dim=(0, 1, 2))
         yield row, col, grid_w, deviation
 
@@ -384,6 +563,15 @@ class _ShortText:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._adapter, name)
+
+
+def _depends(output: torch.Tensor, tensor: torch.Tensor) -> bool:
+    """Whether ``output`` is computed from ``tensor`` (a weighted sum: a softmax's plain sum is constant)."""
+    if not (output.requires_grad and tensor.requires_grad):
+        return False
+    weights = torch.rand(output.shape, generator=torch.Generator().manual_seed(0)).to(output.device, output.dtype)
+    (grad,) = torch.autograd.grad((output * weights).sum(), tensor, retain_graph=True, allow_unused=True)
+    return grad is not None and bool(grad.abs().sum() > 0)
 
 
 def _close(actual: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float, what: str) -> None:

@@ -153,6 +153,22 @@ class SyntheticAdapter(BaseAdapter):
 
     def forward(self, pixels: torch.Tensor, text: TokenizedText, layers: Sequence[int]) -> VLMOutput:
         """Match logit (B,) and attentions (B, 4, T, grid_h·grid_w) of the requested layers."""
+        bad = [l for l in layers if not 0 <= l < self.num_layers]
+        if bad:
+            raise IndexError(f"layers {bad} out of range 0..{self.num_layers - 1}")
+        logit, attentions, grid = self._run(pixels, text)
+        return VLMOutput(match_logit=logit, attentions=[attentions[l] for l in layers], grid=grid)
+
+    def reported_maps(self, pixels: torch.Tensor, text: TokenizedText) -> list[torch.Tensor]:
+        """The maps of every layer as the model itself computes them (the conformance kit's
+        "layer numbering" reference): keys are patches only, so a map is the attention."""
+        return [a.detach() for a in self._run(pixels, text)[1]]
+
+    # -- the model --------------------------------------------------------------------------
+    def _run(
+        self, pixels: torch.Tensor, text: TokenizedText
+    ) -> tuple[torch.Tensor, list[torch.Tensor], tuple[int, int]]:
+        """Match logit (B,), the attention of every layer, and the grid."""
         b, _, h, w = pixels.shape
         self._check_size((h, w))
         ids = text.input_ids.to(self.device)
@@ -163,9 +179,6 @@ class SyntheticAdapter(BaseAdapter):
             raise ValueError(f"{b} images but {ids.shape[0]} prompts")
         if ids.shape[1] > self.max_text_length:
             raise ValueError(f"prompt of {ids.shape[1]} tokens exceeds max_text_length {self.max_text_length}")
-        bad = [l for l in layers if not 0 <= l < self.num_layers]
-        if bad:
-            raise IndexError(f"layers {bad} out of range 0..{self.num_layers - 1}")
         grid = self.grid_for((h, w))
         t = ids.shape[1]
         mask = text.attention_mask.to(self.device, pixels.dtype)[:, :, None]  # (B, T, 1)
@@ -181,30 +194,35 @@ class SyntheticAdapter(BaseAdapter):
         colour = self._token_colour[ids]  # (B, T), -1 = not a colour word
         index = colour.clamp(min=0)[:, :, None].expand(-1, -1, affinity.shape[-1])
         token_aff = affinity.gather(1, index) * (colour >= 0)[:, :, None]  # (B, T, P)
-        true_attn = torch.softmax(BETA * token_aff, dim=-1)
         true_value = token_aff * mask
 
         # Noise heads: same map for every token, a function of patch colour and position.
         attn_field = _eval_field(self._attn_field, grid).to(self.device, pixels.dtype)  # (L,H,P)
         value_field = _eval_field(self._value_field, grid).to(self.device, pixels.dtype)
         noise_logits = torch.einsum("bpc,lhc->blhp", means - 0.5, self._noise_colour) + attn_field
-        noise_attn = torch.softmax(noise_logits, dim=-1)  # (B, L, H, P)
         noise_value = NOISE_VALUE * (1.0 + 0.9 * torch.tanh(value_field))  # positive, (L, H, P)
 
         attentions, logit = [], pixels.new_full((b,), LOGIT_BIAS)
         for layer in range(self.num_layers):
-            heads, values = [], []
+            scores, values = [], []
             for head in range(self.num_heads):
                 if (layer, head) == (TRUE_LAYER, TRUE_HEAD):
-                    heads.append(true_attn)
+                    scores.append(BETA * token_aff)
                     values.append(true_value)
                 else:
-                    heads.append(noise_attn[:, layer, head, None, :].expand(-1, t, -1))
+                    scores.append(noise_logits[:, layer, head, None, :].expand(-1, t, -1))
                     values.append(noise_value[layer, head].expand(b, t, -1) * mask)
-            attn = torch.stack(heads, dim=1)  # (B, heads, T, P): the tensor the logit uses
-            logit = logit + (attn * torch.stack(values, dim=1)).sum(dim=(1, 2, 3))
-            attentions.append(attn)
-        return VLMOutput(match_logit=logit, attentions=[attentions[l] for l in layers], grid=grid)
+            used, returned = self._attend(torch.stack(scores, dim=1))  # (B, heads, T, P)
+            logit = logit + (used * torch.stack(values, dim=1)).sum(dim=(1, 2, 3))
+            attentions.append(returned)
+        return logit, attentions, grid
+
+    def _attend(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the probabilities the logit uses, the tensor ``forward`` returns): the softmax of
+        ``scores`` over the patches, both times. The conformance tests' deliberately broken
+        adapters override it (scores returned, softmax over the tokens)."""
+        probs = torch.softmax(scores, dim=-1)
+        return probs, probs
 
     # -- helpers --------------------------------------------------------------------------
     def _check_size(self, size: tuple[int, int]) -> None:

@@ -77,5 +77,7 @@ class ToyAdapter(BaseAdapter):
         b, h, t, _ = probs.shape
         values = self.model.value(image).view(b, -1, h, words.shape[-1] // h).transpose(1, 2)
         context = (probs @ values).transpose(1, 2).reshape(b, t, -1)
-        match = self.model.itm(context[:, 0])[:, 1]  # column 1 of a 2-way ITM head = "match"
+        real = text.attention_mask.to(context)[:, :, None]  # mean over the real tokens: each class
+        pooled = (context * real).sum(1) / real.sum(1)  # token then reaches the match (and has a map)
+        match = self.model.itm(pooled)[:, 1]  # column 1 of a 2-way ITM head = "match"
         return VLMOutput(match, [probs for _ in layers], grid)  # keys are patches only

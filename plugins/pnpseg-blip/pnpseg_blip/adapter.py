@@ -10,6 +10,7 @@ The loading, preprocessing and checks shared with the other Hugging Face adapter
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
@@ -19,7 +20,7 @@ from PIL import Image
 
 import pnpseg
 from pnpseg import profile_stage as stage
-from pnpseg_hf import HFAdapter, broadcast_batch, capture_outputs, fused
+from pnpseg_hf import HFAdapter, broadcast_batch, capture_outputs, drop_image_cls, eager, fused
 
 DEFAULT_MODEL = "Salesforce/blip-itm-large-flickr"
 ITM_ARCHITECTURE = "BlipForImageTextRetrieval"
@@ -122,6 +123,26 @@ class BlipAdapter(HFAdapter):
             ).last_hidden_state
             match_logit = model.itm_head(hidden[:, 0, :])[:, 1]
         return self.cls_and_patches_output(match_logit, captured, layers, pixels)
+
+    def reported_maps(self, pixels: torch.Tensor, text: pnpseg.TokenizedText) -> list[torch.Tensor]:
+        """Every layer's text→patch map from the cross-attentions BLIP's own text encoder
+        reports (``output_attentions``), without hooks: the conformance kit checks
+        :meth:`forward`'s layer numbering against it. It runs a copy of the text encoder:
+        ``transformers`` leaves its output-recording hooks on the modules it ran."""
+        model = self.model
+        pixels = pixels.to(self.device, torch.float32)
+        batch = broadcast_batch(pixels.shape[0], text.input_ids.shape[0])
+        text_encoder = copy.deepcopy(model.text_encoder)
+        with torch.no_grad(), eager(text_encoder.modules()):
+            image = model.vision_model(pixel_values=pixels, interpolate_pos_encoding=True).last_hidden_state
+            out = text_encoder(
+                input_ids=text.input_ids.to(self.device).expand(batch, -1),
+                attention_mask=text.attention_mask.to(self.device).expand(batch, -1),
+                encoder_hidden_states=image.expand(batch, -1, -1),
+                output_attentions=True,
+                return_dict=True,
+            )
+        return [drop_image_cls(a) for a in out.cross_attentions]
 
 
 # -- hooks -----------------------------------------------------------------------------------

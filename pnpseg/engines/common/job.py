@@ -10,6 +10,7 @@ from typing import Any
 
 from pnpseg.io.images import InputItem
 from pnpseg.method.defaults import DEFAULT_ADAPTER
+from pnpseg.specs import redact_credentials
 
 
 def fingerprint(table: Mapping[str, str], settings: Mapping[str, Any]) -> str:
@@ -66,5 +67,6 @@ class JobSpec:
         if self.precision != "fp32":  # fp32 runs keep the settings of earlier versions
             settings["precision"] = self.precision
         if source.name != "all":  # likewise for the default class source
-            settings["class_source"] = self.class_source if isinstance(self.class_source, str) else source.name
+            spec = self.class_source if isinstance(self.class_source, str) else None
+            settings["class_source"] = redact_credentials(spec) if spec else source.name  # no password on disk
         return Built(segmenter, source, json.loads(json.dumps(settings)))

@@ -64,41 +64,49 @@ def labelling_config(classes: Sequence[str]) -> str:
     )
 
 
+def brush_regions(
+    labels: np.ndarray, names: Sequence[str], from_name: str = FROM_NAME, to_name: str = TO_NAME
+) -> list[dict[str, Any]]:
+    """One ``brushlabels`` region per label value present in ``labels`` (value ``i`` is
+    ``names[i - 1]``; 0 and values past ``names`` are left out), brush-RLE encoded."""
+    brush = _brush()
+    height, width = labels.shape
+    regions = []
+    for value in np.unique(labels):
+        if value == 0 or value > len(names):
+            continue
+        mask = (labels == value).astype(np.uint8) * 255
+        regions.append(
+            {
+                "id": f"pnpseg-{int(value)}",
+                "from_name": from_name,
+                "to_name": to_name,
+                "type": "brushlabels",
+                "origin": "prediction",
+                "original_width": width,
+                "original_height": height,
+                "image_rotation": 0,
+                "value": {
+                    "format": "rle",
+                    "rle": [int(v) for v in brush.mask2rle(mask)],
+                    "brushlabels": [names[value - 1]],
+                },
+            }
+        )
+    return regions
+
+
 def tasks(images: Sequence[Any], classes: Sequence[str]) -> list[dict[str, Any]]:
     """One task per image: ``data.image`` (URL), ``data.pnpseg_input``, and one prediction
     holding a ``brushlabels`` result per class present."""
-    brush = _brush()
-    result = []
-    for image in images:
-        regions = []
-        for value in np.unique(image.labels):
-            if value == 0 or value > len(classes):
-                continue
-            mask = (image.labels == value).astype(np.uint8) * 255
-            regions.append(
-                {
-                    "id": f"pnpseg-{int(value)}",
-                    "from_name": FROM_NAME,
-                    "to_name": TO_NAME,
-                    "type": "brushlabels",
-                    "origin": "prediction",
-                    "original_width": image.width,
-                    "original_height": image.height,
-                    "image_rotation": 0,
-                    "value": {
-                        "format": "rle",
-                        "rle": [int(v) for v in brush.mask2rle(mask)],
-                        "brushlabels": [classes[value - 1]],
-                    },
-                }
-            )
-        result.append(
-            {
-                "data": {"image": image_url(image.location), "pnpseg_input": image.input},
-                "predictions": [{"model_version": "pnpseg", "result": regions}],
-            }
-        )
-    return result
+    _brush()  # the library is checked even for no image
+    return [
+        {
+            "data": {"image": image_url(image.location), "pnpseg_input": image.input},
+            "predictions": [{"model_version": "pnpseg", "result": brush_regions(image.labels, classes)}],
+        }
+        for image in images
+    ]
 
 
 def labelstudio_files(images: Sequence[Any], classes: Sequence[str]) -> dict[str, bytes]:

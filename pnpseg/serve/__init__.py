@@ -1,0 +1,1 @@
+"""Servers that answer annotation tools from a warm model (``pnpseg serve ...``)."""
