@@ -211,6 +211,7 @@ def test_permission_error_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     def deny(*args: object, **kwargs: object) -> None:
         raise PermissionError(13, "Permission denied")
 
+    (tmp_path / "x.png").write_bytes(b"")  # load_image reads the bytes, then PIL opens them
     monkeypatch.setattr(Image, "open", deny)
     _assert_image_error(tmp_path / "x.png", "permission denied")
 

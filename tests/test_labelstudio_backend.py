@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -224,6 +225,17 @@ def test_method_flags_preset_and_class_source_are_honoured(tmp_path, monkeypatch
     assert bad.exit_code == 2 and "--class-source" in bad.output
     bad = CliRunner().invoke(app, ["serve", "labelstudio", *FLAGS, "--class-source", "nope"])
     assert bad.exit_code == 2
+
+
+def test_a_taken_port_is_refused_before_the_model_loads(monkeypatch):
+    from pnpseg.method.segmenter import Segmenter
+
+    monkeypatch.setattr(Segmenter, "from_pretrained", lambda *a, **k: pytest.fail("the model must not load"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = CliRunner().invoke(app, ["serve", "labelstudio", *FLAGS, "--port", str(taken.getsockname()[1])])
+    assert result.exit_code == 3 and "cannot serve on 127.0.0.1:" in result.output
 
 
 @pytest.mark.skipif(not LS_URL, reason="PNPSEG_LABEL_STUDIO_URL is not set: a Label Studio server (.ci/run starts one)")

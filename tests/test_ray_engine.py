@@ -25,6 +25,7 @@ from pnpseg.evaluation.datasets import folder_dataset
 from pnpseg.evaluation.evaluate import Evaluation
 from pnpseg.evaluation.predictors import ModelPredictor
 from pnpseg.evaluation.spec import EvalSpec
+from pnpseg.io.ownership import LEDGER
 from pnpseg.method.segmenter import Segmenter
 from pnpseg.testing import make_scene
 
@@ -71,7 +72,7 @@ def outputs(out: Path) -> dict[str, bytes]:
     return {
         p.relative_to(out).as_posix(): p.read_bytes()
         for p in sorted(out.rglob("*"))
-        if p.is_file() and p.name not in ("manifest.jsonl", LOCK)  # a file:// URI is locked too
+        if p.is_file() and p.name not in ("manifest.jsonl", LOCK, LEDGER)  # a file:// URI is locked too
     }
 
 
@@ -98,6 +99,8 @@ def test_ray_engine_matches_the_local_engine(scenes, local_run, tmp_path):
         and (out / "coco" / "annotations" / "instances_default.json").is_file()
         and (out / "cvat").is_dir()
     )
+    owned = json.loads((out / LEDGER).read_text())["files"]
+    assert set(outputs(out)) | {"manifest.jsonl"} <= set(owned)  # the ledger names every file written
     assert records(out) == records(local_run)  # same records in the same (input) order
     assert [r["status"] for r in records(out)].count("error") == 1
     assert not (out / ".pnpseg-parts").exists()

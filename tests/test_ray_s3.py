@@ -29,6 +29,7 @@ import pnpseg.io.locks as locks
 from pnpseg.cli import app
 from pnpseg.engines.common.folder import LOCK, OutputFolder
 from pnpseg.errors import EnvironmentProblem, PnpsegError
+from pnpseg.io.formats.coco import FILE as COCO
 from pnpseg.io.outputs import is_temp_name
 from pnpseg.testing import make_scene
 
@@ -405,15 +406,11 @@ def test_an_out_prefix_inside_the_input_prefix_is_never_read_as_input(s3, ray_on
 
 
 # -- the output folder is pnpseg's only where it wrote (issue 21, A), on S3 -----------------
-OWNERSHIP = "issue 21 section A (output-folder ownership): the shared folder fix has not landed on main yet"
-
-
-@pytest.mark.xfail(strict=True, reason=f"item 1: {OWNERSHIP}")
 def test_a_users_object_with_an_outputs_name_is_never_replaced_on_s3(s3, scenes, monkeypatch):
     """Item 1: refused (exit 2, one line) before Ray starts; the user's object is kept and
     nothing is written."""
     monkeypatch.setattr("pnpseg.engines.ray.segment.init_ray", lambda *a, **k: pytest.fail("Ray started"))
-    for prefix, name, extra in (("ua", "s0.png", []), ("ub", "coco.json", ["--format", "coco"])):
+    for prefix, name, extra in (("ua", "s0.png", []), ("ub", COCO, ["--format", "coco"])):
         s3.put_object(Bucket=BUCKET, Key=f"{prefix}/{name}", Body=b"the user's")
         for again in ([], ["--overwrite"]):
             out = f"s3://{BUCKET}/{prefix}"
@@ -423,7 +420,6 @@ def test_a_users_object_with_an_outputs_name_is_never_replaced_on_s3(s3, scenes,
             assert objects(s3, prefix) == {name: b"the user's"}
 
 
-@pytest.mark.xfail(strict=True, reason=f"item 4: {OWNERSHIP}")
 def test_input_folders_named_like_overlays_or_cvat_are_refused_on_s3(s3, scenes, monkeypatch):
     """Item 4: an input ``overlays/s0.png`` (or ``cvat/SegmentationClass/s0.png``) whose label
     lands where the overlay (or CVAT mask) of ``s0.png`` goes: one line, exit 2, before Ray."""
@@ -438,7 +434,6 @@ def test_input_folders_named_like_overlays_or_cvat_are_refused_on_s3(s3, scenes,
 
 
 @pytest.mark.slow  # a Ray run
-@pytest.mark.xfail(strict=True, reason=f"items 2, 3 and 6: {OWNERSHIP}")
 def test_overwrite_on_s3_keeps_to_its_own_objects(s3, ray_run, scenes):
     """Item 2: records naming ``../victim.png`` or a bucket-rooted path never make
     ``--overwrite`` delete outside the prefix. Item 3: a subset ``--overwrite`` with another
@@ -463,14 +458,13 @@ def test_overwrite_on_s3_keeps_to_its_own_objects(s3, ray_run, scenes):
     written = objects(s3, "owned")
     assert [k for k in written if k.startswith("cvat/SegmentationClass/")] == ["cvat/SegmentationClass/s0.png"]
     assert written["cvat/ImageSets/Segmentation/default.txt"] == b"s0\n"
-    assert "coco.json" not in written
+    assert not any(k.startswith("coco/") for k in written)
     assert written["nested/.pnpseg-tmp-0123abcd-p0.png"] == b"half a png"
     assert s3.get_object(Bucket=BUCKET, Key="victim.png")["Body"].read() == b"not pnpseg's"
     assert s3.get_object(Bucket=BUCKET, Key="elsewhere/victim.png")["Body"].read() == b"not pnpseg's"
 
 
 @pytest.mark.slow  # Ray runs
-@pytest.mark.xfail(strict=True, reason=f"items 7 and 8: {OWNERSHIP}")
 def test_out_equal_to_the_input_prefix_resumes_and_a_replaced_input_is_redone(s3, ray_on_s3, scenes):
     """Item 7: ``--out`` the input prefix itself: the labels written there are never the next
     run's inputs, so it resumes. Item 8: an input replaced in place (same key, new bytes) is

@@ -9,6 +9,7 @@ import typer
 
 import pnpseg.cli.options as o
 from pnpseg.cli.app import app, console
+from pnpseg.cli.demo import check_port
 
 serve_app = typer.Typer(help="Answer annotation tools from a warm model.", no_args_is_help=True)
 app.add_typer(serve_app, name="serve")
@@ -53,9 +54,7 @@ def labelstudio(
         "--label-studio-token",
         help="Its API token (legacy token; default: the one sent at setup, or $LABEL_STUDIO_API_KEY).",
     ),
-    max_image_pixels: Optional[int] = typer.Option(
-        None, "--max-image-pixels", min=0, help="Refuse larger images (default ~89 million; 0: no limit)."
-    ),
+    max_image_pixels: o.MaxImagePixels = None,
 ) -> None:
     """Serve a Label Studio ML backend: Label Studio asks it to pre-annotate each task with
     brush masks of the project's labels (connect it in the project's Settings → Model)."""
@@ -66,6 +65,8 @@ def labelstudio(
 
     method = o.method_choice(ctx)
     set_max_image_pixels(max_image_pixels)
+    if port:
+        check_port(host, port)  # a taken port: exit 3, before the model loads
     if class_source.split(":")[0] == "file":
         raise typer.BadParameter("file: names classes per input file; a backend has tasks", param_hint="--class-source")
     build_class_source(class_source, ["object"])  # a bad spec fails before the model loads

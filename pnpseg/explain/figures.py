@@ -14,7 +14,7 @@ from PIL import Image
 
 from pnpseg.errors import MissingDependencyError
 from pnpseg.explain.trace import HeadAtlas, PipelineTrace
-from pnpseg.io.outputs import atomic_path
+from pnpseg.io.ownership import Ownership
 
 MAP_CMAP = "viridis"
 
@@ -124,10 +124,13 @@ def atlas_figure(atlas: HeadAtlas, k: int) -> Any:
     return fig
 
 
-def save_figure(fig: Any, *paths: Path) -> list[Path]:
-    """Write ``fig`` to each path atomically (format from the suffix), then release it."""
-    for path in paths:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=110)
+def save_figure(fig: Any, folder: Ownership, *names: str) -> list[Path]:
+    """Write ``fig`` to each claimed file of ``folder`` atomically (format from the suffix),
+    then release it."""
+    paths = []
+    for name in names:
+        with folder.atomic(name) as tmp:
+            fig.savefig(tmp, format=Path(name).suffix.lstrip("."), dpi=110)
+        paths.append(Path(folder.store.location) / name)
     pyplot().close(fig)
-    return list(paths)
+    return paths

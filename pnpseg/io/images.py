@@ -8,6 +8,8 @@ one-line :class:`~pnpseg.errors.ImageError` here, so the CLI can report it and m
 from __future__ import annotations
 
 import errno
+import hashlib
+import io
 import os
 import warnings
 from collections.abc import Sequence
@@ -41,6 +43,24 @@ IMAGE_SUFFIXES: frozenset[str] = frozenset(
         ".ico",
     }
 )
+
+
+#: The record field (and ``Image.info`` key of a decoded input) holding the SHA-256 of the
+#: input's bytes: resume compares it with the input's current content.
+INPUT_DIGEST = "input_sha256"
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """:func:`sha256` of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def is_image_name(path: Path) -> bool:
@@ -94,8 +114,8 @@ def _dead_link(path: Path) -> Skipped | None:
 
 
 def _walk(root: Path, exclude: frozenset[Path]) -> tuple[list[InputItem], list[Skipped]]:
-    """Walk ``root``, following folder symlinks but entering each real folder once, and
-    never entering a folder in ``exclude``."""
+    """Walk ``root``, following folder symlinks but entering each real folder once, never
+    entering a folder in ``exclude`` nor listing a file in it."""
     items: list[InputItem] = []
     skipped: list[Skipped] = []
 
@@ -103,8 +123,10 @@ def _walk(root: Path, exclude: frozenset[Path]) -> tuple[list[InputItem], list[S
         skipped.append(Skipped(Path(error.filename), f"cannot list folder ({error.strerror or error})", True))
 
     walked: dict[tuple[int, int], Path] = {}
+    holds_excluded = {path.parent for path in exclude}
     for dirpath, dirnames, filenames in os.walk(root, onerror=unlistable, followlinks=True):
         here = Path(dirpath)
+        real = here.resolve() if holds_excluded else here
         if here == root:
             walked[_identity(root)] = root
         kept = []
@@ -121,7 +143,7 @@ def _walk(root: Path, exclude: frozenset[Path]) -> tuple[list[InputItem], list[S
                 skipped.append(Skipped(folder, f"same folder as {first}, walked once"))
         dirnames[:] = kept
         for name in sorted(filenames):
-            if _hidden(name):
+            if _hidden(name) or (real in holds_excluded and real / name in exclude):
                 continue
             path = here / name
             dead = _dead_link(path)
@@ -150,7 +172,7 @@ def _under_root(path: Path, root: Path) -> Path:
 
 
 def discover(
-    inputs: Sequence[Path], exclude: Sequence[Path] = (), root: Path | None = None
+    inputs: Sequence[Path], exclude: Sequence[str | Path] = (), root: Path | None = None
 ) -> tuple[list[InputItem], list[Skipped]]:
     """Expand files and folders into the images to process, plus the paths skipped.
 
@@ -163,7 +185,8 @@ def discover(
     its name as ``relative`` (even if hidden) but is still skipped if its suffix is not an
     image suffix. Inputs keep their command-line order; the same file reached twice is kept
     once. Folders in ``exclude`` (the output folder, when it lies inside an input folder)
-    are not walked.
+    are not walked, and files in it (what pnpseg wrote, when the output folder is an input
+    folder) are passed over silently.
 
     With ``root``, every output name is the image's path relative to ``root`` (``root/a/x.jpg``
     given as a file, or found in folder ``root/a``, is ``a/x.jpg``), so same-named files in
@@ -176,7 +199,7 @@ def discover(
     """
     items: list[InputItem] = []
     skipped: list[Skipped] = []
-    excluded = frozenset(Path(p).resolve() for p in exclude)
+    excluded = _resolve_all(exclude)
     if root is not None and not Path(root).is_dir():
         raise PnpsegError(f"--root must be a folder: {root}")
     for raw in inputs:
@@ -206,6 +229,21 @@ def discover(
         unique.append(item)
     check_output_clashes(unique)
     return unique, skipped
+
+
+def _resolve_all(paths: Sequence[str | Path]) -> frozenset[Path]:
+    """Resolved ``paths``, each folder resolved once (an output folder may list a million files)."""
+    folders: dict[Path, Path] = {}
+    resolved = set()
+    for raw in paths:
+        path = Path(raw)
+        if path.is_symlink() or path.name in ("", ".", ".."):
+            resolved.add(path.resolve())
+            continue
+        if path.parent not in folders:
+            folders[path.parent] = path.parent.resolve()
+        resolved.add(folders[path.parent] / path.name)
+    return frozenset(resolved)
 
 
 def check_output_clashes(items: Sequence[InputItem]) -> None:
@@ -323,11 +361,14 @@ def load_image(path: Path) -> Image.Image:
     EXIF orientation is applied; grayscale, palette, CMYK, YCbCr become RGB; alpha is
     composited onto white; 16-bit grayscale is scaled by its bit depth (65535 -> 255), float
     images min-max. Animated files give their first frame. Pixels are decoded here so a
-    truncated file fails now, as ``ImageError("<path>: <reason>")`` on one line.
+    truncated file fails now, as ``ImageError("<path>: <reason>")`` on one line. The file is
+    read once; the SHA-256 of those bytes is ``info[INPUT_DIGEST]`` of the image returned, so
+    the record names exactly the content that was labelled.
     """
     path = Path(path)
     try:
-        with Image.open(path) as im:
+        data = path.read_bytes()
+        with Image.open(io.BytesIO(data)) as im:
             _check_pixels(im)
             im.load()
             try:
@@ -336,7 +377,9 @@ def load_image(path: Path) -> Image.Image:
                 oriented = im
             rgb = to_rgb(oriented)
             rgb.load()
-            return rgb if rgb is not im else im.copy()
+            result = rgb if rgb is not im else im.copy()
+            result.info[INPUT_DIGEST] = sha256(data)
+            return result
     except ImageError:
         raise
     except Exception as exc:  # PIL raises many types for bad data (SyntaxError, struct.error...)

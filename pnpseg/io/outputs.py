@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -36,9 +37,19 @@ def temp_name(name: str) -> str:
     return f"{TEMP_PREFIX}{secrets.token_hex(4)}-{name}"
 
 
+_TEMP = re.compile(re.escape(TEMP_PREFIX) + r"[0-9a-f]{8}-(.+)", re.DOTALL)
+
+
 def is_temp_name(name: str) -> bool:
-    """True for a name :func:`temp_name` made."""
-    return name.startswith(TEMP_PREFIX)
+    """True for a name :func:`temp_name` could have made."""
+    return temp_target(name) is not None
+
+
+def temp_target(name: str) -> str | None:
+    """The name of the file a temp file called ``name`` was to become, or None if
+    :func:`temp_name` cannot have made ``name`` (``.pnpseg-tmp-x.png`` is not a temp name)."""
+    match = _TEMP.fullmatch(name)
+    return match.group(1) if match else None
 
 
 def _fsync_dir(directory: Path) -> None:

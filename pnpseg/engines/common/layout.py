@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from pnpseg.io.images import InputItem
+from pnpseg.io.images import INPUT_DIGEST, InputItem
 from pnpseg.io.outputs import class_fractions, encode_label_png
 from pnpseg.io.overlay import encode_overlay
+from pnpseg.io.ownership import write_owned
 from pnpseg.io.store import Store, has_scheme, store_for
 
 
@@ -71,11 +72,12 @@ class OutputLayout:
     # -- writing ----------------------------------------------------------------------------
     def write(self, item: InputItem, image: Any, labels: np.ndarray) -> str:
         """The label PNG (and, with ``viz``, the overlay), each atomically; returns the PNG's name
-        as the manifest records it. Raises OSError if the file system refuses."""
+        as the manifest records it. Raises OSError if the file system refuses. The folder
+        claimed these files before the run (:mod:`pnpseg.io.ownership`)."""
         store = self.store
-        store.write_bytes(self.label_file(item), encode_label_png(labels))
+        write_owned(store, self.label_file(item), encode_label_png(labels))
         if self.viz:
-            store.write_bytes(self.overlay_file(item), encode_overlay(image, labels, list(self.classes)))
+            write_owned(store, self.overlay_file(item), encode_overlay(image, labels, list(self.classes)))
         return store.uri(self.label_file(item))
 
     def record(
@@ -100,6 +102,7 @@ class OutputLayout:
             "width": image.width if image is not None else None,
             "height": image.height if image is not None else None,
             "status": "ok" if ok else "error",
+            INPUT_DIGEST: image.info.get(INPUT_DIGEST) if image is not None else None,
             "error": error,
             "classes": class_fractions(labels, list(self.classes)) if labels is not None else {},
             "seconds": round(seconds, 4) if seconds is not None else None,

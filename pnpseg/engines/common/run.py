@@ -82,12 +82,11 @@ class SegmentRun:
         self.formats = tuple(formats)
         check_formats(self.formats, spec.classes)  # a missing library for a format: before the model loads
         self.folder = OutputFolder(out, spec.classes, overwrite=overwrite)
-        store = self.folder.store
-        self.items, self.skipped = self.discover(inputs, [store.local or store.uri("")], root)
+        self.items, self.skipped = self.discover(inputs, self.folder.not_inputs(), root)
         report_skipped(self.console, self.skipped, inputs, bool(self.items))
         check_formats(self.formats, spec.classes, (i.output_relative("").as_posix() for i in self.items))
-        store.check_output()  # before the model loads
-        self.folder.guard_inputs(self.items)
+        self.folder.store.check_output()  # before the model loads
+        self.folder.guard_inputs(self.items, viz, self.formats)
         self.folder.check_classes()
         settings = self.prepare()
         self.layout: OutputLayout = self.folder.layout(settings, fingerprint(self.folder.table, settings), viz)
@@ -100,6 +99,10 @@ class SegmentRun:
         """The images among ``inputs`` (outside ``exclude``; outputs named relative to
         ``root`` when given) and the paths passed over."""
         raise NotImplementedError
+
+    def root_of(self, item: InputItem) -> str:
+        """The folder a URI input was discovered in ("" for a local path)."""
+        return ""
 
     def prepare(self) -> dict[str, Any]:
         """Build (or check) the model side of the job; returns the settings the manifest records."""
@@ -119,7 +122,7 @@ class SegmentRun:
         summary = Summary.for_skipped(self.skipped)
         order = [self.layout.key(item) for item in self.items]
         with self.folder.open(self.layout.fingerprint, order) as folder:
-            todo = [i for i in self.items if self.overwrite or not folder.is_done(self.layout, i)]
+            todo = [i for i in self.items if self.overwrite or not folder.is_done(self.layout, i, self.root_of(i))]
             summary.skipped_done = len(self.items) - len(todo)
             self.console.print(
                 f"Segmenting {len(todo)} image(s) into {len(self.classes)} classes with {self.describe(todo)}"

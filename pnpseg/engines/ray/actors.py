@@ -24,6 +24,7 @@ from pnpseg.engines.ray.storage import load_item
 from pnpseg.errors import PnpsegError
 from pnpseg.io.images import InputItem, set_max_image_pixels
 from pnpseg.io.outputs import manifest_line
+from pnpseg.io.ownership import write_owned
 
 
 def describe(spec: JobSpec) -> tuple[str, Any]:
@@ -94,5 +95,5 @@ def finish_and_write(batch: dict[str, np.ndarray], layout: OutputLayout, params:
         except DiskFull as stop:  # under Ray a full disk is recorded per image; the run goes on
             records.append(stop.record)
     name = hashlib.sha1("\n".join(r["key"] for r in records).encode()).hexdigest()[:16]
-    layout.store.write_bytes(f"{PARTS}/{name}.jsonl", b"".join(manifest_line(r) for r in records))
+    write_owned(layout.store, f"{PARTS}/{name}.jsonl", b"".join(manifest_line(r) for r in records))
     return {"idx": batch["idx"], "record": np.array([json.dumps(r, ensure_ascii=False) for r in records], dtype=object)}

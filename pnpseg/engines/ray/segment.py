@@ -64,6 +64,9 @@ class RaySegmentJob(SegmentRun):
         self.roots = {str(item.path): root for item, root in found}
         return [item for item, _ in found], skipped
 
+    def root_of(self, item: InputItem) -> str:
+        return self.roots[str(item.path)]
+
     def prepare(self) -> dict[str, Any]:
         """Check the class source against the inputs (before Ray starts), then build the job
         once on a worker, as the actors will: its settings and parameters."""
@@ -104,7 +107,7 @@ class RaySegmentJob(SegmentRun):
             {
                 "idx": i,
                 "input": str(item.path),
-                "root": self.roots[str(item.path)],
+                "root": self.root_of(item),
                 "relative": item.relative.as_posix(),
             }
             for i, item in enumerate(todo)

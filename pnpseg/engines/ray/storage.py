@@ -27,9 +27,13 @@ def excluded_under(root: str, exclude: Sequence[str]) -> Callable[[str], bool]:
     ``exclude`` names, and anything in a folder it names below ``root`` (the output prefix
     inside an input prefix), as :func:`~pnpseg.io.images.discover` passes over local ones."""
     base = root.rstrip("/") + "/"
-    files = {uri[len(base) :] for uri in exclude if uri.startswith(base)}
-    folders = tuple(rel.rstrip("/") + "/" for rel in files if rel.rstrip("/"))
-    return lambda rel: rel in files or rel.startswith(folders)
+    named = {uri[len(base) :].rstrip("/") for uri in exclude if uri.startswith(base)} - {""}
+
+    def passed_over(rel: str) -> bool:  # the file, or a folder above it (a set lookup each: N may be large)
+        parts = rel.split("/")
+        return any("/".join(parts[:i]) in named for i in range(1, len(parts) + 1))
+
+    return passed_over
 
 
 def discover_uris(

@@ -73,6 +73,20 @@ def writer(name: str) -> Writer:
     raise PnpsegError(f"no writer for format {name!r}")
 
 
+def planned_files(name: str, names: Sequence[str]) -> list[str]:
+    """The files format ``name`` writes for finished images whose outputs are ``names``
+    (``sub/img``), without rendering them: a run claims these before it starts."""
+    from pnpseg.io.formats import coco, cvat, labelstudio
+
+    if name == "coco":
+        return [coco.FILE] if names else []
+    if name == "labelstudio":
+        return [labelstudio.TASKS, labelstudio.CONFIG] if names else []
+    if name == "cvat":
+        return cvat.planned_files(names)
+    return []
+
+
 def check_available(formats: Iterable[str], classes: Sequence[str] = (), names: Iterable[str] = ()) -> None:
     """Fail before the model loads when a chosen format's library is missing (exit 3), or
     when it cannot hold a class name or an image name (``names``: output paths without

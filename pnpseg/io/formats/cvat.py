@@ -78,6 +78,14 @@ def task_labels(classes: Sequence[str]) -> list[dict[str, Any]]:
     ]
 
 
+def planned_files(names: Sequence[str]) -> list[str]:
+    """The paths :func:`cvat_files` writes for images whose outputs are ``names``."""
+    if not names:
+        return []
+    fixed = [f"{FOLDER}/labelmap.txt", f"{FOLDER}/labels.json", f"{FOLDER}/ImageSets/Segmentation/default.txt"]
+    return fixed + [f"{FOLDER}/SegmentationClass/{name}.png" for name in names]
+
+
 def cvat_files(images: Sequence[Any], classes: Sequence[str]) -> dict[str, bytes]:
     check(classes, (image.name for image in images))
     if not images:
