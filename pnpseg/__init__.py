@@ -20,6 +20,7 @@ from pnpseg.errors import (
     ModelLoadError,
     PluginDefectError,
     PnpsegError,
+    first_line,
     model_unavailable,
 )
 from pnpseg.hookspecs import Register, RegisterModelType, hookimpl, lazy
@@ -47,6 +48,8 @@ _LAZY = {
     "VLMAdapter": "pnpseg.method.adapter",
     "VLMOutput": "pnpseg.method.adapter",
     "zero_patches": "pnpseg.method.adapter",
+    "check_forward_args": "pnpseg.method.validation",
+    "load_state_dict": "pnpseg.io.checkpoint",
     "SegmentParams": "pnpseg.method.params",
     "Segmenter": "pnpseg.method.segmenter",
     "SegmentationResult": "pnpseg.method.segmenter",
@@ -58,6 +61,7 @@ if TYPE_CHECKING:
     from pnpseg.cli.app import console, error_line, json_summary, warning_line
     from pnpseg.cli.options import AsJson
     from pnpseg.evaluation.evaluate import evaluate
+    from pnpseg.io.checkpoint import load_state_dict
     from pnpseg.io.hub import quiet as hub_quiet
     from pnpseg.io.hub import reachable as hub_reachable
     from pnpseg.method.adapter import BaseAdapter, TokenizedText, VLMAdapter, VLMOutput, zero_patches
@@ -65,6 +69,7 @@ if TYPE_CHECKING:
     from pnpseg.method.profiling import stage as profile_stage
     from pnpseg.method.prompts import build_prompt
     from pnpseg.method.segmenter import SegmentationResult, Segmenter
+    from pnpseg.method.validation import check_forward_args
     from pnpseg.tuning.tune import tune
 
 
@@ -102,14 +107,17 @@ __all__ = [
     "VLMOutput",
     "__version__",
     "build_prompt",
+    "check_forward_args",
     "console",
     "error_line",
     "evaluate",
+    "first_line",
     "hookimpl",
     "hub_quiet",
     "hub_reachable",
     "json_summary",
     "lazy",
+    "load_state_dict",
     "model_unavailable",
     "profile_stage",
     "tune",

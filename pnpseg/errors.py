@@ -52,6 +52,14 @@ def shorten(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (or its type), at most 160 characters: what
+    a one-line error quotes of a library's failure."""
+    text = str(exc).strip().splitlines()
+    line = text[0] if text else type(exc).__name__
+    return line if len(line) <= 160 else line[:157] + "..."
+
+
 class NoImagesError(PnpsegError):
     """The inputs held no image to process: exit 1, like inputs that failed."""
 

@@ -27,6 +27,21 @@ def broken(adapter: Any, clause: str, detail: str) -> AdapterError:
     )
 
 
+def check_forward_args(adapter: Any, text: TokenizedText, layers: Sequence[int]) -> list[int]:
+    """``layers`` as ints, each in ``0..num_layers-1`` (IndexError), and the prompt length
+    within ``max_text_length`` (ValueError): what every adapter's ``forward`` checks first.
+    Messages name the adapter's ``display_name`` (else its class)."""
+    name = getattr(adapter, "display_name", None) or type(adapter).__name__
+    layers = [int(i) for i in layers]
+    for i in layers:
+        if not 0 <= i < adapter.num_layers:
+            raise IndexError(f"{name} layer index {i} out of range 0..{adapter.num_layers - 1} (0-based)")
+    length = text.input_ids.shape[1]
+    if length > adapter.max_text_length:
+        raise ValueError(f"prompt has {length} tokens; {name} allows {adapter.max_text_length}")
+    return layers
+
+
 def check_output(
     adapter: Any, out: Any, pixels: torch.Tensor, text: TokenizedText, layers: Sequence[int]
 ) -> list[torch.Tensor]:

@@ -333,9 +333,12 @@ class _Run:
             one.input_ids.expand(n, -1), one.attention_mask.expand(n, -1), one.offsets * n, one.unknown * n
         )
         out = self.forward(pixels, text, [layer])
-        block = out.text_image(out.attentions[0].detach(), layer).clamp(min=1e-30).log()  # (n, heads, T, P)
-        log_ratio = block[1:] - block[:1]
-        deviation = (log_ratio - log_ratio.median(dim=-1, keepdim=True).values).abs().mean(dim=(1, 2))  # (cells, P)
+        block = out.text_image(out.attentions[0].detach(), layer).double()  # (n, heads, T, P)
+        # Every column moves by the softmax normaliser's common factor (the median ratio);
+        # the change beyond it, in probability, is large only in the repainted patch's column
+        # (a log ratio alone is noise where attention is nearly 0).
+        common = (block[1:].clamp(min=1e-30) / block[:1].clamp(min=1e-30)).median(dim=-1, keepdim=True).values
+        deviation = (block[1:] - common * block[:1]).abs().mean(dim=(1, 2))  # (cells, P)
         moved = dict(zip(cells, deviation.argmax(dim=-1).tolist()))
         wrong = [(cell, column) for cell, column in moved.items() if column != cell[0] * gw + cell[1]]
         if not wrong:

@@ -106,17 +106,7 @@ def _blip_model(state: dict[str, torch.Tensor], image_size: int | None, bert: An
 
 
 def _load_state(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint file at {str(path)!r}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError as exc:
-        raise pnpseg.EnvironmentProblem(f"cannot read {str(path)!r}: {first_line(exc)}") from None
-    except Exception as exc:  # any bytes at all: torch's unpickler raises whatever they trip (KeyError, ...)
-        raise CheckpointError(f"{str(path)!r} is not a PyTorch checkpoint ({first_line(exc)})") from None
-    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{str(path)!r} holds no state dict")
+    state = pnpseg.load_state_dict(path, invalid=CheckpointError)
     missing = [key for key in REQUIRED if key not in state]
     if missing:
         raise CheckpointError(f"{str(path)!r} is not a BLIP image-text-matching checkpoint (missing {missing[0]})")

@@ -65,6 +65,10 @@ class HFAdapter(pnpseg.BaseAdapter):
     require_config_json: ClassVar[bool] = False
     #: Resampling filter for :meth:`preprocess`; None takes the image processor's.
     fixed_resample: ClassVar[Image.Resampling | None] = None
+    #: The config attribute that holds the layers with text→image attention (the "fusion"
+    #: layers) the size hooks read: ``"text_config"`` (BLIP), ``"qformer_config"`` (BLIP-2,
+    #: whose ``text_config`` is the language model's), ``""`` for the config itself.
+    fusion_config: ClassVar[str] = "text_config"
     #: Attention classes run fused (SDPA) wherever nothing is captured: class name → fused
     #: forward or :data:`pnpseg_hf.fused.INTERFACE` (see :mod:`pnpseg_hf.fused`).
     fused_attention: ClassVar[Mapping[str, Any]] = {}
@@ -121,18 +125,23 @@ class HFAdapter(pnpseg.BaseAdapter):
 
     # -- sizes from the config (override where a family differs) ------------------------
 
+    def fusion(self, config: Any) -> Any:
+        """The config of the fusion layers: :attr:`fusion_config` of ``config`` (the config
+        itself when that is ``""`` or absent, as in a flat config)."""
+        return (getattr(config, self.fusion_config, None) if self.fusion_config else None) or config
+
     def read_num_layers(self, config: Any) -> int:
-        """Layers with text→image attention: the text config's ``num_hidden_layers``."""
-        return int(text_config(config).num_hidden_layers)
+        """Layers with text→image attention: the fusion config's ``num_hidden_layers``."""
+        return int(self.fusion(config).num_hidden_layers)
 
     def read_num_heads(self, config: Any) -> int:
-        """Heads per such layer: the text config's ``num_attention_heads``."""
-        return int(text_config(config).num_attention_heads)
+        """Heads per such layer: the fusion config's ``num_attention_heads``."""
+        return int(self.fusion(config).num_attention_heads)
 
     def read_max_text_length(self, config: Any, tokenizer: Any) -> int:
-        """Longest prompt: the text config's ``max_position_embeddings``, or the tokenizer's
+        """Longest prompt: the fusion config's ``max_position_embeddings``, or the tokenizer's
         ``model_max_length`` if smaller."""
-        return capped_by_tokenizer(int(text_config(config).max_position_embeddings), tokenizer)
+        return capped_by_tokenizer(int(self.fusion(config).max_position_embeddings), tokenizer)
 
     def read_patch_size(self, config: Any) -> int:
         """Side of a patch: the vision config's ``patch_size``."""
@@ -219,16 +228,8 @@ class HFAdapter(pnpseg.BaseAdapter):
         return pnpseg.TokenizedText.from_tokenizer(self.tokenizer, prompts)
 
     def check_forward_args(self, text: pnpseg.TokenizedText, layers: Sequence[int]) -> list[int]:
-        """``layers`` as ints, each in ``0..num_layers-1`` (IndexError), and the prompt length
-        within ``max_text_length`` (ValueError)."""
-        layers = [int(i) for i in layers]
-        for i in layers:
-            if not 0 <= i < self.num_layers:
-                raise IndexError(f"{self.display_name} layer index {i} out of range 0..{self.num_layers - 1} (0-based)")
-        length = text.input_ids.shape[1]
-        if length > self.max_text_length:
-            raise ValueError(f"prompt has {length} tokens; {self.display_name} allows {self.max_text_length}")
-        return layers
+        """:func:`pnpseg.check_forward_args` for this adapter."""
+        return pnpseg.check_forward_args(self, text, layers)
 
     def cls_and_patches_output(
         self,

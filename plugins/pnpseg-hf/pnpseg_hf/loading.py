@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pnpseg
-from pnpseg import hub_quiet, hub_reachable
+from pnpseg import first_line, hub_quiet, hub_reachable
 
 
 def looks_like_path(name: str) -> bool:
@@ -74,13 +74,6 @@ def load_pretrained(
             return loader(name, **kwargs)
     except (OSError, HfHubHTTPError):
         raise pnpseg.model_unavailable(name, adapter_name) from None
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (or its type), at most 160 characters."""
-    text = str(exc).strip().splitlines()
-    line = text[0] if text else type(exc).__name__
-    return line if len(line) <= 160 else line[:157] + "..."
 
 
 @contextlib.contextmanager

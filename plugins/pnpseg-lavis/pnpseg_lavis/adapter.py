@@ -64,7 +64,7 @@ class LavisAdapter(pnpseg.BaseAdapter):
         self.device = torch.device(device)
         source = checkpoints.resolve(self.name, self.names, self.adapter_name)
         path = checkpoints.checkpoint_file(source, self.names, self.adapter_name)
-        self._state = self._rename(checkpoints.load_state_dict(path, self._suggestion()))
+        self._state = self._rename(pnpseg.load_state_dict(path, suggestion=self._suggestion()))
         checkpoints.check_keys(self._state, self.required_weights, self.name, self._suggestion())
         self.tokenizer = self._init_tokenizer(checkpoints.load_tokenizer(source, self.adapter_name))
         rows = self._state[architecture.TEXT + "embeddings.word_embeddings.weight"].shape[0]
@@ -113,7 +113,7 @@ class LavisAdapter(pnpseg.BaseAdapter):
                 result = model.load_state_dict(self._state, strict=False)
             except RuntimeError as exc:  # size mismatches, one per line after a heading: show the first
                 lines = str(exc).strip().splitlines()
-                detail = lines[1].strip() if len(lines) > 1 else checkpoints.first_line(exc)
+                detail = lines[1].strip() if len(lines) > 1 else pnpseg.first_line(exc)
                 raise pnpseg.ModelLoadError(f"{self.name!r} does not fit {self.display_name} ({detail})") from None
             # what the ITM uses; momentum encoders and queues (retrieval training) may be absent
             missing = [k for k in result.missing_keys if k.startswith(ITM_PARTS) and not k.endswith("position_ids")]
@@ -182,7 +182,7 @@ class LavisAdapter(pnpseg.BaseAdapter):
         probabilities (the parameters are frozen). A batch of 1 is broadcast against the other.
         """
         model = self._ensure_model()
-        layers = self._check_forward_args(text, layers)
+        layers = pnpseg.check_forward_args(self, text, layers)
         pixels = pixels.to(self.device, torch.float32)
         input_ids = text.input_ids.to(self.device)
         attention_mask = text.attention_mask.to(self.device)
@@ -218,16 +218,6 @@ class LavisAdapter(pnpseg.BaseAdapter):
     def cross_attention(self, layer: int) -> torch.nn.Module:
         """The module whose output is ``(context, probs, ...)`` for text→image layer ``layer`` (0-based)."""
         return self._ensure_model().text_encoder.encoder.layer[self._fusion_layer + layer].crossattention.self
-
-    def _check_forward_args(self, text: pnpseg.TokenizedText, layers: Sequence[int]) -> list[int]:
-        layers = [int(i) for i in layers]
-        for i in layers:
-            if not 0 <= i < self.num_layers:
-                raise IndexError(f"{self.display_name} layer index {i} out of range 0..{self.num_layers - 1} (0-based)")
-        length = text.input_ids.shape[1]
-        if length > self.max_text_length:
-            raise ValueError(f"prompt has {length} tokens; {self.display_name} allows {self.max_text_length}")
-        return layers
 
 
 class LavisBlipAdapter(LavisAdapter):
@@ -367,7 +357,7 @@ def _import(spec: str) -> Any:
         return getattr(importlib.import_module(module), name)
     except ImportError as exc:
         raise MissingDependencyError(
-            f"LAVIS cannot be imported ({checkpoints.first_line(exc)}); install requirements-lavis.txt (docs/lavis.md)"
+            f"LAVIS cannot be imported ({pnpseg.first_line(exc)}); install requirements-lavis.txt (docs/lavis.md)"
         ) from None
 
 

@@ -11,7 +11,6 @@ Hugging Face cache, else the hub when reachable.
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from urllib.parse import urlparse
 import torch
 
 import pnpseg
-from pnpseg import hub_quiet, hub_reachable
+from pnpseg import first_line, hub_quiet, hub_reachable
 
 BERT_TOKENIZER = "bert-base-uncased"
 BLIP_RELEASE = "https://storage.googleapis.com/sfr-vision-language-research/BLIP/models"
@@ -95,25 +94,6 @@ def checkpoint_file(source: Source, names: Mapping[str, NamedModel], adapter: st
         raise pnpseg.ModelLoadError(f"could not download {url} for adapter {adapter!r} ({first_line(exc)})") from None
 
 
-def load_state_dict(path: Path, suggestion: str) -> dict[str, torch.Tensor]:
-    """The ``model`` state dict of a LAVIS/BLIP/ALBEF checkpoint (or the file's own dict).
-
-    Loaded with ``weights_only`` (no code in a checkpoint runs) and memory-mapped where the
-    file format allows (reading the shapes costs nothing).
-    """
-    try:
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # a legacy (non-zip) file cannot be memory-mapped
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as exc:
-        raise pnpseg.ModelLoadError(f"{str(path)!r} is not a PyTorch checkpoint ({first_line(exc)})") from None
-    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise pnpseg.ModelLoadError(f"{str(path)!r} holds no state dict; {suggestion}")
-    return state
-
-
 def check_keys(state: Mapping[str, torch.Tensor], required: tuple[str, ...], name: str, suggestion: str) -> None:
     """``required`` keys must be there: a pretraining or captioning checkpoint has no ITM head."""
     missing = [key for key in required if key not in state]
@@ -145,10 +125,3 @@ def load_tokenizer(source: Source, adapter: str) -> Any:
         f"the {BERT_TOKENIZER!r} tokenizer that LAVIS uses is not in the Hugging Face cache and could not be "
         f"downloaded (offline?); put its vocab.txt beside the checkpoint file (adapter {adapter!r})"
     )
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (or its type), at most 160 characters."""
-    text = str(exc).strip().splitlines()
-    line = text[0] if text else type(exc).__name__
-    return line if len(line) <= 160 else line[:157] + "..."
