@@ -60,3 +60,14 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("scene")
     make_scene(64, 64, ["red", "blue"], seed=0)[0].save(folder / "a.png")
     return folder
+
+
+@pytest.fixture(autouse=True)
+def pil_pixel_limit():
+    """``--max-image-pixels`` sets PIL's limit process-wide, as it must for a run: give every
+    test the limit it started with, whatever the one before asked for."""
+    from PIL import Image
+
+    saved = Image.MAX_IMAGE_PIXELS
+    yield
+    Image.MAX_IMAGE_PIXELS = saved
