@@ -542,3 +542,22 @@ def test_an_image_listed_with_no_classes_is_unlabelled(tmp_path):
     labelled, unlabelled = read_labels(labels, discover([tmp_path])[0])
     assert [(e.item.path.name, e.classes) for e in labelled] == [("a.png", ["red", "blue"])]
     assert [item.path.name for item in unlabelled] == ["b.png"]
+
+
+def test_tune_never_replaces_a_file_it_did_not_write(scenes, tmp_path, count_forward):
+    """Issue 21 item 1 on ``tune``: the heat-map beside ``--out p.json`` is ``p-heatmap.png``; a
+    user's file of that name (or a preset pnpseg did not write) is refused before the search
+    (exit 2) and kept. A file ``tune`` wrote itself is replaced by the next run."""
+    root, labels, _ = scenes
+    for name in ("p-heatmap.png", "p.json"):
+        folder = tmp_path / name.replace(".", "-")
+        folder.mkdir()
+        (folder / name).write_text("the user's")
+        result = invoke("tune", root, "--labels", labels, "--out", folder / "p.json", "--trials", "4", *FAST)
+        assert result.exit_code == 2 and "not written by pnpseg" in result.output, result.output
+        assert (folder / name).read_text() == "the user's" and count_forward == []
+    out = tmp_path / "mine" / "p.json"
+    for _ in range(2):
+        again = invoke("tune", root, "--labels", labels, "--out", out, "--trials", "4", *FAST)
+        assert again.exit_code == 0, again.output
+    assert json.loads(out.read_text())["adapter"] == "synthetic" and (out.parent / "p-heatmap.png").stat().st_size

@@ -282,14 +282,18 @@ class Manifest:
         if self._cache is not None:
             self._cache[record_key(record)] = json.loads(data)
 
+    def latest(self, key: str) -> dict | None:
+        """The latest record for ``key``: reads the file once, then trusts this object's own appends."""
+        records = self._cache if self._cache is not None else self.records()
+        return records.get(key)
+
     def is_done(self, key: str, output_path: Path, require: Mapping[str, Any] | None = None) -> bool:
         """True if the latest record for ``key`` is ``status == "ok"``, its output
         exists, and (optionally) the record has every key/value in ``require`` (e.g. the
         same classes), so a rerun with other settings is not skipped. Reads the file once,
         then trusts this object's own appends.
         """
-        records = self._cache if self._cache is not None else self.records()
-        rec = records.get(key)
+        rec = self.latest(key)
         if rec is None or rec.get("status") != "ok" or not Path(output_path).exists():
             return False
         wanted = json.loads(json.dumps(dict(require or {}), default=_json_default))

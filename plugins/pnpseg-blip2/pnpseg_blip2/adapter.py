@@ -83,8 +83,8 @@ class Blip2Adapter(HFAdapter):
         """
         layers = self.check_forward_args(text, layers)
         pixels = pixels.to(self.device, torch.float32)
-        image, embeds, joint_mask, queries = self._inputs(pixels, text)
-        image = image.detach().requires_grad_(True)
+        inputs = self._inputs(pixels, text, graph=True)
+        queries = inputs["query_length"]
         qformer = self.model.qformer
         index = cross_layers(qformer.config)
         modules = {}
@@ -93,14 +93,7 @@ class Blip2Adapter(HFAdapter):
             modules[("self", i)] = block.attention.attention
             modules[("cross", i)] = block.crossattention.attention
         with torch.enable_grad(), stage("q-former forward"), capture_outputs(modules, strict=True) as captured:
-            hidden = qformer(
-                query_embeds=embeds,
-                query_length=queries,
-                attention_mask=joint_mask,
-                encoder_hidden_states=image,
-                encoder_attention_mask=joint_mask.new_ones(image.shape[:2]),
-                return_dict=True,
-            ).last_hidden_state
+            hidden = qformer(**inputs, return_dict=True).last_hidden_state
             match_logit = self.model.itm_head(hidden[:, :queries]).mean(dim=1)[:, 1]
         routes = {i: query_routes(captured[("self", i)].detach(), queries) for i in set(layers)}
 
@@ -120,27 +113,19 @@ class Blip2Adapter(HFAdapter):
         pixels = pixels.to(self.device, torch.float32)
         qformer = copy.deepcopy(self.model.qformer)
         with torch.no_grad(), eager(qformer.modules()):
-            image, embeds, joint_mask, queries = self._inputs(pixels, text)
-            out = qformer(
-                query_embeds=embeds,
-                query_length=queries,
-                attention_mask=joint_mask,
-                encoder_hidden_states=image,
-                encoder_attention_mask=joint_mask.new_ones(image.shape[:2]),
-                output_attentions=True,
-                return_dict=True,
-            )
+            inputs = self._inputs(pixels, text, graph=False)
+            out = qformer(**inputs, output_attentions=True, return_dict=True)
+        queries = inputs["query_length"]
         # transformers' ".attention" recorder also matches ".crossattention.attention": keep the
         # joint self-attentions (Q+T rows; the cross-attentions have Q)
-        joint = [a for a in out.attentions if a.shape[-2] == embeds.shape[1]]
+        joint = [a for a in out.attentions if a.shape[-2] == inputs["query_embeds"].shape[1]]
         index = cross_layers(qformer.config)
         return [compose(query_routes(joint[k], queries), c) for k, c in zip(index, out.cross_attentions)]
 
-    def _inputs(
-        self, pixels: torch.Tensor, text: pnpseg.TokenizedText
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-        """Image features, the joint ``[queries; text]`` embeddings and mask (broadcast to the
-        pair batch), and the number of queries; all without a graph."""
+    def _inputs(self, pixels: torch.Tensor, text: pnpseg.TokenizedText, graph: bool) -> dict[str, Any]:
+        """The Q-Former's keyword arguments: the joint ``[queries; text]`` embeddings and mask,
+        the number of queries, the image features (with ``graph``, a grad-requiring leaf: the
+        autograd graph starts there) and their mask, broadcast to the pair batch."""
         model = self.model
         input_ids = text.input_ids.to(self.device)
         attention_mask = text.attention_mask.to(self.device)
@@ -150,7 +135,15 @@ class Blip2Adapter(HFAdapter):
             queries = model.query_tokens.expand(batch, -1, -1)
             embeds = model.embeddings(input_ids=input_ids.expand(batch, -1), query_embeds=queries)
         joint_mask = torch.cat([attention_mask.new_ones(batch, queries.shape[1]), attention_mask.expand(batch, -1)], 1)
-        return image.expand(batch, -1, -1), embeds, joint_mask, queries.shape[1]
+        if graph:
+            image = image.detach().requires_grad_(True)
+        return {
+            "query_embeds": embeds,
+            "query_length": queries.shape[1],
+            "attention_mask": joint_mask,
+            "encoder_hidden_states": image.expand(batch, -1, -1),
+            "encoder_attention_mask": joint_mask.new_ones(batch, image.shape[1]),
+        }
 
 
 def cross_layers(qformer_config: Any) -> list[int]:

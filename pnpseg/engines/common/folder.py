@@ -261,18 +261,21 @@ class OutputFolder:
         """True if ``item``'s latest record is ok, carries ``layout``'s fingerprint, its label
         PNG exists, and the input's content is the one labelled (its SHA-256 matches the record's:
         an input replaced in place is redone). ``root``: a URI input's folder, as discovered."""
-        wanted = {"fingerprint": layout.fingerprint}
+        key = layout.key(item)
+        record = self.manifest.latest(key) if self.manifest is not None else self.records().get(key)
         if self.manifest is not None and self.store.local is not None:
-            done = self.manifest.is_done(layout.key(item), self.store.local / layout.label_file(item), require=wanted)
+            wanted = {"fingerprint": layout.fingerprint}
+            done = self.manifest.is_done(key, self.store.local / layout.label_file(item), require=wanted)
         else:
-            record = self.records().get(layout.key(item))
             done = (
-                record is not None and record.get("status") == "ok" and record.get("fingerprint") == layout.fingerprint
+                record is not None
+                and record.get("status") == "ok"
+                and record.get("fingerprint") == layout.fingerprint
+                and self._exists(layout.label_file(item))
             )
-            done = done and self._exists(layout.label_file(item))
         if not done:
             return False
-        recorded = self.records().get(layout.key(item), {}).get(INPUT_DIGEST)
+        recorded = (record or {}).get(INPUT_DIGEST)
         return isinstance(recorded, str) and recorded == self._digest(item, root)
 
     @staticmethod
