@@ -17,6 +17,7 @@ import torch
 from bench_models import VOC
 from PIL import Image
 
+from pnpseg.engines.common import JobSpec
 from pnpseg.engines.local import SegmentJob
 from pnpseg.method import profiling
 from pnpseg.method.gradcam import capture
@@ -109,19 +110,9 @@ def run_ours(
     """The ``pnpseg segment`` loop (SegmentJob) on ``images``' folder, on the shared ``adapter``."""
     from rich.console import Console
 
-    job = SegmentJob(
-        [images[0].parent],
-        VOC,
-        out,
-        adapter=adapter_name,
-        model=str(model_dir),
-        device="cpu",
-        params=params,
-        workers=workers,
-        precision=precision,
-        overwrite=True,
-        console=Console(stderr=True, quiet=True),
-    )
+    spec = JobSpec(VOC, adapter_name, str(model_dir), "cpu", params, precision)
+    quiet = Console(stderr=True, quiet=True)
+    job = SegmentJob(spec, [images[0].parent], out, workers=workers, overwrite=True, console=quiet)
     job.segmenter.adapter = adapter  # the very model object the baseline and floor use (weights loaded)
     with measured() as result:
         summary = job.run()

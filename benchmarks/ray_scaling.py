@@ -21,6 +21,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from pnpseg.engines.common import JobSpec
 from pnpseg.engines.local import SegmentJob
 from pnpseg.testing import make_scene
 
@@ -56,9 +57,8 @@ def main() -> None:
                     continue
 
         start = time.perf_counter()
-        SegmentJob(
-            [root], COLOURS, Path(tmp) / "local", adapter="synthetic", device="cpu", params=params, console=quiet
-        ).run()
+        spec = JobSpec(COLOURS, "synthetic", device="cpu", params=params)
+        SegmentJob(spec, [root], Path(tmp) / "local", console=quiet).run()
         rows = [("local engine (reference)", "-", args.images / (time.perf_counter() - start))]
         reference = {p.name: p.read_bytes() for p in (Path(tmp) / "local").glob("*.png")}
 
@@ -67,16 +67,7 @@ def main() -> None:
             for workers in [int(w) for w in args.workers.split(",")]:
                 out = Path(tmp) / f"ray-{workers}"
                 start = time.perf_counter()
-                job = RaySegmentJob(
-                    [root],
-                    COLOURS,
-                    out,
-                    adapter="synthetic",
-                    device="cpu",
-                    params=params,
-                    workers=workers,
-                    console=quiet,
-                )
+                job = RaySegmentJob(spec, [root], out, workers=workers, console=quiet)
                 summary = job.run()
                 seconds = time.perf_counter() - start
                 assert summary.done == args.images, summary

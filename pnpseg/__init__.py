@@ -49,7 +49,7 @@ _LAZY = {
     "VLMOutput": "pnpseg.method.adapter",
     "zero_patches": "pnpseg.method.adapter",
     "check_forward_args": "pnpseg.method.validation",
-    "load_state_dict": "pnpseg.method.checkpoint",
+    "load_state_dict": "pnpseg.io.checkpoint",
     "SegmentParams": "pnpseg.method.params",
     "Segmenter": "pnpseg.method.segmenter",
     "SegmentationResult": "pnpseg.method.segmenter",
@@ -61,10 +61,10 @@ if TYPE_CHECKING:
     from pnpseg.cli.app import console, error_line, json_summary, warning_line
     from pnpseg.cli.options import AsJson
     from pnpseg.evaluation.evaluate import evaluate
+    from pnpseg.io.checkpoint import load_state_dict
     from pnpseg.io.hub import quiet as hub_quiet
     from pnpseg.io.hub import reachable as hub_reachable
     from pnpseg.method.adapter import BaseAdapter, TokenizedText, VLMAdapter, VLMOutput, zero_patches
-    from pnpseg.method.checkpoint import load_state_dict
     from pnpseg.method.params import SegmentParams
     from pnpseg.method.profiling import stage as profile_stage
     from pnpseg.method.prompts import build_prompt

@@ -3,6 +3,34 @@
 from __future__ import annotations
 
 import errno
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The one exit-code table: every command exits with one of these (README "Exit codes"
+    lists them, and a test keeps it in step with :data:`EXIT_KINDS`)."""
+
+    OK = 0
+    INPUT_FAILED = 1
+    USAGE = 2
+    ENVIRONMENT = 3
+    BUG = 4
+    INTERRUPTED = 130
+
+
+#: Each exit code's kind (the ``--json`` document's ``error.kind``) and what it means.
+EXIT_KINDS: dict[int, tuple[str, str]] = {
+    ExitCode.OK: ("ok", "everything asked for was done"),
+    ExitCode.INPUT_FAILED: ("inputs failed", "some inputs failed; each is recorded, the others are done"),
+    ExitCode.USAGE: ("usage", "a bad option, value, preset, class list or file"),
+    ExitCode.ENVIRONMENT: (
+        "environment",
+        "a missing model, dependency or service, or an output that cannot be stored",
+    ),
+    ExitCode.BUG: ("bug", "an unexpected error"),
+    ExitCode.INTERRUPTED: ("interrupted", "interrupted"),
+}
+
 
 #: errno values that mean "this machine cannot store the output" (a full disk or quota, a
 #: read-only or forbidden folder): exit status 3 wherever they are raised, never a bug.
@@ -15,7 +43,7 @@ class PnpsegError(Exception):
     ``exit_code`` is the CLI's exit status for it: 2 (usage) unless a subclass says otherwise.
     """
 
-    exit_code = 2
+    exit_code: int = ExitCode.USAGE
 
 
 def shorten(text: str, limit: int = 60) -> str:
@@ -35,23 +63,19 @@ def first_line(exc: BaseException) -> str:
 class NoImagesError(PnpsegError):
     """The inputs held no image to process: exit 1, like inputs that failed."""
 
-    exit_code = 1
+    exit_code = ExitCode.INPUT_FAILED
 
 
 class EnvironmentProblem(PnpsegError):
     """Not the user's input but this machine: a missing model, dependency or service, or an
     output it cannot store (an unwritable folder, a full disk): exit status 3."""
 
-    exit_code = 3
+    exit_code = ExitCode.ENVIRONMENT
 
 
 class MissingDependencyError(EnvironmentProblem, ImportError):
     """An optional dependency that the chosen option needs is not installed (the message
     names the extra to install)."""
-
-
-class ServiceUnavailableError(EnvironmentProblem):
-    """A service an option needs (an LLM endpoint, a Ray cluster) cannot be reached."""
 
 
 class UnknownNameError(PnpsegError, KeyError):

@@ -84,7 +84,9 @@ def register_model_types(register: RegisterModelType) -> None:
 def register_postprocessors(register: Register) -> None:
     """Register postprocessors for ``--postprocess``.
 
-    ``factory() -> Postprocessor``, where a postprocessor is a callable
+    ``factory(**options) -> Postprocessor``: ``--postprocess name:key=value,...`` passes each
+    option as a keyword argument, converted to the type of the factory's default for it
+    (a factory taking ``**kwargs`` gets any key). A postprocessor is a callable
     ``(scores: Tensor[C, H, W], image: ndarray[H, W, 3] uint8, params: SegmentParams)
     -> Tensor[C, H, W]`` mapping per-channel scores to refined scores.
     """

@@ -302,6 +302,30 @@ def lookup(kind: str, name: str) -> Callable[..., Any]:
     return factory.load() if isinstance(factory, LazyFactory) else factory
 
 
+def adapter_for(model: str) -> str:
+    """The name of the adapter that claims ``model``'s architecture or model type: as
+    ``AutoModel`` does, the config's ``architectures`` are tried first, then its
+    ``model_type``; adapters claim them through the ``register_model_types`` hook."""
+    from pnpseg.io.checkpoint import read_config
+
+    if model in adapters() and not Path(model).expanduser().exists():
+        raise PnpsegError(f"{model!r} is an adapter name, not a checkpoint: use from_pretrained(adapter={model!r})")
+
+    config = read_config(model)
+    claims = model_types()
+    architectures = [a for a in config.get("architectures") or [] if isinstance(a, str)]
+    model_type = config.get("model_type")
+    for key in [*architectures, model_type]:
+        if isinstance(key, str) and key in claims:
+            return claims[key]
+    described = ", ".join(repr(k) for k in [model_type, *architectures] if k) or "no model_type"
+    claimed = ", ".join(f"{key} ({name})" for key, name in sorted(claims.items())) or "none"
+    raise PnpsegError(
+        f"no installed adapter claims {model!r} ({described}); claimed types: {claimed}; "
+        "install an adapter plugin or pass adapter=NAME (--adapter)"
+    )
+
+
 @dataclass
 class PluginInfo:
     name: str

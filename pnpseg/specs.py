@@ -3,13 +3,15 @@
 ``parse_spec`` splits the name from its options, ``parse_options`` checks and converts the
 options, and ``split_specs`` cuts a comma-separated list of specs (``blur,islands:min_area=64,
 max_passes=2,crf``), where a bare ``key=value`` continues the options of the spec before it.
+``parse_counted`` reads the rules that take one count, ``NAME:N`` (``topk:10``,
+``if-fewer:3``, ``few:3``).
 """
 
 from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from pnpseg.errors import PnpsegError
@@ -53,6 +55,15 @@ def expected(convert: Callable[[str], Any]) -> str:
         return known[convert]
     doc = (getattr(convert, "__doc__", None) or "").strip().splitlines()
     return doc[0].rstrip(".") if doc else getattr(convert, "__name__", "another value")
+
+
+def parse_counted(text: str, names: Collection[str]) -> tuple[str, int] | None:
+    """``"topk:10"`` → ``("topk", 10)`` when the name is one of ``names`` and the count a whole
+    number ≥ 1; otherwise None, for the caller to say what it expected."""
+    name, sep, count = text.strip().partition(":")
+    if name in names and sep and re.fullmatch(r"\d+", count) and int(count) >= 1:
+        return name, int(count)
+    return None
 
 
 def split_specs(text: str) -> list[str]:

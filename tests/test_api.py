@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import pnpseg
-from pnpseg.method.checkpoint import adapter_for
+from pnpseg.plugins import adapter_for
 from pnpseg.testing import SyntheticAdapter, make_scene
 
 SIZE = (96, 128)

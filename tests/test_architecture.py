@@ -1,4 +1,5 @@
-"""The shape of the package: its module-level import graph has no cycles."""
+"""The shape of the package: its module-level import graph has no cycles, and the method
+core reads no files (of :mod:`pnpseg.io` it uses only image decoding)."""
 
 from __future__ import annotations
 
@@ -25,14 +26,11 @@ def _target(name: str) -> str | None:
     return name or None
 
 
-def _top_level_imports(path: Path, module: str) -> set[str]:
-    """Modules imported when ``module`` is imported: module-level statements only (imports
-    inside functions run later, and ``if TYPE_CHECKING:`` blocks never run)."""
+def _imports(nodes, module: str, init: bool) -> set[str]:
+    """First-party modules that the import statements among ``nodes`` execute."""
     found: set[str] = set()
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            continue
+    package = module if init else module.rpartition(".")[0]
+    for node in nodes:
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -42,6 +40,17 @@ def _top_level_imports(path: Path, module: str) -> set[str]:
                 base = ".".join(anchor + ([base] if base else []))
             found |= {f"{base}.{a.name}" for a in node.names} | {base}
     return {t for t in map(_target, found) if t and t != module}
+
+
+def _top_level_imports(path: Path, module: str) -> set[str]:
+    """Modules imported when ``module`` is imported: module-level statements only (imports
+    inside functions run later, and ``if TYPE_CHECKING:`` blocks never run)."""
+    body = [
+        node
+        for node in ast.parse(path.read_text()).body
+        if not (isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test))
+    ]
+    return _imports(body, module, path.name == "__init__.py")
 
 
 def import_graph() -> nx.DiGraph:
@@ -61,3 +70,35 @@ def test_the_graph_sees_the_imports():
 def test_no_import_cycles():
     cycles = list(nx.simple_cycles(import_graph()))
     assert not cycles, cycles
+
+
+def _all_imports(path: Path, module: str) -> set[str]:
+    """First-party modules ``module`` imports anywhere, inside functions included."""
+    return _imports(ast.walk(ast.parse(path.read_text())), module, path.name == "__init__.py")
+
+
+#: Image decoding; and, inside ``SegmentationResult.overlay()`` / ``_repr_png_`` only, the
+#: ``--viz`` overlay drawing, so a notebook's result looks like the CLI's (it draws, and writes
+#: no file).
+METHOD_MAY_USE_FROM_IO = {"pnpseg.io", "pnpseg.io.images", "pnpseg.io.overlay"}
+
+
+def method_io_imports() -> dict[str, set[str]]:
+    """``pnpseg.io`` modules that ``pnpseg.method`` modules import, besides image decoding."""
+    found = {}
+    for module, path in MODULES.items():
+        if module == "pnpseg.method" or module.startswith("pnpseg.method."):
+            io = {t for t in _all_imports(path, module) if t.startswith("pnpseg.io")} - METHOD_MAY_USE_FROM_IO
+            if io:
+                found[module] = io
+    return found
+
+
+def test_the_layering_check_sees_lazy_imports(tmp_path):
+    source = tmp_path / "m.py"
+    source.write_text("def f():\n    from pnpseg.io.outputs import write_json\n")
+    assert _all_imports(source, "pnpseg.method.m") == {"pnpseg.io.outputs"}
+
+
+def test_method_imports_nothing_from_io_but_images():
+    assert not method_io_imports(), method_io_imports()

@@ -6,13 +6,14 @@ from fakes import LinearAdapter, word_tokenize
 from PIL import Image
 
 from pnpseg.method import saliency
+from pnpseg.method.compat import piece_sums
 from pnpseg.method.dropout import drop_patches, drop_topk
 from pnpseg.method.gradcam import class_maps
 from pnpseg.method.params import SegmentParams
 from pnpseg.method.postprocess import build_chain
 from pnpseg.method.prompts import plan_prompts, token_weights
-from pnpseg.method.saliency import Batch, piece_sums, saliency_maps
-from pnpseg.method.segmenter import finish
+from pnpseg.method.saliency import Batch, saliency_maps
+from pnpseg.method.segmenter import finish_image as finish
 
 # "A picture of traffic light cat": [CLS] A picture of traffic light cat [SEP] → tokens 4, 5 | 6.
 CAM = torch.zeros(1, 8, 3)

@@ -91,7 +91,7 @@ def test_missing_dependency_is_environment_3(scene, tmp_path, monkeypatch):
 
 
 def test_unexpected_error_is_one_line_exit_4_with_a_saved_traceback(scene, tmp_path, monkeypatch):
-    from pnpseg.engines import local
+    from pnpseg.io import class_names as local
 
     def boom(*args, **kwargs):
         raise RuntimeError("something nobody planned for\nsecond line")

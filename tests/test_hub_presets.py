@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from pnpseg.cli import app
 from pnpseg.errors import EnvironmentProblem
-from pnpseg.method.preset import load_preset
+from pnpseg.io.preset import load_preset
 from pnpseg.testing import make_scene
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

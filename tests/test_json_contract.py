@@ -72,7 +72,7 @@ def test_usage_errors_are_exit_2_with_one_document(scene, tmp_path, extra, words
     ],
 )
 def test_every_exit_has_one_document(scene, tmp_path, monkeypatch, raised, code, kind):
-    from pnpseg.engines import local
+    from pnpseg.io import class_names as local
 
     def fail(*args, **kwargs):
         raise raised

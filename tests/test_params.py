@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from pnpseg.errors import PnpsegError
+from pnpseg.io.preset import PresetError, choose_method, load_preset, preset_schema
 from pnpseg.method.params import ParamsError, SegmentParams
-from pnpseg.method.preset import PresetError, choose_method, load_preset, preset_schema
 from pnpseg.method.segmenter import Segmenter
 from pnpseg.testing import make_scene
 from pnpseg.testing.synthetic import SyntheticAdapter

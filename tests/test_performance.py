@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from pnpseg import PnpsegError
 from pnpseg.cli import app
-from pnpseg.engines.parallel import auto_batch_size, parse_batch_size, prefetch
+from pnpseg.engines.local.parallel import auto_batch_size, parse_batch_size, prefetch
 from pnpseg.method.segmenter import Segmenter
 from pnpseg.testing import SyntheticAdapter, make_scene
 

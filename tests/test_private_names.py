@@ -22,13 +22,22 @@ def _private(name: str) -> bool:
     return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
 
 
+def _private_module(dotted: str) -> bool:
+    """A module path with a private part, such as ``typer._click``: another package's insides."""
+    return any(_private(part) for part in dotted.split("."))
+
+
 def private_uses(source: str) -> list[str]:
     """``from m import _x`` and ``obj._x`` where ``obj`` is not ``self``, ``cls`` or ``super()``:
     a module's, or another object's, private name. ``os._exit`` is public, documented API
     despite its underscore (a worker that must end without running any cleanup uses it)."""
     found = []
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.ImportFrom):
+        if isinstance(node, ast.Import):
+            found += [f"line {node.lineno}: import {a.name}" for a in node.names if _private_module(a.name)]
+        elif isinstance(node, ast.ImportFrom) and node.module and _private_module(node.module):
+            found.append(f"line {node.lineno}: from {node.module} import ...")
+        elif isinstance(node, ast.ImportFrom):
             found += [f"line {node.lineno}: from {node.module} import {a.name}" for a in node.names if _private(a.name)]
         elif isinstance(node, ast.Attribute) and _private(node.attr):
             owner = node.value
@@ -51,6 +60,14 @@ def test_the_check_finds_private_uses():
         "line 1: from pnpseg.engines.parallel import _finish",
         "line 3: job._run_batch",
         "line 7: os._private",
+    ]
+
+
+def test_the_check_finds_private_modules():
+    code = "from typer._click.exceptions import ClickException\nimport typer._click\nfrom typer import Exit\n"
+    assert private_uses(code) == [
+        "line 1: from typer._click.exceptions import ...",
+        "line 2: import typer._click",
     ]
 
 

@@ -18,11 +18,13 @@ ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 
 import pnpseg.engines.ray.actors as actors
 from pnpseg.cli import app
+from pnpseg.engines.common import JobSpec
 from pnpseg.engines.common.folder import LOCK
-from pnpseg.engines.ray import EvalConfig, RaySegmentJob, ray_evaluate
+from pnpseg.engines.ray import RaySegmentJob, ray_evaluate
 from pnpseg.evaluation.datasets import folder_dataset
 from pnpseg.evaluation.evaluate import Evaluation
 from pnpseg.evaluation.predictors import ModelPredictor
+from pnpseg.evaluation.spec import EvalSpec
 from pnpseg.io.ownership import LEDGER
 from pnpseg.method.segmenter import Segmenter
 from pnpseg.testing import make_scene
@@ -143,7 +145,7 @@ def test_a_worker_killed_mid_run_still_does_every_image_once(scenes, local_run, 
 
     monkeypatch.setattr(actors, "SegmentActor", DiesOnce)
     job = RaySegmentJob(
-        [scenes], COLOURS, out, adapter="synthetic", device="cpu", params={"image_size": "128"}, workers=2
+        JobSpec(COLOURS, "synthetic", device="cpu", params={"image_size": "128"}), [scenes], out, workers=2
     )
     summary = job.run()
     assert marker.exists()  # an actor did die (os._exit) after its first images
@@ -173,12 +175,12 @@ def test_the_pixel_limit_reaches_the_actors_that_decode(scenes, tmp_path, monkey
 
 def test_interrupted_driver_leaves_parts_that_the_next_run_merges(scenes, local_run, tmp_path):
     out = tmp_path / "parts"
-    RaySegmentJob([scenes], COLOURS, out, adapter="synthetic", device="cpu", params={"image_size": "128"}).run()
+    RaySegmentJob(JobSpec(COLOURS, "synthetic", device="cpu", params={"image_size": "128"}), [scenes], out).run()
     lines = (out / "manifest.jsonl").read_text().splitlines(keepends=True)
     (out / "manifest.jsonl").write_text("".join(lines[:3]))  # the driver died after 3 records...
     (out / ".pnpseg-parts").mkdir()
     (out / ".pnpseg-parts" / "left.jsonl").write_text("".join(lines[2:]))  # ...the workers had written these
-    job = RaySegmentJob([scenes], COLOURS, out, adapter="synthetic", device="cpu", params={"image_size": "128"})
+    job = RaySegmentJob(JobSpec(COLOURS, "synthetic", device="cpu", params={"image_size": "128"}), [scenes], out)
     summary = job.run()
     assert summary.skipped_done == 8 and summary.done == 0 and summary.failed == 1  # only broken.png is retried
     assert [r for r in records(out) if r["status"] == "ok"] == [r for r in records(local_run) if r["status"] == "ok"]
@@ -208,23 +210,15 @@ def test_eval_on_ray_sums_the_same_confusion_matrix(tmp_path):
     settings = {"adapter": "synthetic", "model": None, "preset": None}
     predictor = ModelPredictor(segmenter, data, "pnp")
     local = Evaluation(data, predictor, tmp_path / "local", settings={**settings, **predictor.settings()}).run()
-    config = EvalConfig(
-        data,
-        str(tmp_path / "ray"),
-        "pnp",
-        adapter="synthetic",
-        device="cpu",
-        params={"image_size": "128"},
-        save_predictions=True,
-    )
-    result = ray_evaluate(config, workers=2, checkpoint_every=1)
+    spec = EvalSpec.make(data, adapter="synthetic", device="cpu", params={"image_size": "128"})
+    result = ray_evaluate(spec, tmp_path / "ray", save_predictions=True, workers=2, checkpoint_every=1)
     np.testing.assert_array_equal(result.confusion, local.confusion)
     assert result.images == 4 and result.miou == local.miou and local.miou > 0.85
     assert (tmp_path / "ray" / "results.json").read_text() == (tmp_path / "local" / "results.json").read_text().replace(
         str(tmp_path / "local"), str(tmp_path / "ray")
     )
     assert len(list((tmp_path / "ray" / "predictions").glob("*.png"))) == 4
-    again = ray_evaluate(config, workers=2)  # resumes: nothing left to predict
+    again = ray_evaluate(spec, tmp_path / "ray", save_predictions=True, workers=2)  # resumes: nothing left to predict
     np.testing.assert_array_equal(again.confusion, local.confusion)
 
 

@@ -31,6 +31,7 @@ from pnpseg.engines.common.folder import LOCK, OutputFolder
 from pnpseg.errors import EnvironmentProblem, PnpsegError
 from pnpseg.io.formats.coco import FILE as COCO
 from pnpseg.io.outputs import is_temp_name
+from pnpseg.io.ownership import LEDGER
 from pnpseg.testing import make_scene
 
 COLOURS = ["red", "green", "blue"]
@@ -85,7 +86,7 @@ def files(out: Path) -> dict[str, bytes]:
     return {
         p.relative_to(out).as_posix(): p.read_bytes()
         for p in sorted(out.rglob("*"))
-        if p.is_file() and p.name not in ("manifest.jsonl", LOCK)
+        if p.is_file() and p.name not in ("manifest.jsonl", LOCK, LEDGER)
     }
 
 
@@ -117,11 +118,11 @@ def copy_prefix(s3, source: str, target: str) -> None:
 
 
 def with_uris(written: dict[str, bytes], scenes: Path) -> dict[str, bytes]:
-    """The local engine's files as the Ray engine writes them from ``PHOTOS``: coco.json names
-    each image by its input, there its URI."""
-    if "coco.json" in written:
-        written = {**written, "coco.json": written["coco.json"].replace(str(scenes).encode(), PHOTOS.encode())}
-    return written
+    """The local engine's files as the Ray engine writes them from ``PHOTOS``: the COCO
+    document names each image by its input, there its URI."""
+    return {
+        k: v.replace(str(scenes).encode(), PHOTOS.encode()) if k.startswith("coco/") else v for k, v in written.items()
+    }
 
 
 @pytest.mark.slow  # a Ray run: a few seconds, more on a busy machine
@@ -131,6 +132,7 @@ def test_labels_and_manifest_on_s3_match_the_local_engine(s3, ray_run, scenes, l
     assert "notes.txt: not an image file" in result.output and "broken.png" in result.output
     written = objects(s3, "same")
     records = manifest(written.pop("manifest.jsonl"))
+    assert written.pop(LEDGER)  # what pnpseg wrote there: its content depends on the folder's history
     # label PNGs, overlays, classes.json and the --format documents, byte for byte; no lock,
     # part or temp object left behind
     assert written == with_uris(files(local_run), scenes)
@@ -257,7 +259,8 @@ def test_a_killed_driver_is_resumed_without_redoing_finished_images(s3, ray_on_s
     assert f"Segmenting {9 - done_before} image(s)" in resumed.output, resumed.output
     written = objects(s3, "killed")
     records = manifest(written.pop("manifest.jsonl"))
-    expected = {k: v for k, v in files(local_run).items() if not k.startswith(("overlays/", "cvat/", "coco.json"))}
+    assert written.pop(LEDGER)  # what pnpseg wrote there: its content depends on the folder's history
+    expected = {k: v for k, v in files(local_run).items() if not k.startswith(("overlays/", "cvat/", "coco/"))}
     assert written == expected  # no lock, part or temp object left
     latest = {r["input"]: r for r in records}
     assert len(latest) == 9 and sum(r["status"] == "ok" for r in latest.values()) == 8
@@ -322,7 +325,7 @@ def one_json(output: str) -> dict:
     return documents[0]
 
 
-def test_a_missing_bucket_or_an_unreachable_store_is_exit_3_before_ray_starts(s3, scenes, monkeypatch):
+def test_a_missing_bucket_or_an_unreachable_store_is_exit_3_before_ray_starts(s3, scenes, monkeypatch, tmp_path):
     """It was exit 4 (an OSError from pyarrow) after Ray had started and the model had loaded."""
     starts = []
     monkeypatch.setattr("pnpseg.engines.ray.segment.init_ray", lambda *a, **k: starts.append(a))
@@ -336,7 +339,10 @@ def test_a_missing_bucket_or_an_unreachable_store_is_exit_3_before_ray_starts(s3
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
     unreachable = segment(PHOTOS, *ARGS, "--out", f"s3://{BUCKET}/never", "--engine", "ray", "--json")
     assert unreachable.exit_code == 3, unreachable.output
-    assert one_json(unreachable.output)["error"]["message"].startswith(f"cannot read {PHOTOS}: ")
+    assert one_json(unreachable.output)["error"]["message"].startswith(f"cannot reach --out s3://{BUCKET}/never: ")
+    unreadable = segment(PHOTOS, *ARGS, "--out", str(tmp_path / "out"), "--engine", "ray", "--json")
+    assert unreadable.exit_code == 3, unreadable.output
+    assert one_json(unreadable.output)["error"]["message"].startswith(f"cannot read {PHOTOS}: ")
     assert starts == []
     assert s3.get_object(Bucket=BUCKET, Key="photos/s0.png")["Body"].read() == (scenes / "s0.png").read_bytes()
 
@@ -358,6 +364,7 @@ def test_overwrite_on_s3_resets_the_prefix_as_the_local_engine_resets_its_folder
     assert "Segmenting 9 image(s)" in result.output, result.output
     written = objects(s3, "over")
     records = manifest(written.pop("manifest.jsonl"))
+    assert written.pop(LEDGER)  # what pnpseg wrote there: its content depends on the folder's history
     assert written == with_uris(files(local), scenes)
     assert json.loads(written["classes.json"]) == json.loads((local / "classes.json").read_text())
     assert not any(key.startswith("overlays/") for key in written)  # the old table's overlays went too

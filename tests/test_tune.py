@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from pnpseg.cli import app
 from pnpseg.errors import PnpsegError
 from pnpseg.io.images import discover
-from pnpseg.method.preset import PresetError, apply_preset, load_preset, save_preset
+from pnpseg.io.preset import PresetError, apply_preset, load_preset, save_preset
 from pnpseg.testing import SyntheticAdapter, make_scene, miou
 from pnpseg.tuning.capture import read_labels
 from pnpseg.tuning.space import parse_float_range, parse_int_range, sample_grid

@@ -71,12 +71,13 @@ def test_a_deeply_nested_class_file_or_labels_file_is_a_usage_error(scene, tmp_p
     assert result.exit_code == 2 and "nested too deeply" in one_line(result), result.output
 
 
-def test_a_deeply_nested_classes_json_is_another_class_table(scene, tmp_path):
+def test_a_deeply_nested_classes_json_is_refused_in_one_line(scene, tmp_path):
     out = tmp_path / "o"
-    out.mkdir()
-    (out / "classes.json").write_text(DEEP)
-    result = cli("segment", scene, "--adapter", "synthetic", "--classes", "red", "--out", out)
-    assert result.exit_code == 2 and "other classes" in one_line(result), result.output
+    args = ["segment", scene, "--adapter", "synthetic", "--classes", "red", "--out", out]
+    assert cli(*args).exit_code == 0
+    (out / "classes.json").write_text(DEEP)  # the class table, replaced by something else
+    result = cli(*args)
+    assert result.exit_code == 2 and "classes.json" in one_line(result), result.output
     preds = tmp_path / "preds"
     preds.mkdir()
     (preds / "classes.json").write_text(DEEP)

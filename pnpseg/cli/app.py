@@ -6,17 +6,8 @@ a plugin's included, runs inside :meth:`FriendlyGroup.invoke`: the one place whe
 becomes its one-line message and its exit code (:func:`exit_code`), and where ``--json``
 gets its one document on stdout whatever the exit (:func:`json_summary`).
 
-Exit codes (README "Exit codes", docs/reliability.md):
-
-=====  =====================================================================
-0      everything asked for was done
-1      some inputs failed (each is recorded in the manifest / report)
-2      usage: a bad option, value, preset, class list or file
-3      environment: a missing model, optional dependency or unreachable service, or an
-       output this machine cannot store (a full disk, a read-only or forbidden folder)
-4      an unexpected error (a bug): one line, the traceback saved to a file
-130    interrupted (Ctrl+C)
-=====  =====================================================================
+Exit codes: :class:`pnpseg.errors.ExitCode` and :data:`pnpseg.errors.EXIT_KINDS`, the one
+table (the ``--help`` text and README "Exit codes" are written from it).
 """
 
 from __future__ import annotations
@@ -32,27 +23,9 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from typer._click.exceptions import ClickException
 
 from pnpseg.cli.help import HelpContext, adopt, format_options
-from pnpseg.errors import STORAGE_ERRNOS, PnpsegError, shorten
-
-EXIT_OK = 0
-EXIT_INPUT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_ENVIRONMENT = 3
-EXIT_BUG = 4
-EXIT_INTERRUPTED = 130
-
-#: Each exit code's kind (the ``--json`` document's ``error.kind``) and what it means.
-EXIT_KINDS = {
-    EXIT_OK: ("ok", "everything asked for was done"),
-    EXIT_INPUT_FAILED: ("inputs failed", "some inputs failed; each is recorded, the others are done"),
-    EXIT_USAGE: ("usage", "a bad option, value, preset, class list or file"),
-    EXIT_ENVIRONMENT: ("environment", "a missing model, dependency or service, or an output that cannot be stored"),
-    EXIT_BUG: ("bug", "an unexpected error"),
-    EXIT_INTERRUPTED: ("interrupted", "interrupted"),
-}
+from pnpseg.errors import EXIT_KINDS, STORAGE_ERRNOS, ExitCode, PnpsegError, shorten
 
 console = Console(stderr=True)
 
@@ -94,21 +67,21 @@ def _one_line(text: str, limit: int = 200) -> str:
 def exit_code(error: BaseException) -> int:
     """The documented exit code of an error: the one table every command shares."""
     if isinstance(error, KeyboardInterrupt):
-        return EXIT_INTERRUPTED
-    if isinstance(error, (typer.Exit, ClickException)):
+        return ExitCode.INTERRUPTED
+    if isinstance(error, (typer.Exit, typer.TyperException)):
         return error.exit_code
     if isinstance(error, typer.Abort):
-        return EXIT_INPUT_FAILED
+        return ExitCode.INPUT_FAILED
     if isinstance(error, PnpsegError):
         return error.exit_code
     if isinstance(error, OSError) and error.errno in STORAGE_ERRNOS:
-        return EXIT_ENVIRONMENT
-    return EXIT_BUG
+        return ExitCode.ENVIRONMENT
+    return ExitCode.BUG
 
 
 def error_message(error: BaseException) -> str:
     """The one line that says what went wrong (also the ``--json`` document's ``error``)."""
-    if isinstance(error, ClickException):
+    if isinstance(error, typer.TyperException):
         return error.format_message()
     if isinstance(error, KeyboardInterrupt):
         return "interrupted"
@@ -129,13 +102,13 @@ def _asks_for_json(args: list[str]) -> bool:
 
 def _emit_json(command: str, code: int, message: str) -> None:
     document = _JsonOutcome.document
-    if code == EXIT_OK and document is None:
+    if code == ExitCode.OK and document is None:
         return  # --help, or a command that printed no summary
     kind, meaning = EXIT_KINDS.get(code, ("error", "failed"))
-    error = None if code == EXIT_OK else {"kind": kind, "message": message or meaning}
+    error = None if code == ExitCode.OK else {"kind": kind, "message": message or meaning}
     if isinstance(document, dict):
         document = {**document, "exit_code": code, "error": error}
-    elif document is None or code != EXIT_OK:
+    elif document is None or code != ExitCode.OK:
         document = {"command": command, "exit_code": code, "error": error}
     typer.echo(json.dumps(document, ensure_ascii=False, default=str))
 
@@ -162,21 +135,21 @@ class FriendlyGroup(typer.core.TyperGroup):
             raise
         except (Exception, KeyboardInterrupt) as error:  # Ctrl+C included: 130 and its JSON document
             code, message = exit_code(error), error_message(error)
-            if code == EXIT_BUG:  # a bug: one line here, the traceback in a file
+            if code == ExitCode.BUG:  # a bug: one line here, the traceback in a file
                 path = save_traceback(error)
                 message = (
                     f"unexpected {type(error).__name__}: {_one_line(str(error))} "
                     f"(a bug; traceback saved to {path}; please include it in a report)"
                 )
-            if message and not isinstance(error, (ClickException, KeyboardInterrupt)):
+            if message and not isinstance(error, (typer.TyperException, KeyboardInterrupt)):
                 error_line(message)  # click prints its own usage errors
             if wants_json:
                 _emit_json(self._command_name(ctx, args), code, message)
-            if isinstance(error, (typer.Exit, ClickException, typer.Abort)):
+            if isinstance(error, (typer.Exit, typer.TyperException, typer.Abort)):
                 raise
             raise typer.Exit(code) from None
         if wants_json:
-            _emit_json(self._command_name(ctx, args), EXIT_OK, "")
+            _emit_json(self._command_name(ctx, args), ExitCode.OK, "")
         return result
 
     def _main_shell_completion(self, ctx_args: Any, prog_name: str, complete_var: Optional[str] = None) -> None:
@@ -211,8 +184,7 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,  # plain help, legible at 80 columns (pnpseg/cli/help.py)
     help="Open-vocabulary semantic segmentation from off-the-shelf vision-language models (PnP-OVSS).\n\n"
-    "Exit codes: 0 ok, 1 some inputs failed, 2 usage, 3 environment (missing model, dependency "
-    "or service), 4 unexpected error (traceback saved to a file).",
+    "Exit codes: " + "; ".join(f"{code} {kind}" for code, (kind, _) in EXIT_KINDS.items()) + ' (README "Exit codes").',
 )
 
 
@@ -226,7 +198,7 @@ def version() -> str:
 def _print_version(value: bool) -> None:
     if value:
         typer.echo(f"pnpseg {version()}")
-        raise typer.Exit(EXIT_OK)
+        raise typer.Exit(ExitCode.OK)
 
 
 @app.callback()

@@ -19,10 +19,16 @@ def demo(
     model: o.Model = None,
     preset: o.PresetPath = None,
     device: o.Device = "auto",
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; the default serves this machine only."),
-    port: int = typer.Option(7860, "--port", min=0, max=65535, help="Port (0: any free port)."),
-    image: Optional[Path] = typer.Option(None, "--image", help="Open the page with this image."),
-    classes: str = typer.Option("", "--classes", "-c", help="...and these comma-separated classes, segmented at once."),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to bind; the default serves this machine only.", rich_help_panel=o.SERVER
+    ),
+    port: int = typer.Option(
+        7860, "--port", min=0, max=65535, help="Port (0: any free port).", rich_help_panel=o.SERVER
+    ),
+    image: Optional[Path] = typer.Option(
+        None, "--image", help="Open the page with this image (and --classes segmented at once).", rich_help_panel=o.IO
+    ),
+    classes: o.Classes = None,
     max_image_pixels: o.MaxImagePixels = None,
 ) -> None:
     """Open a local web app: upload an image, type class names, move threshold and blur σ
@@ -36,7 +42,7 @@ def demo(
     port = port or free_port(host)
     check_port(host, port)  # before the model loads
     session = DemoSession(method.adapter, method.model, device, method.params)
-    page = build_demo(session, image, classes)
+    page = build_demo(session, image, classes or "")
     console.print(f"pnpseg demo on http://{host}:{port} (Ctrl+C stops it)", highlight=False)
     page.launch(server_name=host, server_port=port, show_error=True, quiet=True)
 

@@ -13,16 +13,6 @@ import typer
 import pnpseg.cli.options as o
 from pnpseg.cli.app import app, console, json_summary
 from pnpseg.errors import PnpsegError
-from pnpseg.method.defaults import DEFAULT_ADAPTER
-
-
-def _parse_slide(value: str | None) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    parts = value.replace("x", ":").split(":")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or min(int(p) for p in parts) < 1:
-        raise PnpsegError(f"--slide must be CROP:STRIDE with positive integers, e.g. 336:224; got {value!r}")
-    return int(parts[0]), int(parts[1])
 
 
 @app.command("eval")
@@ -111,9 +101,7 @@ def eval_command(
     checkpoint_every: int = typer.Option(
         20, "--checkpoint-every", min=1, help="Save the resumable state every N images.", rich_help_panel=o.IO
     ),
-    overwrite: bool = typer.Option(
-        False, "--overwrite", help="Start over instead of resuming the evaluation in --out.", rich_help_panel=o.IO
-    ),
+    overwrite: o.Overwrite = False,
     export_classes: Optional[Path] = typer.Option(
         None,
         "--export-classes",
@@ -126,16 +114,12 @@ def eval_command(
         1, "--workers", min=1, help="--engine ray: model workers (actors).", rich_help_panel=o.ENGINE
     ),
     gpus_per_worker: o.GpusPerWorker = 0.0,
-    as_json: bool = typer.Option(
-        False,
-        "--json",
-        help="Print one JSON summary on stdout (progress and tables stay on stderr).",
-        rich_help_panel=o.IO,
-    ),
+    as_json: o.AsJson = False,
 ) -> None:
     """Evaluate on a dataset: mIoU, per-class IoU and pixel accuracy; resumable."""
     from pnpseg.evaluation.datasets import get_dataset
-    from pnpseg.evaluation.evaluate import evaluate
+    from pnpseg.evaluation.evaluate import Evaluation
+    from pnpseg.evaluation.spec import EvalSpec
     from pnpseg.io.outputs import atomic_write_bytes
 
     if export_classes is not None and export_classes.is_dir():
@@ -147,53 +131,37 @@ def eval_command(
         console.print(f"wrote {len(names)} class names to {export_classes}", highlight=False)
         return
     out = out or Path("pnpseg-eval") / f"{dataset}-{protocol.value}"
-    predictor_options: dict[str, Any] = dict(
+    spec = EvalSpec.make(
+        data,
+        protocol=protocol.value,
+        predictions=predictions,
+        method=o.method_choice(ctx) if predictions is None else None,
+        device=device,
         synonyms=synonyms,
         pnp_background=pnp_background,
         bg_threshold=bg_threshold,
-        slide=_parse_slide(slide),
+        slide=slide,
         short_side=short_side,
     )
-    run: dict[str, Any] = dict(limit=limit, checkpoint_every=checkpoint_every, overwrite=overwrite)
+    run: dict[str, Any] = dict(
+        limit=limit, save_predictions=save_predictions, checkpoint_every=checkpoint_every, overwrite=overwrite
+    )
     bar = _Bar(f"Evaluating {data.name} ({data.num_classes} classes, protocol {protocol.value})")
     with bar:
         if engine == o.EngineName.ray:
-            from pnpseg.engines.ray import EvalConfig, ray_evaluate
+            from pnpseg.engines.ray import ray_evaluate
 
-            method = o.method_choice(ctx) if predictions is None else None
-            if method is not None:
-                data.samples()  # dataset problems before any model loads
-            config = EvalConfig(
-                data,
-                str(out),
-                protocol.value,
-                predictions=str(predictions) if predictions is not None else None,
-                adapter=method.adapter if method else DEFAULT_ADAPTER,
-                model=method.model if method else model,
-                preset=str(preset) if preset else None,
-                device=device,
-                params=method.params if method else {},
-                save_predictions=save_predictions,
-                predictor_options=predictor_options,
-            )
-            address: dict[str, Any] = dict(address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker)
-            result = ray_evaluate(config, **address, **run, progress=bar.update)
-        else:
-            result = evaluate(
-                data,
-                protocol=protocol.value,
-                predictions=predictions,
-                adapter=adapter,
-                model=model,
-                preset=preset,
-                device=device,
-                params=o.method_flags(ctx.params),
-                out=out,
-                save_predictions=save_predictions,
-                progress=bar.update,
-                **predictor_options,
+            result = ray_evaluate(
+                spec,
+                out,
+                address=ray_address,
+                workers=workers,
+                gpus_per_worker=gpus_per_worker,
                 **run,
+                progress=bar.update,
             )
+        else:
+            result = Evaluation.of(spec, out, **run, progress=bar.update).run()
     _report(result)
     if as_json:
         json_summary({"command": "eval", **result.to_json()})

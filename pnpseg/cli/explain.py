@@ -45,8 +45,8 @@ def explain(
     """Draw each DropOut round, the summed and thresholded maps, each postprocessor and the
     final mask per class (pipeline.png/.svg), and with --heads the head atlas (with a preset,
     each cell's tuning reward); numbers in explain.json."""
-    from pnpseg.engines.local import read_class_names
     from pnpseg.explain import explain_image
+    from pnpseg.io.class_names import read_class_names
 
     names = read_class_names(classes, classes_file)
     method = o.method_choice(ctx)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from types import MethodType
 from typing import Any
 
-from typer._click import Context, HelpFormatter
+import typer
 
 ARGUMENTS, OPTIONS, COMMANDS = "Arguments", "Options", "Commands"
 
@@ -39,7 +39,7 @@ def wrap(text: str, width: int) -> list[str]:
     return [line.replace("\N{NO-BREAK SPACE}", " ") for line in lines]
 
 
-class Formatter(HelpFormatter):
+class Formatter(typer.Context.formatter_class):  # type: ignore[misc,valid-type]  # click's HelpFormatter, as typer exposes it
     """click's formatter, wrapping between words only (see :func:`wrap`)."""
 
     def write_text(self, text: str) -> None:
@@ -60,7 +60,7 @@ class Formatter(HelpFormatter):
             self.write("".join(f"{indent}{' ' * column}{line}\n" for line in lines))
 
 
-class HelpContext(Context):
+class HelpContext(typer.Context):
     formatter_class = Formatter
 
 

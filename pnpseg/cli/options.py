@@ -18,6 +18,8 @@ import typer
 METHOD = "Method"
 IO = "Input / output"
 ENGINE = "Engine"
+SEARCH = "Search"
+SERVER = "Server"
 
 
 class Compat(str, Enum):
@@ -63,6 +65,14 @@ AsJson = Annotated[
     typer.Option(
         "--json",
         help="Print one JSON document on stdout, also on failure (with exit_code and error); progress stays on stderr.",
+        rich_help_panel=IO,
+    ),
+]
+Overwrite = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Start over instead of resuming what --out holds (segment: also allows another class list).",
         rich_help_panel=IO,
     ),
 ]
@@ -212,7 +222,7 @@ def method_flags(params: dict[str, Any]) -> dict[str, Any]:
 
 def method_choice(ctx: typer.Context) -> Any:
     """Preset + adapter/model + parameter flags of this command, merged and validated once."""
-    from pnpseg.method.preset import choose_method
+    from pnpseg.io.preset import choose_method
 
     given = ctx.params
     return choose_method(given.get("preset"), given.get("adapter"), given.get("model"), method_flags(given))

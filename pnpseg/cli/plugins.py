@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
-import typer
-
+import pnpseg.cli.options as o
 from pnpseg.cli.app import app, json_summary
 
 
 @app.command()
-def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text.")) -> None:
+def plugins(as_json: o.AsJson = False) -> None:
     """List plugins, where each comes from, and what it registers (adapters, commands, ...).
 
     One block per plugin; long lines wrap under their indent, so names stay readable at any

@@ -8,8 +8,8 @@ from typing import Any, Optional
 import typer
 
 import pnpseg.cli.options as o
-from pnpseg.cli.app import EXIT_INPUT_FAILED, app, console, json_summary
-from pnpseg.errors import PnpsegError
+from pnpseg.cli.app import app, console, json_summary
+from pnpseg.errors import ExitCode, PnpsegError
 
 
 @app.command()
@@ -78,18 +78,14 @@ def segment(
         False, "--viz", help="Also write an overlay with a legend to OUT/overlays/.", rich_help_panel=o.IO
     ),
     max_image_pixels: o.MaxImagePixels = None,
-    overwrite: bool = typer.Option(
-        False, "--overwrite", help="Redo images already done; allow a different class list.", rich_help_panel=o.IO
-    ),
+    overwrite: o.Overwrite = False,
     formats: str = typer.Option(
         "png",
         "--format",
         help="Output formats, comma-separated: png (label PNGs, always written), coco, cvat, labelstudio (docs/formats.md).",
         rich_help_panel=o.IO,
     ),
-    as_json: bool = typer.Option(
-        False, "--json", help="Print one JSON summary on stdout (progress stays on stderr).", rich_help_panel=o.IO
-    ),
+    as_json: o.AsJson = False,
     engine: o.Engine = o.EngineName.local,
     ray_address: o.RayAddress = None,
     gpus_per_worker: o.GpusPerWorker = 0.0,
@@ -102,8 +98,9 @@ def segment(
     ),
 ) -> None:
     """Segment images into the given classes; write label PNGs, classes.json and manifest.jsonl."""
-    from pnpseg.engines.local import SegmentJob, read_class_names
-    from pnpseg.engines.parallel import parse_batch_size
+    from pnpseg.engines.common import JobSpec
+    from pnpseg.engines.local.parallel import parse_batch_size
+    from pnpseg.io.class_names import read_class_names
     from pnpseg.io.formats import parse_formats
     from pnpseg.io.images import set_max_image_pixels
 
@@ -113,42 +110,39 @@ def segment(
     chosen_formats = parse_formats(formats)
     method = o.method_choice(ctx)
     set_max_image_pixels(max_image_pixels)
-    shared = dict(
-        adapter=method.adapter,
-        model=method.model,
-        device=device,
-        params=method.params,
-        batch_size=parse_batch_size(batch_size),
-        viz=viz,
-        overwrite=overwrite,
-        console=console,
-        precision=precision.value,
-        class_source=class_source,
-        formats=chosen_formats,
-        root=root,
-    )
+    spec = JobSpec(names, method.adapter, method.model, device, method.params, precision.value, class_source)
     job: Any
     if engine == o.EngineName.ray:
-        from pnpseg.engines.ray import RaySegmentJob
+        from pnpseg.engines.ray import RaySegmentJob as Job
 
-        job = RaySegmentJob(
-            inputs,
-            names,
-            out,
+        own: dict[str, Any] = dict(
             workers=workers or 1,
             address=ray_address,
             gpus_per_worker=gpus_per_worker,
             cpus_per_worker=cpus_per_worker,
             max_image_pixels=max_image_pixels,
-            **shared,
         )
     else:
-        job = SegmentJob([Path(p) for p in inputs], names, Path(out), workers=workers, **shared)
+        from pnpseg.engines.local import SegmentJob as Job  # type: ignore[assignment]
+
+        own = dict(workers=workers)
+    job = Job(
+        spec,
+        inputs,
+        out,
+        batch_size=parse_batch_size(batch_size),
+        viz=viz,
+        overwrite=overwrite,
+        formats=chosen_formats,
+        root=root,
+        console=console,
+        **own,
+    )
     summary = job.run()
     if as_json:
         json_summary({"command": "segment", **summary.to_json(job.folder.location, job.folder.manifest_uri)})
     if not summary.ok:
-        raise typer.Exit(EXIT_INPUT_FAILED)
+        raise typer.Exit(ExitCode.INPUT_FAILED)
 
 
 def read_inputs(inputs: list[str], null: bool) -> list[str]:

@@ -25,47 +25,75 @@ def tune(
         "--labels",
         "-l",
         help="JSON object (image → list of class names) or CSV rows image,classes with the classes separated by ';'.",
+        rich_help_panel=o.IO,
     ),
-    adapter: str = typer.Option(
-        DEFAULT_ADAPTER, "--adapter", "-a", help="VLM adapter (see `pnpseg plugins`).", rich_help_panel=o.METHOD
-    ),
+    adapter: o.Adapter = None,
     model: o.Model = None,
+    image_size: o.ImageSize = None,
     scorer: str = typer.Option(
-        "clip", "--scorer", help="Reward scorer (clip, or synthetic for tests; see `pnpseg plugins`)."
+        "clip",
+        "--scorer",
+        help="Reward scorer (clip, or synthetic for tests; see `pnpseg plugins`).",
+        rich_help_panel=o.SEARCH,
     ),
     scorer_model: Optional[str] = typer.Option(
-        None, "--scorer-model", help="For clip: ARCH:TAG, ARCH:PATH or PATH; default ViT-L-14-336:openai."
+        None,
+        "--scorer-model",
+        help="For clip: ARCH:TAG, ARCH:PATH or PATH; default ViT-L-14-336:openai.",
+        rich_help_panel=o.SEARCH,
     ),
     trials: int = typer.Option(
-        200, "--trials", "-n", min=1, help="Random-search trials per stage (the whole grid if it is smaller)."
+        200,
+        "--trials",
+        "-n",
+        min=1,
+        help="Random-search trials per stage (the whole grid if it is smaller).",
+        rich_help_panel=o.SEARCH,
     ),
-    seed: int = typer.Option(0, "--seed", help="Random-search seed (same seed, same trials)."),
-    layers: Optional[str] = typer.Option(None, "--layers", help="Layers to search, 1-based, e.g. 1-12 (default: all)."),
-    heads: Optional[str] = typer.Option(None, "--heads", help="Heads to search, 1-based, e.g. 1-12 (default: all)."),
+    seed: int = typer.Option(
+        0, "--seed", help="Random-search seed (same seed, same trials).", rich_help_panel=o.SEARCH
+    ),
+    layers: Optional[str] = typer.Option(
+        None, "--layers", help="Layers to search, 1-based, e.g. 1-12 (default: all).", rich_help_panel=o.SEARCH
+    ),
+    heads: Optional[str] = typer.Option(
+        None, "--heads", help="Heads to search, 1-based, e.g. 1-12 (default: all).", rich_help_panel=o.SEARCH
+    ),
     thresholds: str = typer.Option(
-        "0.05:0.5:0.1", "--thresholds", help="start:stop:step (stop excluded) or a comma list."
+        "0.05:0.5:0.1",
+        "--thresholds",
+        help="start:stop:step (stop excluded) or a comma list.",
+        rich_help_panel=o.SEARCH,
     ),
     blur_scales: str = typer.Option(
-        "0.01:0.11:0.02", "--blur-scales", help="Blur σ scales for stage 2, start:stop:step or a list."
+        "0.01:0.11:0.02",
+        "--blur-scales",
+        help="Blur σ scales for stage 2, start:stop:step or a list.",
+        rich_help_panel=o.SEARCH,
     ),
     out: Path = typer.Option(
-        Path("preset.json"), "--out", "-o", help="Preset file to write (heat-map PNG goes beside it)."
+        Path("preset.json"),
+        "--out",
+        "-o",
+        help="Preset file to write (heat-map PNG goes beside it).",
+        rich_help_panel=o.IO,
     ),
     cache: Optional[Path] = typer.Option(
-        None, "--cache", help="Capture cache folder (default: <out stem>.cache beside the preset)."
+        None,
+        "--cache",
+        help="Capture cache folder (default: <out stem>.cache beside the preset).",
+        rich_help_panel=o.IO,
     ),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Keep captures in memory only."),
-    image_size: o.ImageSize = None,
+    no_cache: bool = typer.Option(False, "--no-cache", help="Keep captures in memory only.", rich_help_panel=o.IO),
+    top: int = typer.Option(10, "--top", min=1, help="Rows in the table of best trials.", rich_help_panel=o.IO),
     device: o.Device = "auto",
-    top: int = typer.Option(10, "--top", min=1, help="Rows in the table of best trials."),
-    as_json: bool = typer.Option(
-        False, "--json", help="Print one JSON summary on stdout (progress and tables stay on stderr)."
-    ),
+    as_json: o.AsJson = False,
 ) -> None:
     """Search layer, head, threshold (stage 1) and blur σ (stage 2) by the CLIP reward; write a preset."""
     from pnpseg.tuning.tune import tune as run_tune
     from pnpseg.tuning.write import heatmap_path
 
+    adapter = adapter or DEFAULT_ADAPTER  # tune has no --preset to take one from
     cache_dir = None if no_cache else (cache or out.parent / f"{out.stem}.cache")
     with _Bars(f"Tuning {adapter} with the {scorer} scorer") as bars:
         result = run_tune(

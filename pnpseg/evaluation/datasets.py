@@ -13,9 +13,6 @@ a generic image-folder + label-folder dataset::
                                         classes="classes.txt", reduce_zero_label=False))
 
 A factory is called as ``factory(root: Path) -> Dataset``.
-
-Over 300 lines on purpose: mostly the built-in datasets' layouts and class lists,
-data that reads best side by side.
 """
 
 from __future__ import annotations
@@ -31,6 +28,7 @@ from PIL import Image
 
 from pnpseg.errors import PnpsegError
 from pnpseg.hookspecs import hookimpl
+from pnpseg.specs import parse_counted
 
 IGNORE = 255
 
@@ -300,8 +298,9 @@ def parse_background_policy(policy: str) -> tuple[str, int]:
     """``always`` / ``never`` / ``few:N`` → (kind, N)."""
     if policy in ("always", "never"):
         return policy, 0
-    if policy.startswith("few:") and policy[4:].isdigit() and int(policy[4:]) >= 1:
-        return "few", int(policy[4:])
+    counted = parse_counted(policy, {"few"})
+    if counted is not None:
+        return counted
     raise PnpsegError(f"background policy must be always, never or few:N, got {policy!r}")
 
 

@@ -3,8 +3,8 @@
 :class:`Evaluation` is the loop: predict what its saved state does not already hold for the
 same content (:mod:`pnpseg.evaluation.state`), sum the confusion matrices, checkpoint, and
 write the reports (:mod:`pnpseg.evaluation.report`). Nothing is printed; ``progress(done,
-total, miou)`` is called as images are scored. :func:`evaluate` builds the dataset and the
-predictor (:mod:`pnpseg.evaluation.predictors`) from plain arguments, for notebooks and the CLI.
+total, miou)`` is called as images are scored. :func:`evaluate` builds an :class:`~pnpseg.evaluation.spec.EvalSpec` from plain arguments,
+for notebooks; the spec makes the predictor (:mod:`pnpseg.evaluation.predictors`).
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from pnpseg.errors import PnpsegError
-from pnpseg.evaluation.datasets import Dataset, Sample, get_dataset
+from pnpseg.evaluation.datasets import Dataset, Sample
 from pnpseg.evaluation.metrics import confusion_matrix, scores
-from pnpseg.evaluation.predictors import ModelPredictor, PredictionFolder, Predictor, image_inputs
+from pnpseg.evaluation.predictors import Predictor, image_inputs
 from pnpseg.evaluation.protocols import averaging
 from pnpseg.evaluation.report import EvalResult, prediction_classes, save_prediction, write_reports
+from pnpseg.evaluation.spec import EvalSpec
 from pnpseg.evaluation.state import STATE, EvalState, content_key
 from pnpseg.io.outputs import write_json
 
@@ -85,6 +86,13 @@ class Evaluation:
         self.samples = dataset.samples()
         if limit is not None:
             self.samples = self.samples[: max(0, limit)]
+
+    @classmethod
+    def of(cls, spec: EvalSpec, out: str | Path | None, **options: Any) -> Evaluation:
+        """The evaluation of ``spec`` in this process (``options``: this class's keywords)."""
+        predictor, settings = spec.build()
+        out = Path(out) if out is not None else None
+        return cls(spec.data, predictor, out, protocol=spec.protocol, settings=settings, **options)
 
     def key(self, sample: Sample) -> str | None:
         """The content key of a sample's record: its label and its prediction's inputs; None
@@ -175,7 +183,7 @@ def evaluate(
     synonyms: bool | None = None,
     pnp_background: str | None = None,
     bg_threshold: float = 0.0,
-    slide: tuple[int, int] | None = None,
+    slide: tuple[int, int] | str | None = None,
     short_side: int | None = None,
     limit: int | None = None,
     out: str | Path | None = None,
@@ -192,55 +200,28 @@ def evaluate(
     fills those not given. With ``out`` the run resumes from and writes its reports into that
     folder; without, nothing is written. Nothing is printed.
     """
-    averaging(protocol)
-    if isinstance(dataset, str):
-        if root is None:
-            raise PnpsegError(f"dataset {dataset!r} needs its root folder")
-        dataset = get_dataset(dataset, Path(root))
-    if predictions is not None:
-        predictor: Predictor = PredictionFolder(Path(predictions), dataset)
-        settings = predictor.settings()
-    else:
-        from pnpseg.method.segmenter import Segmenter
-
-        adapter, model, values = with_preset(preset, adapter, model, params or {})
-        dataset.samples()  # dataset problems before any model loads
-        segmenter = Segmenter.from_pretrained(model, adapter=adapter, device=device, **values)
-        predictor = ModelPredictor(
-            segmenter,
-            dataset,
-            protocol,
-            synonyms=synonyms,
-            pnp_background=pnp_background,
-            bg_threshold=bg_threshold,
-            slide=slide,
-            short_side=short_side,
-        )
-        settings = {
-            "adapter": adapter,
-            "model": model,
-            "preset": str(preset) if preset else None,
-            **predictor.settings(),
-        }
-    return Evaluation(
+    spec = EvalSpec.make(
         dataset,
-        predictor,
-        Path(out) if out is not None else None,
+        root,
         protocol=protocol,
-        settings=settings,
+        predictions=predictions,
+        adapter=adapter,
+        model=model,
+        preset=preset,
+        params=params,
+        device=device,
+        synonyms=synonyms,
+        pnp_background=pnp_background,
+        bg_threshold=bg_threshold,
+        slide=slide,
+        short_side=short_side,
+    )
+    return Evaluation.of(
+        spec,
+        out,
         limit=limit,
         save_predictions=save_predictions,
         checkpoint_every=checkpoint_every,
         overwrite=overwrite,
         progress=progress,
     ).run()
-
-
-def with_preset(
-    preset: str | Path | None, adapter: str | None, model: str | None, params: Mapping[str, Any]
-) -> tuple[str, str | None, dict[str, Any]]:
-    """``(adapter, model, params)`` with a preset file's choices below the explicit ones, validated."""
-    from pnpseg.method.preset import choose_method
-
-    choice = choose_method(preset, adapter, model, params)
-    return choice.adapter, choice.model, choice.params

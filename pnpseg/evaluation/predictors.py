@@ -102,6 +102,14 @@ class PredictionFolder:
         return pred
 
 
+def parse_slide(text: str) -> tuple[int, int]:
+    """``--slide CROP:STRIDE`` (or ``CROPxSTRIDE``) → two positive integers."""
+    parts = text.replace("x", ":").split(":")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or min(int(p) for p in parts) < 1:
+        raise PnpsegError(f"--slide must be CROP:STRIDE with positive integers, e.g. 336:224; got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
 class ModelPredictor:
     """Runs a Segmenter under one protocol and returns dataset-index label maps."""
 

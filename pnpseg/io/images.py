@@ -3,9 +3,6 @@
 The pipeline only ever sees ``PIL.Image`` objects in mode ``RGB`` with the orientation a
 viewer would show. Everything that can go wrong with a file on disk is turned into a
 one-line :class:`~pnpseg.errors.ImageError` here, so the CLI can report it and move on.
-
-Over 300 lines on purpose: discovery (every skipped path with its reason) and decoding
-(every odd image mode) are the two halves of one job, "what are the input images".
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 A rule takes the summed saliency U (B, P) and the already-dropped mask (B, P) and returns
 the newly dropped patches. Patches with zero saliency are never dropped: they carry no
 evidence, and dropping them would only hide context from the next round. The one exception
-is ``compat="authors"``, which reproduces the released code's top-N (docs/method.md §6).
+is ``compat="authors"``, whose top-N (:func:`drop_topk_authors`) is the released code's;
+:mod:`pnpseg.method.compat` chooses between the two (docs/method.md §6).
 """
 
 from __future__ import annotations
@@ -51,8 +52,11 @@ def drop_topk_authors(saliency: torch.Tensor, dropped: torch.Tensor, k: int) -> 
 
 
 def drop_patches(rule: str, saliency: torch.Tensor, dropped: torch.Tensor, compat: str = "paper") -> torch.Tensor:
-    """Apply the named rule (``median`` or ``topk:N``); returns the newly dropped patches."""
+    """Apply the named rule (``median``, or ``topk:N`` as the ``compat`` mode fills its slots);
+    returns the newly dropped patches."""
+    from pnpseg.method.compat import arithmetic  # compat builds on this module's rules
+
     name, k = parse_drop_rule(rule)
     if name == "median":
         return drop_median(saliency, dropped)
-    return drop_topk_authors(saliency, dropped, k) if compat == "authors" else drop_topk(saliency, dropped, k)
+    return arithmetic(compat).drop_topk(saliency, dropped, k)

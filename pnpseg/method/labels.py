@@ -39,19 +39,15 @@ def scores_from_saliency(
 ) -> torch.Tensor:
     """(K, gh, gw) saliency → (C, H, W) scores in [0, 1], C = K (+1 with background).
 
-    ``paper``: normalise, zero below ``threshold``, upsample bilinearly, re-normalise.
-    ``authors``: keep the raw values that pass the threshold, ``align_corners=True``, no
-    re-normalisation (the blur step normalises later), as the released code does.
-    Leading batch dimensions (..., K, gh, gw) are allowed, with ``threshold`` a tensor
-    broadcasting against them (``pnpseg tune`` scores many thresholds at once).
+    The kept scores are the ``compat`` mode's (:meth:`~pnpseg.method.compat.Paper.kept_scores`:
+    ``paper`` normalises, zeroes below ``threshold``, upsamples and re-normalises; ``authors``
+    keeps the raw values, as the released code does). Leading batch dimensions (..., K, gh, gw)
+    are allowed, with ``threshold`` a tensor broadcasting against them (``pnpseg tune`` scores
+    many thresholds at once).
     """
-    normalised = minmax(saliency.float())
-    if compat == "authors":
-        kept = saliency.float() * (normalised >= threshold)
-        scores = resize(kept, size, align_corners=True)
-    else:
-        kept = normalised * (normalised >= threshold)
-        scores = minmax(resize(kept, size))
+    from pnpseg.method.compat import arithmetic  # compat builds on this module's minmax and resize
+
+    scores = arithmetic(compat).kept_scores(saliency, threshold, size)
     if background:
         empty = (scores <= 0).all(-3, keepdim=True).to(scores.dtype)
         scores = torch.cat([empty, scores], dim=-3)

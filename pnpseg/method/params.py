@@ -24,9 +24,7 @@ from pydantic import (
 )
 
 from pnpseg.errors import PnpsegError, shorten
-from pnpseg.specs import split_specs
-
-Size = tuple[int, int]
+from pnpseg.specs import parse_counted, split_specs
 
 #: The drop rule each ``compat`` mode uses unless one is given.
 COMPAT_DROP_RULES = {"paper": "median", "authors": "topk:10"}
@@ -188,18 +186,20 @@ def adapter_defaults(adapter: Any) -> dict[str, Any]:
 
 def parse_drop_rule(rule: str) -> tuple[str, int]:
     """``"median"`` → ("median", 0); ``"topk:10"`` → ("topk", 10)."""
-    match = re.fullmatch(r"median|topk:(\d+)", rule.strip()) if isinstance(rule, str) else None
-    if not match or (match.group(1) is not None and int(match.group(1)) < 1):
+    if isinstance(rule, str) and rule.strip() == "median":
+        return "median", 0
+    counted = parse_counted(rule, {"topk"}) if isinstance(rule, str) else None
+    if counted is None:
         raise ParamsError(f"drop rule must be 'median' or 'topk:N' with N ≥ 1, got {short(rule)}")
-    return ("topk", int(match.group(1))) if match.group(1) else ("median", 0)
+    return counted
 
 
 def parse_background(rule: str) -> int:
     """``"if-fewer:3"`` → 3: the class count below which an image gets the background channel."""
-    match = re.fullmatch(r"if-fewer:(\d+)", rule.strip())
-    if not match or int(match.group(1)) < 1:
+    counted = parse_counted(rule, {"if-fewer"})
+    if counted is None:
         raise ParamsError(f"background must be a boolean or 'if-fewer:N' with N ≥ 1, got {short(rule)}")
-    return int(match.group(1))
+    return counted[1]
 
 
 def parse_size(value: Any) -> Any:

@@ -16,6 +16,7 @@ import torch
 from pnpseg import errors
 from pnpseg.errors import ClassNameError
 from pnpseg.method.adapter import TokenizedText
+from pnpseg.method.compat import arithmetic
 
 PREFIX = "A picture of "
 
@@ -110,13 +111,13 @@ def token_weights(chunks: Sequence[Chunk], length: int, num_classes: int, compat
     """(chunks, num_classes, length) matrix averaging each class's tokens (docs/method.md §1).
 
     Row k of chunk c holds 1/n on the n tokens of image class k if chunk c covers it, so
-    ``weights @ cam`` turns per-token maps into per-class maps in one matmul. Under
-    ``compat="authors"`` the last class of each prompt sums its tokens instead, as the
-    released code does (docs/method.md §6).
+    ``weights @ cam`` turns per-token maps into per-class maps in one matmul. The weight of
+    each token is the ``compat`` mode's (:meth:`~pnpseg.method.compat.Paper.token_weight`:
+    under ``"authors"`` the last class of each prompt sums its tokens, docs/method.md §6).
     """
+    rules = arithmetic(compat)
     weights = torch.zeros(len(chunks), num_classes, length)
     for c, chunk in enumerate(chunks):
         for k, toks in zip(chunk.classes, chunk.tokens):
-            summed = compat == "authors" and k == chunk.classes[-1]
-            weights[c, k, list(toks)] = 1.0 if summed else 1.0 / len(toks)
+            weights[c, k, list(toks)] = rules.token_weight(len(toks), k == chunk.classes[-1])
     return weights

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from pnpseg.method.adapter import VLMAdapter
+from pnpseg.method.compat import arithmetic
 from pnpseg.method.dropout import drop_patches
 from pnpseg.method.gradcam import capture, class_maps, gradcam
 from pnpseg.method.params import SegmentParams
@@ -49,6 +50,7 @@ def saliency_maps(
     on_round: RoundHook | None = None,
 ) -> list[torch.Tensor]:
     """Summed GradCAM maps M̂ per image: a list of (K_i, grid_h, grid_w) CPU tensors."""
+    rules = arithmetic(params.compat)
     text = adapter.tokenize(batch.prompts)
     num_images, k_max = pixels.shape[0], max(batch.num_classes)
     weights = token_weights(batch.chunks, text.input_ids.shape[1], k_max, params.compat).to(pixels.device)
@@ -70,24 +72,13 @@ def saliency_maps(
             maps.index_add_(0, image, per_sample)
             if dropped is None:
                 dropped = torch.zeros(num_images, cam.shape[-1], dtype=torch.bool, device=cam.device)
-                total = maps.clone() if params.compat == "authors" else torch.zeros_like(maps)
+                total = rules.first_total(maps)
             maps.masked_fill_(dropped[:, None, :], 0.0)
             total += maps
             if on_round is not None:
                 on_round(round_, maps, dropped.clone())
             if round_ + 1 < params.drop_rounds:
-                score = maps.sum(1) if params.compat != "authors" else piece_sums(cam, pieces, image, num_images)
+                score = rules.drop_score(maps, cam, pieces, image, num_images)
                 dropped |= drop_patches(drop_rule, score, dropped, params.compat)
     gh, gw = grid
     return [total[i, : batch.num_classes[i]].reshape(-1, gh, gw).float().cpu() for i in range(num_images)]
-
-
-def piece_sums(cam: torch.Tensor, pieces: torch.Tensor, image: torch.Tensor, num_images: int) -> torch.Tensor:
-    """(S, T, P) GradCAM → (B, P): the sum of every class-token row per image.
-
-    The released code ranks patches by this sum, so a name of n word pieces counts n times
-    (docs/method.md §6); ``pieces`` (S, K, T) is 1 on each class's tokens.
-    """
-    per_sample = class_maps(cam, pieces).float().sum(1)
-    score = torch.zeros(num_images, cam.shape[-1], dtype=per_sample.dtype, device=cam.device)
-    return score.index_add_(0, image, per_sample)

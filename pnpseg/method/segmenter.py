@@ -119,7 +119,7 @@ class SegmentationResult:
     def to_coco_rle(self) -> dict[str, dict[str, Any]]:
         """COCO run-length encodings (pycocotools, ``pip install 'pnpseg[coco]'``) per class
         present: ``{name: {"size": [H, W], "counts": str}}``, JSON-ready."""
-        from pnpseg.io.formats.coco import encode_rle
+        from pnpseg.method.rle import encode_rle
 
         return {self.class_names[i]: encode_rle(self.labels == i + 1) for i in self.present()}
 
@@ -175,8 +175,7 @@ class Segmenter:
         ``adapter=NAME`` names an adapter of any installed plugin directly. ``params`` are
         :class:`SegmentParams` fields and ``precision``.
         """
-        from pnpseg.method.checkpoint import adapter_for
-        from pnpseg.plugins import lookup
+        from pnpseg.plugins import adapter_for, lookup
 
         if adapter is None:
             adapter = DEFAULT_ADAPTER if model is None else adapter_for(model)
@@ -248,7 +247,7 @@ class Segmenter:
         self, image: Image.Image, saliency: torch.Tensor, names: list[str], on_stage: StageHook | None = None
     ) -> SegmentationResult:
         """Step 4: thresholding, resize, background, postprocessors and argmax."""
-        return finish(image, saliency, names, self.params, self.chain, on_stage)
+        return finish_image(image, saliency, names, self.params, self.chain, on_stage)
 
 
 #: ``on_stage(name, scores)``: the (C, H, W) scores after ``"threshold"`` and after each
@@ -256,7 +255,7 @@ class Segmenter:
 StageHook = Callable[[str, torch.Tensor], None]
 
 
-def finish(
+def finish_image(
     image: Image.Image,
     saliency: torch.Tensor,
     names: list[str],

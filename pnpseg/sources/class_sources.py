@@ -18,9 +18,6 @@ it in the manifest and goes on). A source may also define ``check_inputs(items)`
 engines call with every discovered :class:`InputItem` before the model loads (``file`` uses it
 to refuse a key that names several inputs). Built-ins: ``all``, ``file``, ``itm``, ``clip``, ``llm``
 (see docs/class-sources.md).
-
-Over 300 lines on purpose: the five built-in sources are small and share the option
-parsing and the checks of :func:`propose`.
 """
 
 from __future__ import annotations
@@ -36,10 +33,10 @@ import torch
 from PIL import Image
 
 from pnpseg.errors import PnpsegError, shorten
+from pnpseg.io.image_classes import ImageClasses
 from pnpseg.io.images import InputItem
 from pnpseg.method.prompts import PREFIX
 from pnpseg.method.validation import check_output
-from pnpseg.sources.image_classes import ImageClasses
 from pnpseg.specs import parse_options, parse_spec, redact_credentials
 
 log = logging.getLogger(__name__)
@@ -175,7 +172,7 @@ def split_file_options(options: str) -> tuple[str, dict[str, Any]]:
 
 class FileSource:
     """Per-image class lists from a file: JSON or CSV lists of names (format:
-    :mod:`pnpseg.sources.image_classes`), or the authors' released GPT-4o answers
+    :mod:`pnpseg.io.image_classes`), or the authors' released GPT-4o answers
     (``format=gpt4o``, :mod:`pnpseg.sources.gpt4o`), which keep their answer order."""
 
     name = "file"
@@ -225,6 +222,13 @@ class ItmSource:
     def __init__(self, options: str = "", vocabulary: Sequence[str] = ()) -> None:
         opts = parse_options("--class-source itm", options, KEEP_OPTIONS)
         self.threshold, self.top = opts.get("threshold"), opts.get("top")
+
+    @classmethod
+    def keeping(cls, threshold: float | None, top: int | None) -> ItmSource:
+        """An itm source with options already parsed (``llm``'s ``fallback_*``)."""
+        source = cls()
+        source.threshold, source.top = threshold, top
+        return source
 
     def __call__(self, image, item, vocabulary, segmenter) -> Proposal:
         scores = itm_scores(segmenter, image, vocabulary)
@@ -328,8 +332,11 @@ class LlmSource:
         fallback = opts.get("fallback", "itm")
         if fallback not in ("itm", "all"):
             raise PnpsegError("--class-source llm: fallback must be itm or all")
-        keep_opts = ",".join(f"{k[9:]}={opts[k]}" for k in ("fallback_threshold", "fallback_top") if k in opts)
-        self.fallback = ItmSource(keep_opts) if fallback == "itm" else AllSource()
+        self.fallback: ItmSource | AllSource = (
+            ItmSource.keeping(opts.get("fallback_threshold"), opts.get("fallback_top"))
+            if fallback == "itm"
+            else AllSource()
+        )
 
     def __call__(self, image, item, vocabulary, segmenter) -> Proposal:
         from pnpseg.sources.llm import LLMError, parse_class_list

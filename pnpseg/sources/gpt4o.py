@@ -15,8 +15,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from pnpseg.io.image_classes import ImageClassesError
 from pnpseg.io.jsontext import parse_json
-from pnpseg.sources.image_classes import ImageClassesError
 
 #: COCO category ids of the 80 things and the 91 stuff classes, in class-list order: the
 #: COCO answers give these ids, not positions.

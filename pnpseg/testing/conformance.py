@@ -3,9 +3,6 @@
 Like scikit-learn's ``check_estimator``, it runs an adapter through each clause of the
 protocol (docs/adapters.md) on random inputs and reports every clause it breaks, by name.
 It needs no real weights: a tiny randomly initialised model of the real classes will do.
-
-Over 300 lines on purpose: one short function per clause of the protocol, so that a
-failed clause points at the few lines that test it.
 """
 
 from __future__ import annotations

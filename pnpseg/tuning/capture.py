@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pnpseg.io.image_classes import ImageClasses
 from pnpseg.io.images import InputItem, load_image
 from pnpseg.io.outputs import atomic_path
 from pnpseg.method.gradcam import capture, gradcam
@@ -25,7 +26,6 @@ from pnpseg.method.prompts import token_weights
 from pnpseg.method.resize import fit_longest_side
 from pnpseg.method.saliency import Batch
 from pnpseg.method.segmenter import Segmenter
-from pnpseg.sources.image_classes import ImageClasses
 
 #: Masked images are made (and scored) with the longest side at most this many pixels.
 SCORE_SIDE = 448
@@ -41,7 +41,7 @@ class LabelledImage:
 
 
 def read_labels(path: Path, items: Sequence[InputItem]) -> tuple[list[LabelledImage], list[InputItem]]:
-    """Match a labels file (format: :mod:`pnpseg.sources.image_classes`) to the discovered inputs:
+    """Match a labels file (format: :mod:`pnpseg.io.image_classes`) to the discovered inputs:
     ``(labelled images in input order, unlabelled inputs)``."""
     matched = ImageClasses(Path(path), "labels file").match(items)
     matched = {path: names for path, names in matched.items() if names}  # listed with [] = unlabelled

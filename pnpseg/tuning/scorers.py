@@ -58,15 +58,6 @@ def to_pil(image: ImageInput) -> Image.Image:
     return Image.fromarray(array.astype(np.uint8), "RGB")
 
 
-def to_tensor(image: ImageInput) -> torch.Tensor:
-    """Any accepted image form → (3, H, W) float tensor in [0, 1]."""
-    if isinstance(image, torch.Tensor):
-        tensor = image.detach().cpu()
-        return tensor.float() / 255.0 if tensor.dtype == torch.uint8 else tensor.float()
-    array = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float() / 255.0
-
-
 def parse_clip_spec(spec: str | None) -> tuple[str, str | None]:
     """``--scorer-model`` → (open_clip architecture, pretrained tag or checkpoint path).
 

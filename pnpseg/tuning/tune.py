@@ -16,10 +16,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pnpseg.errors import ClassNameError, PnpsegError
+from pnpseg.io.image_classes import ImageClassesError
 from pnpseg.io.images import discover
 from pnpseg.method.defaults import DEFAULT_ADAPTER
 from pnpseg.method.params import SegmentParams
-from pnpseg.sources.image_classes import ImageClassesError
 from pnpseg.tuning.capture import Capturer, LabelledImage, read_labels
 from pnpseg.tuning.result import MIN_MARGIN, TuneResult, heatmap_grid, reward_margin
 from pnpseg.tuning.space import (

@@ -12,8 +12,8 @@ import numpy as np
 from pnpseg.errors import PnpsegError
 from pnpseg.io.folders import check_output_folder
 from pnpseg.io.ownership import Ownership, Planned
+from pnpseg.io.preset import save_preset
 from pnpseg.io.store import Store
-from pnpseg.method.preset import save_preset
 from pnpseg.tuning.result import TuneResult, save_heatmap
 
 

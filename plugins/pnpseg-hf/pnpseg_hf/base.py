@@ -1,8 +1,4 @@
-"""``HFAdapter``: the skeleton every Hugging Face image-text-matching adapter shares.
-
-Over 300 lines on purpose: this is the whole contract a Hugging Face family implements
-(docs/adapters.md), kept in one file so an author reads it in one place.
-"""
+"""``HFAdapter``: the skeleton every Hugging Face image-text-matching adapter shares."""
 
 from __future__ import annotations
 

@@ -8,9 +8,6 @@ cross-attention modules record the probabilities; the ITM head's "match" logit i
 
 The checkpoint and the tokenizer are found in ``__init__`` (tokenizing works at once);
 the LAVIS model is built and filled on the first :meth:`forward`.
-
-Over 300 lines on purpose: two adapters that share LAVIS's loading, tokenizer set-up
-and hooks; splitting them would repeat those.
 """
 
 from __future__ import annotations

@@ -12,15 +12,20 @@
   with its lock, class table, fingerprint check, temp-file cleanup and manifest.
 * :class:`Summary`, :func:`report_skipped` and :func:`report` (:mod:`.report`) — the paths
   discovery skipped, counting records and the end-of-run table.
+* :class:`SegmentRun` (:mod:`.run`) — the pre-flight (formats, output folder, discovery,
+  skipped report, input guard, class table, class source) and the ``run()`` frame, once;
+  progress reaches the caller through a ``progress(done, total)`` callback.
 
 The local engine (:mod:`pnpseg.engines.local`) and the Ray engine (:mod:`pnpseg.engines.ray`)
-use only these public names of each other's shared parts.
+subclass :class:`SegmentRun`, each adding only its own knobs, and use only these public
+names of the shared parts.
 """
 
 from pnpseg.engines.common.folder import OutputFolder
 from pnpseg.engines.common.job import Built, JobSpec, fingerprint
 from pnpseg.engines.common.layout import OutputLayout, to_vocabulary
 from pnpseg.engines.common.report import Summary, report, report_skipped
+from pnpseg.engines.common.run import Progress, RateBar, SegmentRun
 from pnpseg.engines.common.step import BatchStep, DiskFull, Unfinished, complete, decode
 
 __all__ = [
@@ -30,6 +35,9 @@ __all__ = [
     "JobSpec",
     "OutputFolder",
     "OutputLayout",
+    "Progress",
+    "RateBar",
+    "SegmentRun",
     "Summary",
     "Unfinished",
     "complete",

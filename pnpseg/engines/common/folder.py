@@ -110,10 +110,7 @@ class OutputFolder:
     def not_inputs(self) -> list[Path | str]:
         """What discovery must pass over: the output folder itself (when it lies inside an input
         folder) and, when it *is* an input folder, every file it holds that pnpseg wrote."""
-        try:
-            self.owned.load(self._adopt)
-        except OSError:  # a folder that cannot be read: the output check that follows says so
-            return [self.store.uri("")] if self.store.local is None else [self.store.local]
+        self.owned.load(self._adopt)
         local = self.store.local
         if local is None:
             return [self.store.uri(""), *(self.store.uri(rel) for rel in self.owned.files)]

@@ -43,20 +43,22 @@ class JobSpec:
     #: ``--class-source NAME[:options]``, or a ready ClassSource object (local engine only).
     class_source: Any = "all"
 
-    def build(self, items: Sequence[InputItem] = ()) -> Built:
-        """The class source (its options, and ``items`` against it, are checked first), the
-        Segmenter (tokenizer-level class checks before any weights load) and the settings, as
-        every engine builds them."""
-        from pnpseg.method.segmenter import Segmenter
+    def class_source_for(self, items: Sequence[InputItem] = ()) -> Any:
+        """The class source, its options and ``items`` against it checked (before any weights load)."""
         from pnpseg.sources.class_sources import build_class_source, check_inputs
 
-        spec = self.class_source if isinstance(self.class_source, str) else None
-        source = (
-            self.class_source
-            if spec is None and self.class_source is not None
-            else build_class_source(spec, self.classes)
-        )
+        source = self.class_source if not isinstance(self.class_source, str) else None
+        if source is None:
+            source = build_class_source(self.class_source, self.classes)
         check_inputs(source, items)
+        return source
+
+    def build(self, items: Sequence[InputItem] = ()) -> Built:
+        """The class source (:meth:`class_source_for`), the Segmenter (tokenizer-level class
+        checks before any weights load) and the settings, as every engine builds them."""
+        from pnpseg.method.segmenter import Segmenter
+
+        source = self.class_source_for(items)
         segmenter = Segmenter.from_pretrained(
             self.model, adapter=self.adapter, device=self.device, precision=self.precision, **self.params
         )
@@ -65,5 +67,6 @@ class JobSpec:
         if self.precision != "fp32":  # fp32 runs keep the settings of earlier versions
             settings["precision"] = self.precision
         if source.name != "all":  # likewise for the default class source
+            spec = self.class_source if isinstance(self.class_source, str) else None
             settings["class_source"] = redact_credentials(spec) if spec else source.name  # no password on disk
         return Built(segmenter, source, json.loads(json.dumps(settings)))

@@ -5,7 +5,7 @@ functions below, so this module imports (and the core works) without the ``ray``
 
 Segment, as a Ray Data pipeline over the image paths still to do::
 
-    from_items(paths) ──map_batches(SegmentActor, concurrency=N, num_gpus=F)──▶ saliency
+    from_items(paths) ──map_batches(SegmentActor, ActorPoolStrategy(size=N), num_gpus=F)──▶ saliency
                      ──map_batches(finish_and_write, tasks)──────────────────▶ manifest records
 
 Both engines compose the same parts (:mod:`pnpseg.engines.common`): the job spec, the batch
@@ -16,7 +16,7 @@ step, the output layout and the output folder (the record sink).
   shared :class:`~pnpseg.engines.common.BatchStep` (decoding, class source, model passes,
   per-image error isolation), handing each image's saliency maps on as an ``Unfinished``.
 * :func:`~pnpseg.engines.ray.actors.finish_and_write` is a plain CPU task: step 4
-  (:func:`pnpseg.method.segmenter.finish`, i.e. blur and CRF), then the outputs written
+  (:func:`pnpseg.method.segmenter.finish_image`, i.e. blur and CRF), then the outputs written
   through the shared :class:`~pnpseg.engines.common.OutputLayout` (atomically: temp name +
   rename), then its block's records as one part file ``OUT/.pnpseg-parts/<block>.jsonl``.
 * The driver (:mod:`pnpseg.engines.ray.segment`) owns the output folder
@@ -32,12 +32,11 @@ byte-identical); ``scheme://...`` URIs go through ``pyarrow.fs`` (``file://``, `
 
 from pnpseg.engines.ray.actors import SegmentActor, finish_and_write
 from pnpseg.engines.ray.cluster import init_ray
-from pnpseg.engines.ray.evaluate import EvalConfig, RayPredictions, ray_evaluate
+from pnpseg.engines.ray.evaluate import RayPredictions, ray_evaluate
 from pnpseg.engines.ray.segment import RaySegmentJob
 from pnpseg.engines.ray.storage import discover_uris
 
 __all__ = [
-    "EvalConfig",
     "RayPredictions",
     "RaySegmentJob",
     "SegmentActor",

@@ -75,7 +75,7 @@ def finish_and_write(batch: dict[str, np.ndarray], layout: OutputLayout, params:
     file ``OUT/.pnpseg-parts/<block>.jsonl`` that the driver merges if it dies before appending them."""
     import torch
 
-    from pnpseg.method.segmenter import finish
+    from pnpseg.method.segmenter import finish_image
 
     torch.set_num_threads(1)
     chain = chain_for(tuple(params.postprocess))
@@ -87,7 +87,7 @@ def finish_and_write(batch: dict[str, np.ndarray], layout: OutputLayout, params:
             continue
         start, labels, error = time.perf_counter(), None, None
         try:
-            labels = finish(outcome.image, outcome.saliency, outcome.names, params, chain).labels
+            labels = finish_image(outcome.image, outcome.saliency, outcome.names, params, chain).labels
         except Exception as caught:  # recorded per image by complete(), which re-raises setup problems
             error = caught
         try:

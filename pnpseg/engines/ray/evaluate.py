@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,57 +11,13 @@ import numpy as np
 from pnpseg.engines.ray.cluster import import_ray, init_ray
 from pnpseg.errors import PnpsegError
 from pnpseg.evaluation.evaluate import Evaluation
-from pnpseg.method.defaults import DEFAULT_ADAPTER
+from pnpseg.evaluation.spec import EvalSpec
 
 
-@dataclass
-class EvalConfig:
-    """How a worker rebuilds the dataset and the predictor of ``pnpseg eval`` (picklable)."""
-
-    data: Any  # the pnpseg.evaluation.datasets.Dataset (shipped as is, so plugin datasets need no plugin on workers)
-    out: str
-    protocol: str
-    predictions: str | None = None
-    adapter: str = DEFAULT_ADAPTER
-    model: str | None = None
-    preset: str | None = None
-    device: str = "auto"
-    params: dict[str, Any] | None = None
-    predictor_options: dict[str, Any] | None = None
-    save_predictions: bool = False
-
-    def build(self) -> tuple[Any, Any, dict[str, Any]]:
-        """(dataset, predictor, settings) exactly as ``pnpseg eval`` builds them locally."""
-        from pnpseg.evaluation.predictors import ModelPredictor, PredictionFolder
-
-        data = self.data
-        if self.predictions is not None:
-            folder = PredictionFolder(Path(self.predictions), data)
-            return data, folder, folder.settings()
-        from pnpseg.method.segmenter import Segmenter
-
-        segmenter = Segmenter.from_pretrained(
-            self.model, adapter=self.adapter, device=self.device, **(self.params or {})
-        )
-        predictor = ModelPredictor(segmenter, data, self.protocol, **(self.predictor_options or {}))
-        return (
-            data,
-            predictor,
-            {"adapter": self.adapter, "model": self.model, "preset": self.preset, **predictor.settings()},
-        )
-
-    def inputs(self) -> Any:
-        """What the driver hashes to key each resumed record (the predictor's ``inputs``)."""
-        from pnpseg.evaluation.predictors import PredictionFolder, image_inputs
-
-        if self.predictions is not None:
-            return PredictionFolder(Path(self.predictions), self.data).inputs
-        return image_inputs
-
-
-def describe_eval(config: EvalConfig) -> tuple[str, Any]:
+def describe_eval(spec: EvalSpec) -> tuple[str, Any]:
+    """Build the predictor once, as a worker would: ``("ok", settings)`` or ``("error", message)``."""
     try:
-        return "ok", config.build()[2]
+        return "ok", spec.build()[1]
     except PnpsegError as error:
         return "error", str(error)
 
@@ -70,10 +25,10 @@ def describe_eval(config: EvalConfig) -> tuple[str, Any]:
 class EvalActor:
     """One predictor (model) per actor; returns each sample's confusion matrix."""
 
-    def __init__(self, config: EvalConfig):
-        self.data, self.predictor, _ = config.build()
+    def __init__(self, spec: EvalSpec, predictions: str | None):
+        self.data, (self.predictor, _) = spec.data, spec.build()
         self.samples = {s.id: s for s in self.data.samples()}
-        self.predictions = Path(config.out) / "predictions" if config.save_predictions else None
+        self.predictions = Path(predictions) if predictions is not None else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from pnpseg.evaluation.metrics import confusion_matrix
@@ -93,11 +48,15 @@ class EvalActor:
 
 
 class RayPredictions:
-    """A :class:`~pnpseg.evaluation.evaluate.BulkPredictor`: confusion matrices from Ray actors."""
+    """A :class:`~pnpseg.evaluation.evaluate.BulkPredictor`: confusion matrices from Ray actors
+    (which write the label PNGs into ``predictions`` when it is given)."""
 
-    def __init__(self, config: EvalConfig, *, workers: int = 1, gpus_per_worker: float = 0.0):
-        self.config, self.workers, self.gpus = config, max(1, int(workers)), gpus_per_worker
-        self.inputs = config.inputs()  # what each sample's prediction depends on (resume keys)
+    def __init__(
+        self, spec: EvalSpec, predictions: str | None = None, *, workers: int = 1, gpus_per_worker: float = 0.0
+    ):
+        self.spec, self.predictions = spec, predictions
+        self.workers, self.gpus = max(1, int(workers)), gpus_per_worker
+        self.inputs = spec.inputs()  # what each sample's prediction depends on (resume keys)
 
     def confusions(self, todo: list[Any]) -> Iterator[tuple[str, np.ndarray]]:
         if not todo:
@@ -109,34 +68,42 @@ class RayPredictions:
         ds = ray.data.from_items([{"id": s.id} for s in todo], override_num_blocks=blocks)
         ds = ds.map_batches(
             EvalActor,
-            fn_constructor_kwargs={"config": self.config},
+            fn_constructor_kwargs={"spec": self.spec, "predictions": self.predictions},
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=self.workers),
             num_cpus=cpus,
             num_gpus=self.gpus or None,
         )
-        n = self.config.data.num_classes
+        n = self.spec.data.num_classes
         for row in ds.iter_rows():
             yield str(row["id"]), np.frombuffer(row["confusion"], dtype=np.int64).reshape(n, n + 1)
 
 
 def ray_evaluate(
-    config: EvalConfig, *, address: str | None = None, workers: int = 1, gpus_per_worker: float = 0.0, **kwargs: Any
+    spec: EvalSpec,
+    out: str | Path,
+    *,
+    address: str | None = None,
+    workers: int = 1,
+    gpus_per_worker: float = 0.0,
+    save_predictions: bool = False,
+    **options: Any,
 ) -> Any:
     """``pnpseg eval --engine ray``: per-image confusion matrices from the actors, summed (and
     checkpointed in the local engine's ``eval_state.npz``, so either engine resumes the other)
-    by the driver. ``kwargs``: :class:`~pnpseg.evaluation.evaluate.Evaluation`'s options."""
+    by the driver. ``options``: :class:`~pnpseg.evaluation.evaluate.Evaluation`'s keywords."""
     ray = init_ray(address)
     task = ray.remote(num_cpus=min(1.0, float(ray.cluster_resources().get("CPU", 1.0))), num_gpus=gpus_per_worker)
-    status, settings = ray.get(task(describe_eval).remote(config))
+    status, settings = ray.get(task(describe_eval).remote(spec))
     if status != "ok":
         raise PnpsegError(settings)
+    predictions = str(Path(out) / "predictions") if save_predictions else None
     return Evaluation(
-        config.data,
-        RayPredictions(config, workers=workers, gpus_per_worker=gpus_per_worker),
-        Path(config.out),
-        protocol=config.protocol,
+        spec.data,
+        RayPredictions(spec, predictions, workers=workers, gpus_per_worker=gpus_per_worker),
+        Path(out),
+        protocol=spec.protocol,
         settings=settings,
-        save_predictions=config.save_predictions,
-        **kwargs,
+        save_predictions=save_predictions,
+        **options,
     ).run()

@@ -1,129 +1,125 @@
-"""``pnpseg segment --engine ray``: the driver. It checks and owns the output folder (the
-record sink) exactly as the local engine does, then streams the todo list through the
+"""``pnpseg segment --engine ray``: the driver. Its pre-flight and run frame are the local
+engine's (:class:`~pnpseg.engines.common.SegmentRun`); it streams the todo list through the
 actors and step-4 tasks of :mod:`pnpseg.engines.ray.actors`."""
 
 from __future__ import annotations
 
 import json
 import math
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pnpseg.engines.ray.actors as actors
-from pnpseg.engines.common import JobSpec, OutputFolder, Summary, fingerprint, report, report_skipped
+from pnpseg.engines.common import JobSpec, SegmentRun
 from pnpseg.engines.ray.cluster import init_ray
 from pnpseg.engines.ray.storage import discover_uris
 from pnpseg.errors import PnpsegError
-from pnpseg.io.formats import DEFAULT_FORMATS
-from pnpseg.io.formats import check_available as check_formats
-from pnpseg.io.images import set_max_image_pixels
-from pnpseg.io.progress import progress_bar
-from pnpseg.method.defaults import DEFAULT_ADAPTER
-from pnpseg.sources.class_sources import build_class_source, check_inputs
+from pnpseg.io.images import InputItem, Skipped, set_max_image_pixels
 
 
-class RaySegmentJob:
-    """``pnpseg segment --engine ray``: checks as the local engine, then the Ray Data pipeline."""
+class RaySegmentJob(SegmentRun):
+    """``pnpseg segment --engine ray``: the shared pre-flight and run frame, then the Ray Data
+    pipeline. Its own knobs: ``workers`` (model actors), the Ray ``address`` and each
+    worker's resources."""
+
+    title = "pnpseg segment (ray)"
+    label = "segment (ray)"
+    eta = False
 
     def __init__(
         self,
+        spec: JobSpec,
         inputs: Sequence[str | Path],
-        classes: list[str],
         out: str | Path,
         *,
-        adapter: str = DEFAULT_ADAPTER,
-        model: str | None = None,
-        device: str = "auto",
-        params: dict[str, Any] | None = None,
-        batch_size: int | str = 1,
-        viz: bool = False,
-        overwrite: bool = False,
-        console: Any = None,
         workers: int = 1,
-        precision: str = "fp32",
-        class_source: str = "all",
-        formats: Sequence[str] = DEFAULT_FORMATS,
         address: str | None = None,
         gpus_per_worker: float = 0.0,
         cpus_per_worker: float | None = None,
         max_image_pixels: int | None = None,
-        root: Path | None = None,
+        batch_size: int | str = 1,
+        console: Any = None,
+        **run: Any,
     ):
         from rich.console import Console
 
-        self.console = console or Console(stderr=True)
-        self.classes, self.overwrite = classes, overwrite
+        console = console or Console(stderr=True)
         if batch_size == "auto":
-            self.console.print("--batch-size auto is not probed under --engine ray; using 1", highlight=False)
+            console.print("--batch-size auto is not probed under --engine ray; using 1", highlight=False)
             batch_size = 1
-        self.batch_size, self.workers = int(batch_size), max(1, int(workers))
+        self.workers = max(1, int(workers))
         if gpus_per_worker < 0:
             raise PnpsegError(f"--gpus-per-worker must be ≥ 0, got {gpus_per_worker}")
-        self.gpus, self.cpus = gpus_per_worker, cpus_per_worker
+        self.gpus, self.cpus, self.address = gpus_per_worker, cpus_per_worker, address
         set_max_image_pixels(max_image_pixels)  # checks it; the actors, which decode, set it too
         self.max_image_pixels = max_image_pixels
-        self.folder = OutputFolder(out, classes, overwrite=overwrite)
-        self.items, self.skipped = discover_uris(inputs, self.folder.not_inputs(), root)
-        report_skipped(self.console, self.skipped, inputs, bool(self.items))
-        self.folder.store.check_output()  # before Ray starts and the model loads
-        self.formats = tuple(formats)
-        check_formats(self.formats, classes, (item.output_relative("").as_posix() for item, _ in self.items))
-        self.folder.check_classes()  # another class table is named as such, before its files are
-        self.folder.guard_inputs((item for item, _ in self.items), viz, self.formats)
-        # a bad spec, or a file: key naming several inputs, fails here, before Ray starts
-        check_inputs(build_class_source(class_source, classes), [item for item, _ in self.items])
-        self.spec = JobSpec(list(classes), adapter, model, device, dict(params or {}), precision, class_source)
-        self.ray = init_ray(address)
+        self.roots: dict[str, str] = {}
+        super().__init__(spec, inputs, out, batch_size=int(batch_size), console=console, **run)
+
+    def discover(
+        self, inputs: Sequence[str | Path], exclude: list[Any], root: Path | None
+    ) -> tuple[list[InputItem], list[Skipped]]:
+        found, skipped = discover_uris(inputs, exclude, root)
+        self.roots = {str(item.path): root for item, root in found}
+        return [item for item, _ in found], skipped
+
+    def root_of(self, item: InputItem) -> str:
+        return self.roots[str(item.path)]
+
+    def prepare(self) -> dict[str, Any]:
+        """Check the class source against the inputs (before Ray starts), then build the job
+        once on a worker, as the actors will: its settings and parameters."""
+        self.spec.class_source_for(self.items)
+        self.ray = init_ray(self.address)
         task = self.ray.remote(num_cpus=min(1.0, self._cluster_cpus()), num_gpus=self.gpus)(actors.describe)
         status, value = self.ray.get(task.remote(self.spec))
         if status != "ok":
             raise PnpsegError(value)
         settings, self.params = value
-        self.layout = self.folder.layout(settings, fingerprint(self.folder.table, settings), viz)
-        self.folder.check_fingerprint(self.layout.fingerprint)
+        return settings
 
     def _cluster_cpus(self) -> float:
         return float(self.ray.cluster_resources().get("CPU", 1.0))
 
-    def run(self) -> Summary:
-        summary = Summary.for_skipped(self.skipped)
-        order = [self.layout.key(item) for item, _ in self.items]
-        with self.folder.open(self.layout.fingerprint, order) as folder:
-            todo = [(i, root) for i, root in self.items if self.overwrite or not folder.is_done(self.layout, i, root)]
-            summary.skipped_done = len(self.items) - len(todo)
-            actor_cpus, finish_cpus = self.cpu_shares()
-            self.console.print(
-                f"Segmenting {len(todo)} image(s) into {len(self.classes)} classes with "
-                f"{self.layout.settings['adapter']} on Ray: {self.workers} worker(s) × ({actor_cpus:g} CPU, "
-                f"{self.gpus:g} GPU), blur/CRF in CPU tasks"
-                + (f"; {summary.skipped_done} already done" if summary.skipped_done else ""),
-                highlight=False,
-                soft_wrap=True,
-            )
-            start = time.perf_counter()
-            if todo:
-                self._collect(self._pipeline(todo, actor_cpus, finish_cpus), summary, len(todo), start)
-            summary.seconds = time.perf_counter() - start
-            summary.formats = folder.write_formats(self.formats, self.layout.fingerprint)
-        report(self.console, summary, "pnpseg segment (ray)", self.folder.location, self.folder.manifest_uri)
-        return summary
+    def describe(self, todo: list[InputItem]) -> str:
+        actor_cpus, _ = self.cpu_shares()
+        return (
+            f"{self.layout.settings['adapter']} on Ray: {self.workers} worker(s) × ({actor_cpus:g} CPU, "
+            f"{self.gpus:g} GPU), blur/CRF in CPU tasks"
+        )
 
-    def _pipeline(self, todo: list[tuple[Any, str]], actor_cpus: float, finish_cpus: float) -> Any:
+    def segment(self, todo: list[InputItem], record: Callable[[dict[str, Any]], None]) -> None:
+        """Stream the records back (a retried block's repeats dropped) in input order."""
+        if not todo:
+            return
+        seen: set[str] = set()
+        for row in self._pipeline(todo, *self.cpu_shares()).iter_rows():
+            one = json.loads(row["record"])
+            if one["key"] in seen:  # a retried block: its first record stands
+                continue
+            seen.add(one["key"])
+            record(one)
+
+    def _pipeline(self, todo: list[InputItem], actor_cpus: float, finish_cpus: float) -> Any:
         ray = self.ray
         rows = [
-            {"idx": i, "input": str(item.path), "root": root, "relative": item.relative.as_posix()}
-            for i, (item, root) in enumerate(todo)
+            {
+                "idx": i,
+                "input": str(item.path),
+                "root": self.root_of(item),
+                "relative": item.relative.as_posix(),
+            }
+            for i, item in enumerate(todo)
         ]
-        blocks = max(1, min(len(rows), 4 * self.workers, math.ceil(len(rows) / self.batch_size)))
+        blocks = max(1, min(len(rows), 4 * self.workers, math.ceil(len(rows) / int(self.batch_size))))
         blocks = max(blocks, min(len(rows), math.ceil(len(rows) / 64)))  # ≤ ~64 images per block
         ds = ray.data.from_items(rows, override_num_blocks=blocks)
         # Ray Data restarts a dead actor and retries its batch (max_restarts / max_task_retries -1).
         ds = ds.map_batches(
             actors.SegmentActor,
             fn_constructor_kwargs={"spec": self.spec, "layout": self.layout, "max_image_pixels": self.max_image_pixels},
-            batch_size=self.batch_size,
+            batch_size=int(self.batch_size),
             compute=ray.data.ActorPoolStrategy(size=self.workers),
             num_cpus=actor_cpus,
             num_gpus=self.gpus or None,
@@ -150,18 +146,3 @@ class RaySegmentJob:
             else total / (2 * self.workers)
         )
         return round(per, 3), max(0.1, min(1.0, total - self.workers * per))
-
-    def _collect(self, ds: Any, summary: Summary, total: int, start: float) -> None:
-        """Append the streamed records (a retried block's repeats dropped) to the folder's manifest."""
-        seen: set[str] = set()
-        with progress_bar(self.console, "{task.fields[rate]}", eta=False) as progress:
-            task = progress.add_task("segment (ray)", total=total, rate="")
-            for row in ds.iter_rows():
-                record = json.loads(row["record"])
-                if record["key"] in seen:  # a retried block: its first record stands
-                    continue
-                seen.add(record["key"])
-                summary.add(record)
-                self.folder.append([record])
-                rate = len(seen) / max(time.perf_counter() - start, 1e-9)
-                progress.update(task, advance=1, rate=f"{rate:.2f} img/s")

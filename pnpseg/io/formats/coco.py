@@ -14,23 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from pnpseg.errors import MissingDependencyError
+from pnpseg.method.rle import encode_rle, mask_api
 
 FILE = "coco/annotations/instances_default.json"
-
-
-def _mask_api() -> Any:
-    try:
-        from pycocotools import mask
-    except ImportError:
-        raise MissingDependencyError("COCO RLE needs pycocotools: pip install 'pnpseg[coco]'") from None
-    return mask
-
-
-def encode_rle(mask: np.ndarray) -> dict[str, Any]:
-    """A boolean (H, W) mask → COCO compressed RLE ``{"size": [H, W], "counts": str}``."""
-    rle = _mask_api().encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def coco_document(images: Sequence[Any], classes: Sequence[str]) -> dict[str, Any]:
@@ -38,7 +24,7 @@ def coco_document(images: Sequence[Any], classes: Sequence[str]) -> dict[str, An
     per class present per image. ``iscrowd`` is 0: each is one object's mask (RLE is allowed
     there), so COCOeval matches it and training loaders keep it; 1 would mark a crowd region,
     which COCOeval ignores and detectron2 drops."""
-    api = _mask_api()
+    api = mask_api()
     document: dict[str, Any] = {
         "info": {"description": "pnpseg segmentation", "version": "1.0"},
         "images": [],

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
-from pnpseg.method.labels import minmax
+from pnpseg.method.compat import arithmetic
 from pnpseg.method.params import SegmentParams
 
 
@@ -20,8 +20,9 @@ class GaussianBlur:
     bit-identical for any value). ``None`` uses torch's thread count: the CPU budget the
     rest of the pipeline runs under, in worker processes too.
 
-    Under ``compat="authors"`` a constant channel (an empty background channel) becomes NaN
-    as in the released code, and the argmax then labels the whole image background.
+    The normalisation is the ``compat`` mode's (:meth:`~pnpseg.method.compat.Paper.normalise_blurred`):
+    under ``"authors"`` a constant channel (an empty background channel) becomes NaN as in
+    the released code, and the argmax then labels the whole image background.
     """
 
     #: Not a ``--postprocess`` option (it cannot change the output); set on an instance.
@@ -44,4 +45,4 @@ class GaussianBlur:
         else:
             for c in range(len(channels)):
                 blur(c)
-        return minmax(torch.from_numpy(blurred), guard=params.compat != "authors")
+        return arithmetic(params.compat).normalise_blurred(torch.from_numpy(blurred))

@@ -1,10 +1,7 @@
-"""Checkpoints: which adapter serves one (its ``config.json``, matched against the
-adapters' claims), and the state dict of a ``.pth`` file.
-
-As ``AutoModel`` does, the config's ``architectures`` are tried first, then its
-``model_type``; adapters claim them through the ``register_model_types`` hook. The config
-comes from a local folder, or from the hub through the offline-aware cache
-(:func:`pnpseg.io.hub.hub_file`). Nothing here imports transformers.
+"""Checkpoints: the ``config.json`` of one, from a local folder or from the hub through the
+offline-aware cache (:func:`pnpseg.io.hub.hub_file`), which :func:`pnpseg.plugins.adapter_for`
+matches against the adapters' claims; and the state dict of a ``.pth`` file. Nothing here
+imports transformers.
 """
 
 from __future__ import annotations
@@ -70,25 +67,3 @@ def read_config(model: str) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ModelLoadError(f"the config of {model!r} is not a JSON object")
     return config
-
-
-def adapter_for(model: str) -> str:
-    """The name of the adapter that claims ``model``'s architecture or model type."""
-    from pnpseg.plugins import adapters, model_types
-
-    if model in adapters() and not Path(model).expanduser().exists():
-        raise PnpsegError(f"{model!r} is an adapter name, not a checkpoint: use from_pretrained(adapter={model!r})")
-
-    config = read_config(model)
-    claims = model_types()
-    architectures = [a for a in config.get("architectures") or [] if isinstance(a, str)]
-    model_type = config.get("model_type")
-    for key in [*architectures, model_type]:
-        if isinstance(key, str) and key in claims:
-            return claims[key]
-    described = ", ".join(repr(k) for k in [model_type, *architectures] if k) or "no model_type"
-    claimed = ", ".join(f"{key} ({name})" for key, name in sorted(claims.items())) or "none"
-    raise PnpsegError(
-        f"no installed adapter claims {model!r} ({described}); claimed types: {claimed}; "
-        "install an adapter plugin or pass adapter=NAME (--adapter)"
-    )

@@ -7,13 +7,10 @@ and ``--batch-size auto``.
   (``workers=0``) or in a pool of worker processes, so that the CRF of image *i* overlaps
   the model passes of image *i+1*. Results come back in submission order and are
   byte-identical to the serial path: the workers run the very same function
-  (:func:`pnpseg.method.segmenter.finish`) on the same inputs at the parent's torch
+  (:func:`pnpseg.method.segmenter.finish_image`) on the same inputs at the parent's torch
   thread count (torch's bilinear upsampling differs in the last bit across thread counts).
 * :func:`auto_batch_size` probes the largest batch that fits on the GPU, halving on
   out-of-memory; on CPU it is 1 (batching does not speed up CPU inference).
-
-Over 300 lines on purpose: the worker pool's set-up, failure reporting and
-parent-death handling only make sense together, beside the prefetch they overlap with.
 """
 
 from __future__ import annotations
@@ -149,11 +146,11 @@ def _unsendable(specs: Sequence[str], chain: Sequence[Any]) -> list[str]:
 def _finish_labels(
     image: Image.Image, saliency: torch.Tensor, names: list[str], params: SegmentParams, chain: Sequence[Any]
 ) -> tuple[np.ndarray, float, dict[str, float]]:
-    from pnpseg.method.segmenter import finish
+    from pnpseg.method.segmenter import finish_image
 
     before = profiling.totals()
     start = time.perf_counter()
-    labels = finish(image, saliency, names, params, chain).labels
+    labels = finish_image(image, saliency, names, params, chain).labels
     seconds = time.perf_counter() - start
     stages = {k: v - before.get(k, 0.0) for k, v in profiling.totals().items()}
     return labels, seconds, stages  # stage times of this image (added to the parent's in pools)
