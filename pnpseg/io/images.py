@@ -329,22 +329,18 @@ def _check_pixels(im: Image.Image) -> None:
         raise Image.DecompressionBombError(f"{im.width}×{im.height} = {im.width * im.height} pixels, limit {limit}")
 
 
-def _reason(path: Path, exc: BaseException) -> str:
+def _reason(exc: BaseException, path: Path | None = None, empty: bool = False) -> str:
+    """One line for a failed read (``path``: the file that was read) or decode."""
     if isinstance(exc, Image.DecompressionBombError):
         return f"image too large ({exc}); raise the limit with --max-image-pixels N (0: no limit)"
     if isinstance(exc, FileNotFoundError):
         return "file not found"
-    if isinstance(exc, IsADirectoryError) or path.is_dir():
+    if isinstance(exc, IsADirectoryError) or (path is not None and path.is_dir()):
         return "is a directory, not an image file"
     if isinstance(exc, PermissionError):
         return "permission denied"
     if isinstance(exc, UnidentifiedImageError):
-        try:
-            if path.stat().st_size == 0:
-                return "empty file"
-        except OSError:
-            pass
-        return "not a recognised image format"
+        return "empty file" if empty else "not a recognised image format"
     msg = " ".join(str(exc).split())
     if "truncated" in msg.lower() or isinstance(exc, EOFError):
         return "truncated or corrupt image data"
@@ -368,6 +364,15 @@ def load_image(path: Path) -> Image.Image:
     path = Path(path)
     try:
         data = path.read_bytes()
+    except Exception as exc:
+        raise ImageError(path, _reason(exc, path)) from None
+    return decode_image(data, path)
+
+
+def decode_image(data: bytes, name: str | Path) -> Image.Image:
+    """:func:`load_image` for bytes already in memory (an object store's, a download's):
+    the same decoding, pixel limit and digest, with ``name`` in the error; no temp file."""
+    try:
         with Image.open(io.BytesIO(data)) as im:
             _check_pixels(im)
             im.load()
@@ -383,4 +388,4 @@ def load_image(path: Path) -> Image.Image:
     except ImageError:
         raise
     except Exception as exc:  # PIL raises many types for bad data (SyntaxError, struct.error...)
-        raise ImageError(path, _reason(path, exc)) from None
+        raise ImageError(name, _reason(exc, empty=not data)) from None

@@ -18,14 +18,12 @@ response naming the task, never a crash.
 from __future__ import annotations
 
 import json
-import tempfile
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 from xml.etree import ElementTree
@@ -34,7 +32,7 @@ import numpy as np
 
 from pnpseg.errors import ImageError, PnpsegError
 from pnpseg.io.formats.labelstudio import brush_regions
-from pnpseg.io.images import load_image
+from pnpseg.io.images import decode_image
 
 #: Largest request body (tasks and config) and largest image download, in bytes.
 MAX_BODY = 16 * 2**20
@@ -136,13 +134,10 @@ class Fetcher:
 def decode(data: bytes, name: str) -> Any:
     """The RGB image of downloaded bytes, read as ``segment`` reads a file (EXIF, modes, the
     pixel limit); a bad or too large image is a request error."""
-    with tempfile.TemporaryDirectory(prefix="pnpseg-serve-") as folder:
-        path = Path(folder) / "image"
-        path.write_bytes(data)
-        try:
-            return load_image(path)
-        except ImageError as error:
-            raise RequestError(f"{name}: {error.reason}", 422) from None
+    try:
+        return decode_image(data, name)
+    except ImageError as error:
+        raise RequestError(f"{name}: {error.reason}", 422) from None
 
 
 class Backend:

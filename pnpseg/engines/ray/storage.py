@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -13,6 +12,7 @@ from pnpseg.io.images import (
     InputItem,
     Skipped,
     check_output_clashes,
+    decode_image,
     discover,
     is_image_name,
     load_image,
@@ -97,13 +97,7 @@ def load_item(item: InputItem, root: str) -> Any:
         data = store.read_bytes(item.relative.as_posix())
         if data is None:
             return ImageError(item.path, "file not found")
-        with tempfile.TemporaryDirectory(prefix="pnpseg-") as tmp:
-            local = Path(tmp) / f"image{item.relative.suffix}"
-            local.write_bytes(data)
-            try:
-                return load_image(local)
-            except ImageError as error:
-                return ImageError(item.path, error.reason)
+        return decode_image(data, item.path)
     except ImageError as error:
         return error
     except OSError as error:
