@@ -488,3 +488,71 @@ def test_out_equal_to_the_input_prefix_resumes_and_a_replaced_input_is_redone(s3
     assert "Segmenting 1 image(s)" in again.output and "3 already done" in again.output, again.output
     last = segment(*args)
     assert "Segmenting 0 image(s)" in last.output and "4 already done" in last.output, last.output
+
+
+def test_a_write_to_s3_never_shows_an_object_but_its_own(s3):
+    """An object appears only once its upload is complete, so a write goes straight to its
+    key: no temp object that a worker killed mid-write (a driver's Ctrl+C) would leave."""
+    from pnpseg.io.store import Store
+
+    store, data = Store(f"s3://{BUCKET}/direct"), os.urandom(24 << 20)  # a multipart upload
+    seen: set[str] = set()
+    writer = threading.Thread(target=store.write_bytes, args=("labels/x.png", data))
+    writer.start()
+    while writer.is_alive():
+        seen |= set(keys(s3, "direct"))
+    writer.join()
+    assert seen <= {"labels/x.png", "labels/"} and objects(s3, "direct") == {"labels/x.png": data}
+
+
+@pytest.mark.slow  # a Ray run
+def test_a_store_that_stops_taking_writes_mid_run_is_exit_3_in_one_line(s3, ray_on_s3, scenes, monkeypatch):
+    """The manifest is written at the end; the store then unreachable is the environment
+    (exit 3, one line), as a full or read-only local disk is, not a crash (exit 4)."""
+    import pyarrow.fs as pafs
+
+    from pnpseg.engines.common.folder import MANIFEST
+    from pnpseg.io.store import Store
+
+    write = Store.write_bytes
+
+    def unreachable_for_the_manifest(store, rel, data):
+        if rel == MANIFEST:  # nothing listens there, as if the store had gone
+            store.fs = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{free_port()}", scheme="http")
+        return write(store, rel, data)
+
+    monkeypatch.setattr(Store, "write_bytes", unreachable_for_the_manifest)
+    out = f"s3://{BUCKET}/gone"
+    result = segment(PHOTOS, *ARGS, "--out", out, "--engine", "ray", "--json")
+    assert result.exit_code == 3, result.output
+    error = one_json(result.output)["error"]
+    assert error["kind"] == "environment" and error["message"].startswith(f"cannot write {out}/manifest.jsonl: ")
+    assert "\n" not in error["message"] and "pnpseg-crash-" not in result.output  # no traceback file: not a bug
+
+
+@pytest.mark.slow  # two Ray runs
+def test_a_killed_overwrite_that_changes_settings_resumes_on_s3(s3, ray_run, scenes, monkeypatch, tmp_path):
+    """Issue 21 item 7 on an object store: the reset is recorded before any new label is
+    written, so the labels a killed ``--overwrite`` left are never counted as the old
+    settings' results. The resumed prefix equals a clean run with the new settings."""
+    copy_prefix(s3, "same", "overkill")
+    out, new = f"s3://{BUCKET}/overkill", [*ARGS, "--threshold", "0.5"]
+
+    def killed(self, rows):
+        raise KeyboardInterrupt  # labels written by the workers, no record appended
+
+    with monkeypatch.context() as m:
+        m.setattr(OutputFolder, "append", killed)
+        assert segment(PHOTOS, *new, "--out", out, "--overwrite", "--engine", "ray").exit_code == 130
+    assert LOCK not in objects(s3, "overkill")
+    resumed = segment(PHOTOS, *new, "--out", out, "--engine", "ray")
+    assert resumed.exit_code == 1, resumed.output  # broken.png
+    clean = tmp_path / "clean"
+    assert segment(str(scenes), *new, "--out", str(clean)).exit_code == 1
+    written = objects(s3, "overkill")
+    records = manifest(written.pop("manifest.jsonl"))
+    latest = {r["input"]: r for r in records}
+    fingerprints = {r["fingerprint"] for r in manifest((clean / "manifest.jsonl").read_text())}
+    assert len(fingerprints) == 1 and {r["fingerprint"] for r in latest.values()} == fingerprints
+    labels = {k: v for k, v in written.items() if k.endswith(".png") and not k.startswith(("overlays/", "cvat/"))}
+    assert labels == {k: v for k, v in files(clean).items() if k.endswith(".png")}

@@ -1,8 +1,12 @@
 """An output (or input) folder on the local disk or behind a ``scheme://`` URI (pyarrow.fs, else fsspec).
 
 Both engines write through :class:`Store`: local paths use :mod:`pnpseg.io.outputs`' atomic
-writers (so the bytes are the same whichever engine wrote them); URIs get the same temp name
-and a rename on their file system. pyarrow (the ``ray`` extra) is imported only for URIs.
+writers (so the bytes are the same whichever engine wrote them). An object store (S3, GCS,
+Azure) shows an object only once its upload is complete, so a write goes straight to its key:
+a temp object would be the one thing a killed writer could leave behind, and its "rename" is a
+copy and a delete. Other URIs get the local temp name and a rename on their file system.
+A URI's store that fails a write is the environment (exit 3), as a full local disk is.
+pyarrow (the ``ray`` extra) is imported only for URIs.
 """
 
 from __future__ import annotations
@@ -12,6 +16,9 @@ from typing import Any
 
 from pnpseg.errors import EnvironmentProblem, PnpsegError
 from pnpseg.io.outputs import atomic_write_bytes, temp_name
+
+#: pyarrow file systems whose writes are all-or-nothing by themselves (see the module docstring).
+OBJECT_STORES = frozenset({"s3", "gcs", "abfs"})
 
 
 def has_scheme(location: str) -> bool:
@@ -98,12 +105,23 @@ class Store:
             raise
 
     def write_bytes(self, rel: str, data: bytes) -> None:
-        """All-or-nothing: a hidden temp file beside the target (:func:`~pnpseg.io.outputs.temp_name`),
-        then a rename over it."""
+        """All-or-nothing: a local file or a file system's file is written under a hidden temp
+        name beside the target (:func:`~pnpseg.io.outputs.temp_name`), then renamed over it; an
+        object is uploaded to its key. Raises :class:`EnvironmentProblem` if a URI's store fails."""
         if self.local is not None:
             atomic_write_bytes(self.local / rel, data)
             return
         final = PurePosixPath(self._path(rel))
+        try:
+            if self.fs.type_name in OBJECT_STORES:
+                with self.fs.open_output_stream(str(final)) as f:
+                    f.write(data)
+            else:
+                self._write_renamed(final, data)
+        except OSError as error:
+            raise EnvironmentProblem(f"cannot write {self.uri(rel)}: {' '.join(str(error).split())}") from None
+
+    def _write_renamed(self, final: PurePosixPath, data: bytes) -> None:
         tmp = str(final.with_name(temp_name(final.name)))
         self.fs.create_dir(str(final.parent), recursive=True)
         try:
