@@ -60,6 +60,10 @@ def first_line(exc: BaseException) -> str:
     return line if len(line) <= 160 else line[:157] + "..."
 
 
+class PnpsegDeprecationWarning(DeprecationWarning):
+    """An old spelling that still works but will go: the CLI prints it as one ``warning:`` line."""
+
+
 class NoImagesError(PnpsegError):
     """The inputs held no image to process: exit 1, like inputs that failed."""
 

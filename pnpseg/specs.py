@@ -4,17 +4,19 @@
 options, and ``split_specs`` cuts a comma-separated list of specs (``blur,islands:min_area=64,
 max_passes=2,crf``), where a bare ``key=value`` continues the options of the spec before it.
 ``parse_counted`` reads the rules that take one count, ``NAME:N`` (``topk:10``,
-``if-fewer:3``, ``few:3``).
+``if-fewer-prompted:3``, ``if-fewer-predicted:3``); ``respell`` turns a rule's old name into
+its new one, with a deprecation warning.
 """
 
 from __future__ import annotations
 
 import inspect
 import re
+import warnings
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
-from pnpseg.errors import PnpsegError
+from pnpseg.errors import PnpsegDeprecationWarning, PnpsegError
 
 
 def parse_spec(spec: str, flag: str) -> tuple[str, str]:
@@ -64,6 +66,22 @@ def parse_counted(text: str, names: Collection[str]) -> tuple[str, int] | None:
     if name in names and sep and re.fullmatch(r"\d+", count) and int(count) >= 1:
         return name, int(count)
     return None
+
+
+def respell(text: str, renamed: Mapping[str, str], what: str) -> str:
+    """``"few:3"`` → ``"if-fewer-predicted:3"`` when ``renamed`` maps ``few`` to its new name,
+    warning (:class:`~pnpseg.errors.PnpsegDeprecationWarning`) that the old spelling will go;
+    any other text unchanged. ``what`` names the setting in the warning."""
+    name, sep, rest = text.strip().partition(":")
+    if not sep or name not in renamed:
+        return text
+    new = f"{renamed[name]}:{rest}"
+    warnings.warn(
+        f"{what} {text.strip()!r} is spelled {new!r} now; the old spelling will go",
+        PnpsegDeprecationWarning,
+        stacklevel=3,
+    )
+    return new
 
 
 def split_specs(text: str) -> list[str]:

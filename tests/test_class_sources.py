@@ -364,7 +364,13 @@ def test_background_if_fewer_follows_each_images_list(scenes, tmp_path):
     for name, present in lists.items():
         labels = np.asarray(Image.open(out / f"{name}.png"))
         assert (labels == 0).any() == (len(present) < 3), (name, present)
-    assert {r["settings"]["params"]["background"] for r in records(out).values()} == {"if-fewer:3"}
+    assert {r["settings"]["params"]["background"] for r in records(out).values()} == {"if-fewer-prompted:3"}
+    preset = tmp_path / "old.json"  # the old spelling: the same rule and results, and a warning
+    preset.write_text(json.dumps({"format": "pnpseg-preset", "version": 1, "params": {"background": "if-fewer:3"}}))
+    old = segment(root, out, f"file:{tmp_path / 'lists.json'}", "--preset", str(preset))
+    assert old.exit_code == 0, old.output
+    assert "warning: background 'if-fewer:3' is spelled 'if-fewer-prompted:3' now" in old.output
+    assert f"{len(lists)} already done" in old.output
     clash = segment(root, tmp_path / "clash", "all", "--background-if-fewer", "3", "--no-background")
     assert clash.exit_code == 2
     assert clash.output.strip() == "error: --background-if-fewer and --no-background contradict each other"

@@ -564,6 +564,13 @@ def test_pnp_background_policies(tmp_path):
     assert miou(labels["always"], truth, 3) > 0.7
     with pytest.raises(pnpseg.PnpsegError, match="few:N"):
         ModelPredictor(segmenter, data, "pnp", pnp_background="sometimes")
+    # few:N was renamed for what it counts (issue 20); the old spelling is respelled, with a warning
+    renamed = ModelPredictor(segmenter, data, "pnp", pnp_background="if-fewer-predicted:4")
+    np.testing.assert_array_equal(renamed._labels(image), labels["few:4"])
+    with pytest.warns(pnpseg.errors.PnpsegDeprecationWarning, match="'if-fewer-predicted:4' now"):
+        assert ModelPredictor(segmenter, data, "pnp", pnp_background="few:4").settings()["pnp_background"] == (
+            "if-fewer-predicted:4"
+        )
 
 
 def test_predictions_named_like_segment_outputs_are_found(tmp_path):

@@ -38,7 +38,7 @@ VALUES = {
     "drop_rule": (["--drop-rule", "topk:5"], "topk:5"),
     "postprocess": (["--postprocess", "blur"], ("blur",)),
     "background": (["--no-background"], False),
-    "background_if_fewer": (["--background-if-fewer", "3"], "if-fewer:3"),
+    "background_if_fewer": (["--background-if-fewer", "3"], "if-fewer-prompted:3"),
     "compat": (["--compat", "authors"], "authors"),
 }
 

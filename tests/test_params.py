@@ -23,7 +23,7 @@ BAD = [
     ({"blur_sigma": math.inf}, "blur_sigma.*finite"),
     ({"max_postprocess_side": 0}, "max_postprocess_side.*greater than or equal to 1"),
     ({"layer": 2.7}, "layer.*fractional"),
-    ({"background": "no"}, "background.*boolean or 'if-fewer:N'"),
+    ({"background": "no"}, "background.*boolean or 'if-fewer-prompted:N'"),
     ({"background": "if-fewer:0"}, "background.*N ≥ 1"),
     ({"background": 1}, "background"),
     ({"crf_iterations": -1}, "crf_iterations.*greater than or equal to 1"),
@@ -101,11 +101,25 @@ def test_published_preset_schema_is_in_sync():
 
 
 def test_background_if_fewer_is_decided_per_image_by_its_class_count():
-    params = SegmentParams(background="if-fewer:3")
+    params = SegmentParams(background="if-fewer-prompted:3")
     assert [params.background_for(k) for k in (1, 2, 3, 7)] == [True, True, False, False]
     assert SegmentParams().background_for(9) and not SegmentParams(background=False).background_for(1)
     image, _ = make_scene(64, 96, ["red", "green", "blue"], seed=2)
-    segmenter = Segmenter(SyntheticAdapter(), image_size=(64, 96), background="if-fewer:3")
+    segmenter = Segmenter(SyntheticAdapter(), image_size=(64, 96), background="if-fewer-prompted:3")
     two, three = segmenter(image, ["red", "green"]), segmenter(image, ["red", "green", "blue"])
     assert two.background and (two.labels == 0).any()  # the dark background and blue's blob
     assert not three.background and (three.labels > 0).all()
+
+
+def test_the_old_background_spelling_still_works_and_says_it_will_go():
+    """``if-fewer:N`` (issue 20) did not say what it counts: it is ``if-fewer-prompted:N`` now,
+    the old spelling respelled with a deprecation warning, from Python and from a preset."""
+    from pnpseg.errors import PnpsegDeprecationWarning
+
+    with pytest.warns(PnpsegDeprecationWarning, match="'if-fewer:3' is spelled 'if-fewer-prompted:3' now"):
+        old = SegmentParams(background="if-fewer:3")
+    assert old == SegmentParams(background="if-fewer-prompted:3") and old.background == "if-fewer-prompted:3"
+    with pytest.warns(PnpsegDeprecationWarning):
+        assert SegmentParams.build({"background": "if-fewer:2"}).background == "if-fewer-prompted:2"
+    with pytest.raises(ParamsError, match="N ≥ 1"), pytest.warns(PnpsegDeprecationWarning):
+        SegmentParams(background="if-fewer:0")

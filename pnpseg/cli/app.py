@@ -17,6 +17,7 @@ import json
 import os
 import tempfile
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -25,7 +26,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from pnpseg.cli.help import HelpContext, adopt, format_options
-from pnpseg.errors import EXIT_KINDS, STORAGE_ERRNOS, ExitCode, PnpsegError, shorten
+from pnpseg.errors import EXIT_KINDS, STORAGE_ERRNOS, ExitCode, PnpsegDeprecationWarning, PnpsegError, shorten
 
 console = Console(stderr=True)
 
@@ -50,6 +51,17 @@ def json_summary(document: Any) -> None:
 
 def warning_line(message: str) -> None:
     console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _show_deprecation(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    """A :class:`PnpsegDeprecationWarning` is one ``warning:`` line, like every other note."""
+    if issubclass(category, PnpsegDeprecationWarning):
+        warning_line(str(message))
+    else:
+        _show_other(message, category, *args, **kwargs)
+
+
+_show_other = warnings.showwarning
 
 
 def save_traceback(error: BaseException) -> Path:
@@ -130,7 +142,10 @@ class FriendlyGroup(typer.core.TyperGroup):
         args = ctx.meta.get("pnpseg.args", [])
         wants_json, _JsonOutcome.document = _asks_for_json(args), None
         try:
-            result = super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", PnpsegDeprecationWarning)
+                warnings.showwarning = _show_deprecation
+                result = super().invoke(ctx)
         except BrokenPipeError:  # stdout went away: nothing more can be said there
             raise
         except (Exception, KeyboardInterrupt) as error:  # Ctrl+C included: 130 and its JSON document

@@ -77,7 +77,7 @@ def eval_command(
     pnp_background: Optional[str] = typer.Option(
         None,
         "--pnp-background",
-        help="pnp protocol background channel: always, never or few:N (default: the dataset's; docs/method.md §4).",
+        help="pnp protocol background channel: always, never or if-fewer-predicted:N (when fewer than N classes are predicted; default: the dataset's; docs/method.md §4).",
         rich_help_panel=o.METHOD,
     ),
     bg_threshold: float = typer.Option(

@@ -216,7 +216,7 @@ def method_flags(params: dict[str, Any]) -> dict[str, Any]:
     if fewer is not None:
         if flags.get("background") is False:
             raise PnpsegError("--background-if-fewer and --no-background contradict each other")
-        flags["background"] = f"if-fewer:{fewer}"
+        flags["background"] = f"if-fewer-prompted:{fewer}"
     return flags
 
 

@@ -125,7 +125,9 @@ AUTHORS: dict[str, DatasetFactory] = {
     "voc21-authors": _relabelled(
         "voc21-authors", "authors_voc21", label_table(21, boundary=0), **_VOC, pnp_background="always"
     ),
-    "pc60-authors": _relabelled("pc60-authors", "authors_context60", label_table(60), **_PC, pnp_background="few:3"),
+    "pc60-authors": _relabelled(
+        "pc60-authors", "authors_context60", label_table(60), **_PC, pnp_background="if-fewer-predicted:3"
+    ),
     "coco-object-authors": _coco_object,
     "coco-stuff-authors": _relabelled(
         "coco-stuff-authors",
@@ -134,7 +136,7 @@ AUTHORS: dict[str, DatasetFactory] = {
         img_dir="images/val2017",
         ann_dir="annotations/val2017",
         seg_suffix="_labelTrainIds.png",
-        pnp_background="few:3",
+        pnp_background="if-fewer-predicted:3",
     ),
     "ade20k-authors": _relabelled(
         "ade20k-authors",
@@ -142,7 +144,7 @@ AUTHORS: dict[str, DatasetFactory] = {
         label_table(151),
         img_dir="images/validation",
         ann_dir="annotations/validation",
-        pnp_background="few:3",
+        pnp_background="if-fewer-predicted:3",
     ),
 }
 

@@ -28,7 +28,7 @@ from PIL import Image
 
 from pnpseg.errors import PnpsegError
 from pnpseg.hookspecs import hookimpl
-from pnpseg.specs import parse_counted
+from pnpseg.specs import parse_counted, respell
 
 IGNORE = 255
 
@@ -90,7 +90,8 @@ class Dataset:
     1, as MMSegmentation does for ADE20K, VOC20 and PC59. ``has_background``: class 0 is a
     background class that is not prompted (predicted by the protocol's background rule).
     ``pnp_background``: when the ``pnp`` protocol adds a background channel — ``"always"``,
-    ``"never"`` or ``"few:N"`` (only when fewer than N classes are predicted, docs/method.md §4.3).
+    ``"never"`` or ``"if-fewer-predicted:N"`` (only when fewer than N classes are predicted,
+    docs/method.md §4.3; ``"few:N"`` is its deprecated spelling).
     """
 
     name: str
@@ -272,7 +273,7 @@ def folder_dataset(
             fixed = read_class_file(class_file)
     else:
         fixed = [[c] if isinstance(c, str) else list(c) for c in classes]
-    parse_background_policy(pnp_background)
+    pnp_background = background_policy(pnp_background)
 
     def factory(root: Path) -> Dataset:
         class_list = fixed if fixed is not None else read_class_file(Path(root) / str(class_file))
@@ -294,14 +295,29 @@ def folder_dataset(
     return factory
 
 
+#: Old names of the pnp protocol's background rule → new ones: the new name says what it
+#: counts (the classes *predicted*; the method's ``if-fewer-prompted:N`` counts those prompted).
+RENAMED_POLICY = {"few": "if-fewer-predicted"}
+
+
+def background_policy(policy: str) -> str:
+    """The policy in its current spelling (``few:3`` → ``if-fewer-predicted:3``, with a
+    deprecation warning), checked: ``always``, ``never`` or ``if-fewer-predicted:N``."""
+    policy = respell(policy, RENAMED_POLICY, "--pnp-background")
+    parse_background_policy(policy)
+    return policy
+
+
 def parse_background_policy(policy: str) -> tuple[str, int]:
-    """``always`` / ``never`` / ``few:N`` → (kind, N)."""
+    """``always`` / ``never`` / ``if-fewer-predicted:N`` → (kind, N)."""
     if policy in ("always", "never"):
         return policy, 0
-    counted = parse_counted(policy, {"few"})
+    counted = parse_counted(policy, {"if-fewer-predicted"})
     if counted is not None:
         return counted
-    raise PnpsegError(f"background policy must be always, never or few:N, got {policy!r}")
+    raise PnpsegError(
+        f"background policy must be always, never or if-fewer-predicted:N (formerly few:N), got {policy!r}"
+    )
 
 
 def _builtin(name: str, classes: str, **layout) -> DatasetFactory:
@@ -319,8 +335,8 @@ _COCO = dict(img_dir="images/val2017", ann_dir="annotations/val2017")
 BUILTIN: dict[str, DatasetFactory] = {
     "voc21": _builtin("voc21", "cls_voc21", **_VOC, has_background=True, pnp_background="always"),
     "voc20": _builtin("voc20", "cls_voc20", **_VOC, reduce_zero_label=True, pnp_background="always"),
-    "pc60": _builtin("pc60", "cls_context60", **_PC, has_background=True, pnp_background="few:3"),
-    "pc59": _builtin("pc59", "cls_context59", **_PC, reduce_zero_label=True, pnp_background="few:3"),
+    "pc60": _builtin("pc60", "cls_context60", **_PC, has_background=True, pnp_background="if-fewer-predicted:3"),
+    "pc59": _builtin("pc59", "cls_context59", **_PC, reduce_zero_label=True, pnp_background="if-fewer-predicted:3"),
     "coco-object": _builtin(
         "coco-object",
         "cls_coco_object",
@@ -330,7 +346,7 @@ BUILTIN: dict[str, DatasetFactory] = {
         pnp_background="always",
     ),
     "coco-stuff": _builtin(
-        "coco-stuff", "cls_coco_stuff", **_COCO, seg_suffix="_labelTrainIds.png", pnp_background="few:3"
+        "coco-stuff", "cls_coco_stuff", **_COCO, seg_suffix="_labelTrainIds.png", pnp_background="if-fewer-predicted:3"
     ),
     "ade20k": _builtin(
         "ade20k",
@@ -338,7 +354,7 @@ BUILTIN: dict[str, DatasetFactory] = {
         img_dir="images/validation",
         ann_dir="annotations/validation",
         reduce_zero_label=True,
-        pnp_background="few:3",
+        pnp_background="if-fewer-predicted:3",
     ),
     "cityscapes": _builtin(
         "cityscapes",

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pnpseg.errors import PnpsegError
-from pnpseg.evaluation.datasets import Dataset, DatasetError, Sample, parse_background_policy
+from pnpseg.evaluation.datasets import Dataset, DatasetError, Sample, background_policy, parse_background_policy
 from pnpseg.evaluation.protocols import PROTOCOLS, ClassMap, map_prediction_names
 from pnpseg.io.images import load_image
 from pnpseg.io.jsontext import parse_json
@@ -131,8 +131,8 @@ class ModelPredictor:
             raise PnpsegError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
         self.dataset, self.protocol = dataset, protocol
         self.cmap = ClassMap(dataset, synonyms=(protocol == "standard") if synonyms is None else synonyms)
-        self.policy = pnp_background or dataset.pnp_background
-        self.kind, self.few = parse_background_policy(self.policy)
+        self.policy = background_policy(pnp_background or dataset.pnp_background)
+        self.kind, self.fewer_than = parse_background_policy(self.policy)
         self.bg_threshold, self.slide, self.short_side = bg_threshold, slide, short_side
         if slide is not None and (slide[0] < 1 or slide[1] < 1):
             raise PnpsegError(f"--slide CROP:STRIDE needs positive numbers, got {slide}")
@@ -191,14 +191,14 @@ class ModelPredictor:
                 return self._pnp_labels(self.with_bg.finish(image, saliency, flat), True, image)
             result = self.plain.finish(image, saliency, flat)
             labels = self._pnp_labels(result, False, image)
-            if self.kind == "few" and len(np.unique(labels)) < self.few:
+            if self.kind == "if-fewer-predicted" and len(np.unique(labels)) < self.fewer_than:
                 labels = self._pnp_labels(self.with_bg.finish(image, saliency, flat), True, image)
             return labels
         if self.protocol == "standard":
             return self._window_labels(image, self.dataset.has_background)
-        if self.kind == "few":
+        if self.kind == "if-fewer-predicted":
             labels = self._window_labels(image, False)
-            return labels if len(np.unique(labels)) >= self.few else self._window_labels(image, True)
+            return labels if len(np.unique(labels)) >= self.fewer_than else self._window_labels(image, True)
         return self._window_labels(image, self.kind == "always")
 
     def _window_labels(self, image: Image.Image, background: bool) -> np.ndarray:

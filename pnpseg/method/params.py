@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from pnpseg.errors import PnpsegError, shorten
-from pnpseg.specs import parse_counted, split_specs
+from pnpseg.specs import parse_counted, respell, split_specs
 
 #: The drop rule each ``compat`` mode uses unless one is given.
 COMPAT_DROP_RULES = {"paper": "median", "authors": "topk:10"}
@@ -35,9 +35,12 @@ PositiveInt = Annotated[int, Field(ge=1)]
 MAX_IMAGE_SIDE = 4096
 ImageSide = Annotated[int, Field(ge=1, le=MAX_IMAGE_SIDE)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
-#: ``"if-fewer:N"``; checked by :func:`parse_background` (for its one-line message), and
-#: published with its pattern in the preset schema.
-BackgroundRule = Annotated[str, WithJsonSchema({"type": "string", "pattern": "^if-fewer:[1-9][0-9]*$"})]
+#: ``"if-fewer-prompted:N"`` (``"if-fewer:N"``, its deprecated spelling, is respelled);
+#: checked by :func:`parse_background` (for its one-line message), and published with its
+#: pattern in the preset schema.
+BackgroundRule = Annotated[str, WithJsonSchema({"type": "string", "pattern": "^if-fewer(-prompted)?:[1-9][0-9]*$"})]
+#: Old names of the background rule → new ones: the new name says what it counts.
+RENAMED_BACKGROUND = {"if-fewer": "if-fewer-prompted"}
 
 
 class ParamsError(PnpsegError, ValueError):
@@ -72,9 +75,10 @@ class SegmentParams(BaseModel):
     )
     background: Union[StrictBool, BackgroundRule] = Field(
         True,
-        description="add a background channel where no class survives: true, false, or 'if-fewer:N' "
-        "(only to images prompted with fewer than N classes; the released code's rule is if-fewer:3 "
-        "on Pascal Context, ADE20K and COCO-Stuff)",
+        description="add a background channel where no class survives: true, false, or "
+        "'if-fewer-prompted:N' (only to images prompted with fewer than N classes; the released code's "
+        "rule is if-fewer-prompted:3 on Pascal Context, ADE20K and COCO-Stuff; 'if-fewer:N' is its "
+        "deprecated spelling)",
     )
     postprocess: tuple[str, ...] = Field(("blur", "crf"), description="postprocessor chain before argmax")
     compat: Literal["paper", "authors"] = Field(
@@ -110,6 +114,7 @@ class SegmentParams(BaseModel):
     @classmethod
     def _background(cls, value: bool | str) -> bool | str:
         if isinstance(value, str):
+            value = respell(value, RENAMED_BACKGROUND, "background")
             parse_background(value)
         return value
 
@@ -195,10 +200,11 @@ def parse_drop_rule(rule: str) -> tuple[str, int]:
 
 
 def parse_background(rule: str) -> int:
-    """``"if-fewer:3"`` → 3: the class count below which an image gets the background channel."""
-    counted = parse_counted(rule, {"if-fewer"})
+    """``"if-fewer-prompted:3"`` → 3: the prompted-class count below which an image gets the
+    background channel."""
+    counted = parse_counted(rule, {"if-fewer-prompted"})
     if counted is None:
-        raise ParamsError(f"background must be a boolean or 'if-fewer:N' with N ≥ 1, got {short(rule)}")
+        raise ParamsError(f"background must be a boolean or 'if-fewer-prompted:N' with N ≥ 1, got {short(rule)}")
     return counted[1]
 
 
