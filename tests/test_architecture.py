@@ -77,10 +77,9 @@ def _all_imports(path: Path, module: str) -> set[str]:
     return _imports(ast.walk(ast.parse(path.read_text())), module, path.name == "__init__.py")
 
 
-#: Image decoding; and, inside ``SegmentationResult.overlay()`` / ``_repr_png_`` only, the
-#: ``--viz`` overlay drawing, so a notebook's result looks like the CLI's (it draws, and writes
-#: no file).
-METHOD_MAY_USE_FROM_IO = {"pnpseg.io", "pnpseg.io.images", "pnpseg.io.overlay"}
+#: Image decoding, and nothing else: the ``--viz`` overlay a notebook's result draws lives
+#: outside ``io`` (:mod:`pnpseg.drawing`), which writes no file.
+METHOD_MAY_USE_FROM_IO = {"pnpseg.io", "pnpseg.io.images"}
 
 
 def method_io_imports() -> dict[str, set[str]]:
@@ -102,3 +101,18 @@ def test_the_layering_check_sees_lazy_imports(tmp_path):
 
 def test_method_imports_nothing_from_io_but_images():
     assert not method_io_imports(), method_io_imports()
+
+
+def test_drawing_and_label_maps_read_and_write_no_files():
+    """What the method may use besides the steps draws and checks in memory: it imports
+    nothing from ``io`` (so nothing that reads or writes a file)."""
+    for module in ("pnpseg.drawing", "pnpseg.labelmaps"):
+        assert not {t for t in _all_imports(MODULES[module], module) if t.startswith("pnpseg.io")}, module
+
+
+def test_sources_read_class_lists_without_building_a_dataset():
+    """GPT-4o answers index a built-in dataset's class list: read from ``pnpseg/data`` through
+    :mod:`pnpseg.io.class_lists`, the table evaluation builds its datasets from."""
+    for module, path in MODULES.items():
+        if module.startswith("pnpseg.sources"):
+            assert not {t for t in _all_imports(path, module) if t.startswith("pnpseg.evaluation")}, module

@@ -101,3 +101,24 @@ def test_segment_with_a_gpt4o_file(scenes, tmp_path):  # noqa: F811 (fixture)
     assert recs["s0"]["class_source"]["classes"] == [VOCAB[2], VOCAB[0]]
     assert recs["s1"]["class_source"]["classes"] == [VOCAB[0]]
     assert Path(out / "s0.png").is_file()
+
+
+def test_a_datasets_index_is_read_from_its_shipped_class_list():
+    """``dataset=`` reads the built-in list (no dataset folder, no evaluation import); a name
+    with no shipped list is one line naming those that have one."""
+    import subprocess
+    import sys
+
+    from pnpseg.sources.gpt4o import class_index
+
+    code = (
+        "import sys; from pnpseg.sources.gpt4o import class_index; "
+        "i = class_index('pc59', []); print(len(i), i[1], i[59]); "
+        "print(any(m.startswith('pnpseg.evaluation') for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[:2] == ["59 aeroplane wood", "False"], out
+    assert class_index("voc21", [])[15] == "person" and len(class_index("voc21", [])) == 20
+    assert len(class_index("coco-stuff", [])) == 171 and class_index("coco-object", [])[90] == "toothbrush"
+    with pytest.raises(PnpsegError, match="dataset=mine: no class list ships for dataset 'mine'; known: voc21, "):
+        class_index("mine", [])

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageColor
 
-from pnpseg.io.overlay import ALPHA, SAFE_COLOURS, class_colours, render_overlay, save_overlay
+from pnpseg.drawing import ALPHA, SAFE_COLOURS, class_colours, render_overlay
+from pnpseg.io.overlay import save_overlay
 
 GREY = (200, 200, 200)
 

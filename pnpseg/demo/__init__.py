@@ -112,8 +112,8 @@ class DemoSession:
     @_one_at_a_time
     def render(self, cached: Cached, threshold: float, blur_sigma: float, layer: int, head: int) -> dict[str, Any]:
         """Step 4 from the cache: labels, overlay, per-class maps, the manifest line."""
+        from pnpseg.drawing import render_overlay
         from pnpseg.io.outputs import class_fractions
-        from pnpseg.io.overlay import render_overlay
         from pnpseg.method.labels import minmax
 
         segmenter = self.segmenter(layer=int(layer), head=int(head), threshold=threshold, blur_sigma=blur_sigma)

@@ -30,10 +30,10 @@ from pnpseg.evaluation.datasets import (
     DatasetError,
     DatasetFactory,
     Sample,
-    builtin_classes,
     decode_label,
 )
 from pnpseg.hookspecs import hookimpl
+from pnpseg.io.class_lists import DATASET_CLASSES, dataset_classes
 
 
 def label_table(num_classes: int, shift: int = 0, boundary: int = IGNORE) -> np.ndarray:
@@ -100,10 +100,11 @@ _VOC = dict(img_dir="JPEGImages", ann_dir="SegmentationClass", split="ImageSets/
 _PC = dict(img_dir="JPEGImages", ann_dir="SegmentationClassContext", split="ImageSets/SegmentationContext/val.txt")
 
 
-def _relabelled(name: str, classes: str, table: np.ndarray, **layout) -> DatasetFactory:
+def _relabelled(name: str, table: np.ndarray, **layout) -> DatasetFactory:
     def factory(root: Path) -> Dataset:
+        background = DATASET_CLASSES[name].background
         return RelabelledDataset(
-            name, Path(root), classes=builtin_classes(classes), has_background=True, table=table, **layout
+            name, Path(root), classes=dataset_classes(name), has_background=background, table=table, **layout
         )
 
     return factory
@@ -115,23 +116,18 @@ def _coco_object(root: Path) -> Dataset:
         Path(root),
         "images/val2017",
         "annotations",
-        builtin_classes("authors_coco_object"),
-        has_background=True,
+        dataset_classes("coco-object-authors"),
+        has_background=DATASET_CLASSES["coco-object-authors"].background,
         pnp_background="always",
     )
 
 
 AUTHORS: dict[str, DatasetFactory] = {
-    "voc21-authors": _relabelled(
-        "voc21-authors", "authors_voc21", label_table(21, boundary=0), **_VOC, pnp_background="always"
-    ),
-    "pc60-authors": _relabelled(
-        "pc60-authors", "authors_context60", label_table(60), **_PC, pnp_background="if-fewer-predicted:3"
-    ),
+    "voc21-authors": _relabelled("voc21-authors", label_table(21, boundary=0), **_VOC, pnp_background="always"),
+    "pc60-authors": _relabelled("pc60-authors", label_table(60), **_PC, pnp_background="if-fewer-predicted:3"),
     "coco-object-authors": _coco_object,
     "coco-stuff-authors": _relabelled(
         "coco-stuff-authors",
-        "authors_coco_stuff",
         label_table(172, shift=1, boundary=0),
         img_dir="images/val2017",
         ann_dir="annotations/val2017",
@@ -140,7 +136,6 @@ AUTHORS: dict[str, DatasetFactory] = {
     ),
     "ade20k-authors": _relabelled(
         "ade20k-authors",
-        "authors_ade20k",
         label_table(151),
         img_dir="images/validation",
         ann_dir="annotations/validation",

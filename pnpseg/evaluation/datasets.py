@@ -17,7 +17,6 @@ A factory is called as ``factory(root: Path) -> Dataset``.
 
 from __future__ import annotations
 
-import importlib.resources
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,46 +27,14 @@ from PIL import Image
 
 from pnpseg.errors import PnpsegError
 from pnpseg.hookspecs import hookimpl
+from pnpseg.io.class_lists import DATASET_CLASSES, ClassListError, builtin_classes, read_class_file
 from pnpseg.specs import parse_counted, respell
 
 IGNORE = 255
 
 
-class DatasetError(PnpsegError):
-    """A dataset folder, split file, or label file that cannot be used as given."""
-
-
-# -- class lists ----------------------------------------------------------------------------
-
-
-def parse_class_lines(text: str, source: str = "class list") -> list[list[str]]:
-    """One class per line, synonyms comma-separated; blank lines and ``#`` comments skipped."""
-    classes = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        names = [" ".join(n.split()) for n in line.split(",")]
-        if any(not n for n in names):
-            raise DatasetError(f"{source}, line {number}: empty synonym in {line.strip()!r}")
-        classes.append(names)
-    if not classes:
-        raise DatasetError(f"{source}: no classes")
-    return classes
-
-
-def read_class_file(path: str | Path) -> list[list[str]]:
-    """Read a class list file (see :func:`parse_class_lines`)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise DatasetError(f"cannot read class list {path}: {error}") from None
-    return parse_class_lines(text, str(path))
-
-
-def builtin_classes(name: str) -> list[list[str]]:
-    """A class list shipped in ``pnpseg/data/classes`` (e.g. ``"cls_voc21"``)."""
-    resource = importlib.resources.files("pnpseg") / "data" / "classes" / f"{name}.txt"
-    return parse_class_lines(resource.read_text(encoding="utf-8"), f"{name}.txt")
+class DatasetError(ClassListError):
+    """A dataset folder, split file, label file or class list that cannot be used as given."""
 
 
 # -- datasets -------------------------------------------------------------------------------
@@ -320,9 +287,14 @@ def parse_background_policy(policy: str) -> tuple[str, int]:
     )
 
 
-def _builtin(name: str, classes: str, **layout) -> DatasetFactory:
+def _builtin(name: str, **layout) -> DatasetFactory:
+    """The built-in ``name``: its class list and background from :data:`DATASET_CLASSES`."""
+    classes = DATASET_CLASSES[name]
+
     def factory(root: Path) -> Dataset:
-        return folder_dataset(name=name, classes=builtin_classes(classes), **layout)(root)
+        return folder_dataset(
+            name=name, classes=builtin_classes(classes.file), has_background=classes.background, **layout
+        )(root)
 
     factory.__doc__ = f"{name}: {layout}"
     return factory
@@ -333,24 +305,16 @@ _PC = dict(img_dir="JPEGImages", ann_dir="SegmentationClassContext", split="Imag
 _COCO = dict(img_dir="images/val2017", ann_dir="annotations/val2017")
 
 BUILTIN: dict[str, DatasetFactory] = {
-    "voc21": _builtin("voc21", "cls_voc21", **_VOC, has_background=True, pnp_background="always"),
-    "voc20": _builtin("voc20", "cls_voc20", **_VOC, reduce_zero_label=True, pnp_background="always"),
-    "pc60": _builtin("pc60", "cls_context60", **_PC, has_background=True, pnp_background="if-fewer-predicted:3"),
-    "pc59": _builtin("pc59", "cls_context59", **_PC, reduce_zero_label=True, pnp_background="if-fewer-predicted:3"),
-    "coco-object": _builtin(
-        "coco-object",
-        "cls_coco_object",
-        **_COCO,
-        seg_suffix="_instanceTrainIds.png",
-        has_background=True,
-        pnp_background="always",
-    ),
+    "voc21": _builtin("voc21", **_VOC, pnp_background="always"),
+    "voc20": _builtin("voc20", **_VOC, reduce_zero_label=True, pnp_background="always"),
+    "pc60": _builtin("pc60", **_PC, pnp_background="if-fewer-predicted:3"),
+    "pc59": _builtin("pc59", **_PC, reduce_zero_label=True, pnp_background="if-fewer-predicted:3"),
+    "coco-object": _builtin("coco-object", **_COCO, seg_suffix="_instanceTrainIds.png", pnp_background="always"),
     "coco-stuff": _builtin(
-        "coco-stuff", "cls_coco_stuff", **_COCO, seg_suffix="_labelTrainIds.png", pnp_background="if-fewer-predicted:3"
+        "coco-stuff", **_COCO, seg_suffix="_labelTrainIds.png", pnp_background="if-fewer-predicted:3"
     ),
     "ade20k": _builtin(
         "ade20k",
-        "cls_ade20k",
         img_dir="images/validation",
         ann_dir="annotations/validation",
         reduce_zero_label=True,
@@ -358,7 +322,6 @@ BUILTIN: dict[str, DatasetFactory] = {
     ),
     "cityscapes": _builtin(
         "cityscapes",
-        "cls_city_scapes",
         img_dir="leftImg8bit/val",
         ann_dir="gtFine/val",
         img_suffix="_leftImg8bit.png",

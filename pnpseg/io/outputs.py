@@ -24,6 +24,7 @@ from PIL import Image
 
 from pnpseg.errors import ClassNameError
 from pnpseg.io.jsontext import parse_json
+from pnpseg.labelmaps import check_labels, label_name
 
 #: Every temp file this program writes starts with this (see :func:`temp_name`).
 TEMP_PREFIX = ".pnpseg-tmp-"
@@ -150,21 +151,6 @@ def check_class_count(names: Sequence[str]) -> None:
         raise ClassNameError(f"{len(names)} classes given; label PNGs hold at most {MAX_CLASSES}")
 
 
-def check_labels(labels: np.ndarray) -> np.ndarray:
-    """Validate an (H, W) label map with values 0..255 and return it as uint8."""
-    labels = np.asarray(labels)
-    if labels.ndim != 2 or labels.size == 0:
-        raise ValueError(f"labels must be a non-empty (H, W) array, got shape {labels.shape}")
-    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == np.bool_):
-        raise ValueError(f"labels must have an integer dtype, got {labels.dtype}")
-    lo, hi = int(labels.min()), int(labels.max())
-    if lo < 0 or hi > 255:
-        raise ValueError(
-            f"label values must be in 0..255 for a palette PNG, got {lo}..{hi} (at most 255 classes plus background)"
-        )
-    return labels.astype(np.uint8)
-
-
 def save_label_png(path: Path, labels: np.ndarray) -> None:
     """Save labels as a palette ('P') PNG: pixel values are the label ids, colours are VOC's.
 
@@ -180,13 +166,6 @@ def encode_label_png(labels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     im.save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def label_name(label: int, class_names: Sequence[str]) -> str:
-    """The name of label value ``label``: 0 is "background", ``i`` is ``class_names[i - 1]``."""
-    if label == 0:
-        return "background"
-    return class_names[label - 1] if label - 1 < len(class_names) else f"class {label}"
 
 
 def class_table(classes: Sequence[str]) -> dict[str, str]:

@@ -63,7 +63,7 @@ class SegmentationResult:
         """The ``--viz`` overlay as a PIL image: the image tinted, outlined and named per
         class, with the same colours and legend. ``image``: the picture segmented (default:
         the one this result was made from)."""
-        from pnpseg.io.overlay import render_overlay
+        from pnpseg.drawing import render_overlay
 
         source = image if image is not None else self.image
         if source is None:
@@ -72,7 +72,7 @@ class SegmentationResult:
 
     def _repr_png_(self) -> bytes | None:
         """Jupyter/IPython's inline display: the overlay as PNG (None without the image: the text repr shows)."""
-        from pnpseg.io.overlay import encode_overlay
+        from pnpseg.drawing import encode_overlay
 
         if self.image is None:
             return None

@@ -15,6 +15,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from pnpseg.io.class_lists import ClassListError, prompted_classes
 from pnpseg.io.image_classes import ImageClassesError
 from pnpseg.io.jsontext import parse_json
 
@@ -54,13 +55,15 @@ def parse_answer(text: str) -> list[tuple[int, float]]:
 
 
 def class_index(dataset: str | None, vocabulary: Sequence[str]) -> dict[int, str]:
-    """Answer index → class name: positions 1..K of the dataset's prompted classes (COCO:
-    category ids), or of ``vocabulary`` when no dataset is named."""
+    """Answer index → class name: positions 1..K of the built-in dataset's prompted classes
+    (COCO: category ids), read from its shipped class list, or of ``vocabulary`` when no
+    dataset is named."""
     if dataset is None:
         return {i + 1: name for i, name in enumerate(vocabulary)}
-    from pnpseg.evaluation.datasets import get_dataset
-
-    names = [synonyms[0] for synonyms in get_dataset(dataset, Path(".")).prompt_classes]
+    try:
+        names = [synonyms[0] for synonyms in prompted_classes(dataset)]
+    except ClassListError as error:
+        raise ImageClassesError(f"dataset={dataset}: {error}") from None
     ids = next((ids for prefix, ids in CATEGORY_IDS.items() if dataset.startswith(prefix)), None)
     if ids is None:
         return {i + 1: name for i, name in enumerate(names)}

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from pnpseg.drawing import font
 from pnpseg.io.outputs import atomic_path
-from pnpseg.io.overlay import font
 from pnpseg.tuning.stages import Trial
 
 #: The best stage-1 reward should beat the median trial by at least this fraction of the

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from pnpseg.drawing import encode_overlay
 from pnpseg.io.images import INPUT_DIGEST, InputItem
 from pnpseg.io.outputs import class_fractions, encode_label_png
-from pnpseg.io.overlay import encode_overlay
 from pnpseg.io.ownership import write_owned
 from pnpseg.io.store import Store, has_scheme, store_for
 
