@@ -556,3 +556,47 @@ def test_a_killed_overwrite_that_changes_settings_resumes_on_s3(s3, ray_run, sce
     assert len(fingerprints) == 1 and {r["fingerprint"] for r in latest.values()} == fingerprints
     labels = {k: v for k, v in written.items() if k.endswith(".png") and not k.startswith(("overlays/", "cvat/"))}
     assert labels == {k: v for k, v in files(clean).items() if k.endswith(".png")}
+
+
+def test_a_worker_whose_store_refuses_a_label_records_that_image_and_goes_on(s3, scenes, monkeypatch):
+    """A Ray worker's failed upload is that image's error record (as a failed write there has
+    always been); the run's own documents, written where the run stops, are exit 3."""
+    import numpy as np
+    import pyarrow.fs as pafs
+
+    import pnpseg.engines.ray.actors as actors
+    from pnpseg.engines.common import JobSpec, fingerprint
+    from pnpseg.engines.common.folder import PARTS
+    from pnpseg.io.store import Store, StoreWriteError
+
+    spec = JobSpec(COLOURS, "synthetic", device="cpu", params={"image_size": "128"})
+    _, (settings, params) = actors.describe(spec)
+    folder = OutputFolder(f"s3://{BUCKET}/refused", COLOURS)
+    layout = folder.layout(settings, fingerprint(folder.table, settings))
+    paths = [scenes / "s0.png", scenes / "s2.png"]
+    batch = {
+        "idx": np.arange(2),
+        "input": np.array([str(p) for p in paths], dtype=object),
+        "root": np.array([""] * 2, dtype=object),
+        "relative": np.array([p.name for p in paths], dtype=object),
+    }
+    handed_on = actors.SegmentActor(spec, layout)(batch)
+    write, dead = Store.write_bytes, pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{free_port()}", scheme="http")
+
+    def refused_but_parts(store, rel, data):
+        if rel.startswith(PARTS):
+            return write(store, rel, data)
+        live, store.fs = store.fs, dead
+        try:
+            return write(store, rel, data)
+        finally:
+            store.fs = live
+
+    monkeypatch.setattr(Store, "write_bytes", refused_but_parts)
+    records = [json.loads(r) for r in actors.finish_and_write(handed_on, layout, params)["record"]]
+    assert [r["status"] for r in records] == ["error", "error"]
+    assert records[0]["error"].startswith(f"cannot write output: cannot write s3://{BUCKET}/refused/s0.png: ")
+    with pytest.raises(StoreWriteError, match=f"cannot write s3://{BUCKET}/refused/manifest.jsonl: "):
+        Store(f"s3://{BUCKET}/refused?endpoint_override=127.0.0.1:{free_port()}&scheme=http").write_bytes(
+            "manifest.jsonl", b""
+        )

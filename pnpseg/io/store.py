@@ -21,6 +21,13 @@ from pnpseg.io.outputs import atomic_write_bytes, temp_name
 OBJECT_STORES = frozenset({"s3", "gcs", "abfs"})
 
 
+class StoreWriteError(EnvironmentProblem, OSError):
+    """A URI's store failed a write (gone, refusing, out of quota). An environment problem
+    (exit 3) where it stops the run, such as the driver's manifest; an ``OSError`` too, so that
+    where one image's outputs fail (a Ray worker) it is that image's error record, as any
+    failed write there is."""
+
+
 def has_scheme(location: str) -> bool:
     head, sep, _ = str(location).partition("://")
     return bool(sep) and head.isidentifier() and len(head) > 1  # not C:\ on Windows
@@ -107,7 +114,7 @@ class Store:
     def write_bytes(self, rel: str, data: bytes) -> None:
         """All-or-nothing: a local file or a file system's file is written under a hidden temp
         name beside the target (:func:`~pnpseg.io.outputs.temp_name`), then renamed over it; an
-        object is uploaded to its key. Raises :class:`EnvironmentProblem` if a URI's store fails."""
+        object is uploaded to its key. Raises :class:`StoreWriteError` if a URI's store fails."""
         if self.local is not None:
             atomic_write_bytes(self.local / rel, data)
             return
@@ -119,7 +126,7 @@ class Store:
             else:
                 self._write_renamed(final, data)
         except OSError as error:
-            raise EnvironmentProblem(f"cannot write {self.uri(rel)}: {' '.join(str(error).split())}") from None
+            raise StoreWriteError(f"cannot write {self.uri(rel)}: {' '.join(str(error).split())}") from None
 
     def _write_renamed(self, final: PurePosixPath, data: bytes) -> None:
         tmp = str(final.with_name(temp_name(final.name)))
