@@ -292,3 +292,74 @@ def test_the_files_a_run_claims_are_the_files_each_format_writes(name):
     images = [Labelled("a.jpg", "a", 6, 4, labels, "a.jpg"), Labelled("s/b.jpg", "s/b", 6, 4, labels, "s/b.jpg")]
     assert set(render([name], ["red"], images)[name]) == set(planned_files(name, ["a", "s/b"]))
     assert planned_files(name, []) == [] == list(render([name], ["red"], [])[name])
+
+
+def test_eval_never_replaces_a_file_it_did_not_write_and_owns_its_own(tmp_path):
+    """``eval --out`` goes through the folder's owner like every other output: a user's
+    ``results.md`` (or saved prediction) in the way is refused before the model loads, with or
+    without ``--overwrite``; ``--save-predictions`` into the folder being scored is refused; an
+    eval folder of a version before the ledger is adopted and resumes; its own files are
+    rewritten."""
+    from test_eval import png, write_layout
+
+    from pnpseg.io.ownership import LEDGER
+
+    root, preds = tmp_path / "ade", tmp_path / "predictions"
+    write_layout("ade20k", root, [0, 1, 2, 3, 150], count=2)
+    rng = np.random.default_rng(0)
+    names = sorted(p.stem for p in (root / "images" / "validation").glob("*.jpg"))
+    for name in names:
+        png(preds / f"{name}.png", rng.integers(0, 5, (12, 16)))
+    common = ["eval", "--dataset", "ade20k", "--root", str(root)]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.md").write_text("my notes")
+    for extra in ([], ["--overwrite"]):
+        refused = CliRunner().invoke(app, [*common, "--predictions", str(preds), "--out", str(out), *extra])
+        assert refused.exit_code == 2, refused.output
+        assert "results.md is in the way of the evaluation report" in refused.output
+        assert (out / "results.md").read_text() == "my notes" and not (out / "results.json").exists()
+    (out / "results.md").unlink()
+    first = CliRunner().invoke(app, [*common, "--predictions", str(preds), "--out", str(out)])
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(app, [*common, "--predictions", str(preds), "--out", str(out)])
+    assert again.exit_code == 0 and "0 image(s) to do" in again.output, again.output
+    # --save-predictions writes OUT/predictions/<id>.png: never over the predictions scored
+    into_inputs = CliRunner().invoke(
+        app, [*common, "--predictions", str(preds), "--out", str(tmp_path), "--save-predictions"]
+    )
+    assert into_inputs.exit_code == 2 and "would overwrite an input" in into_inputs.output, into_inputs.output
+    # --overwrite starts afresh: saved predictions of images no longer scored go, its own only
+    rescored = tmp_path / "rescored"
+    saved = [*common, "--predictions", str(preds), "--out", str(rescored), "--save-predictions"]
+    assert CliRunner().invoke(app, saved).exit_code == 0
+    assert sorted(p.stem for p in (rescored / "predictions").glob("*.png")) == names
+    (rescored / "predictions" / "mine.txt").write_text("mine")
+    fewer = CliRunner().invoke(app, [*saved, "--overwrite", "--limit", "1"])
+    assert fewer.exit_code == 0, fewer.output
+    kept = sorted(p.name for p in (rescored / "predictions").iterdir())
+    assert kept == sorted(["classes.json", f"{names[0]}.png", "mine.txt"])
+    # a folder an earlier version wrote (no ledger) is adopted: it resumes, nothing refused
+    (out / LEDGER).unlink()
+    adopted = CliRunner().invoke(app, [*common, "--predictions", str(preds), "--out", str(out)])
+    assert adopted.exit_code == 0 and "0 image(s) to do" in adopted.output, adopted.output
+
+
+def test_export_classes_never_replaces_a_file_it_did_not_write(tmp_path):
+    """``eval --export-classes FILE`` writes one file: a user's file of that name is refused
+    (exit 2, untouched); the file it wrote is rewritten."""
+    from test_eval import write_layout
+
+    root = tmp_path / "ade"
+    write_layout("ade20k", root, [0, 1, 150], count=1)
+    mine = tmp_path / "classes.txt"
+    mine.write_text("my list\n")
+    command = ["eval", "--dataset", "ade20k", "--root", str(root), "--export-classes", str(mine)]
+    refused = CliRunner().invoke(app, command)
+    assert refused.exit_code == 2 and "classes.txt is in the way" in refused.output, refused.output
+    assert mine.read_text() == "my list\n"
+    fresh = tmp_path / "exported.txt"
+    for _ in range(2):
+        written = CliRunner().invoke(app, [*command[:-1], str(fresh)])
+        assert written.exit_code == 0, written.output
+    assert fresh.read_text().splitlines()[0] == "wall"

@@ -119,15 +119,15 @@ def eval_command(
     """Evaluate on a dataset: mIoU, per-class IoU and pixel accuracy; resumable."""
     from pnpseg.evaluation.datasets import get_dataset
     from pnpseg.evaluation.evaluate import Evaluation
+    from pnpseg.evaluation.folder import export_classes as write_class_list
     from pnpseg.evaluation.spec import EvalSpec
-    from pnpseg.io.outputs import atomic_write_bytes
 
     if export_classes is not None and export_classes.is_dir():
         raise PnpsegError(f"--export-classes needs a file name, but {str(export_classes)!r} is a folder")
     data = get_dataset(dataset, root)
     if export_classes is not None:
         names = [c[0] for c in data.prompt_classes]
-        atomic_write_bytes(export_classes, ("\n".join(names) + "\n").encode("utf-8"))
+        write_class_list(export_classes, names)
         console.print(f"wrote {len(names)} class names to {export_classes}", highlight=False)
         return
     out = out or Path("pnpseg-eval") / f"{dataset}-{protocol.value}"

@@ -19,13 +19,14 @@ import numpy as np
 
 from pnpseg.errors import PnpsegError
 from pnpseg.evaluation.datasets import Dataset, Sample
+from pnpseg.evaluation.folder import PREDICTIONS, EvalFolder, prediction_file, scored_inputs
 from pnpseg.evaluation.metrics import confusion_matrix, scores
 from pnpseg.evaluation.predictors import Predictor, image_inputs
 from pnpseg.evaluation.protocols import averaging
-from pnpseg.evaluation.report import EvalResult, prediction_classes, save_prediction, write_reports
+from pnpseg.evaluation.report import EvalResult, prediction_classes, prediction_png, write_reports
 from pnpseg.evaluation.spec import EvalSpec
 from pnpseg.evaluation.state import STATE, EvalState, content_key
-from pnpseg.io.outputs import write_json
+from pnpseg.io.outputs import json_bytes
 
 #: ``progress(done, total, miou)``: images scored so far of those to do, and the running mIoU.
 Progress = Callable[[int, int, float], None]
@@ -58,6 +59,7 @@ class Evaluation:
         overwrite: bool = False,
         inputs: Callable[[Sample], list[Path]] | None = None,
         progress: Progress | None = None,
+        folder: EvalFolder | None = None,
     ):
         self.rule = averaging(protocol)
         if save_predictions and out is None:
@@ -65,7 +67,6 @@ class Evaluation:
         self.dataset, self.predictor, self.protocol = dataset, predictor, protocol
         self.out = Path(out) if out is not None else None
         self.save_predictions = save_predictions
-        self.predictions_dir = self.out / "predictions" if save_predictions and self.out is not None else None
         self.checkpoint_every = max(1, checkpoint_every)
         self.overwrite = overwrite
         if inputs is None:
@@ -83,16 +84,23 @@ class Evaluation:
                 default=str,
             )
         )
-        self.samples = dataset.samples()
-        if limit is not None:
-            self.samples = self.samples[: max(0, limit)]
+        self.samples = chosen_samples(dataset, limit)
+        #: ``out``'s files, checked now (``folder``: already checked, before a model loaded)
+        self.folder = folder
+        if self.out is not None and self.folder is None:
+            self.folder = EvalFolder(self.out, self.samples, save_predictions).check(self._read())
+
+    def _read(self) -> list[Path]:
+        return scored_inputs(self.samples, self.inputs)
 
     @classmethod
     def of(cls, spec: EvalSpec, out: str | Path | None, **options: Any) -> Evaluation:
-        """The evaluation of ``spec`` in this process (``options``: this class's keywords)."""
+        """The evaluation of ``spec`` in this process (``options``: this class's keywords);
+        ``out`` is checked before the model loads."""
+        folder = checked_folder(spec, out, options)
         predictor, settings = spec.build()
         out = Path(out) if out is not None else None
-        return cls(spec.data, predictor, out, protocol=spec.protocol, settings=settings, **options)
+        return cls(spec.data, predictor, out, protocol=spec.protocol, settings=settings, folder=folder, **options)
 
     def key(self, sample: Sample) -> str | None:
         """The content key of a sample's record: its label and its prediction's inputs; None
@@ -105,18 +113,18 @@ class Evaluation:
     def run(self) -> EvalResult:
         n = self.dataset.num_classes
         state = EvalState((n, n + 1), self.settings)
-        if self.out is not None:
-            self.out.mkdir(parents=True, exist_ok=True)
+        if self.folder is not None:
+            self.folder.claim(self._read(), overwrite=self.overwrite)
             if not self.overwrite:
-                state.load(self.out)
+                state.load(self.folder.out)
         keys = {sample.id: self.key(sample) for sample in self.samples}
         saved = {s.id: state.get(s.id, key) if (key := keys[s.id]) else None for s in self.samples}
         todo = [s for s in self.samples if saved[s.id] is None]
         reused = len(self.samples) - len(todo)
         by_id = {s.id: s for s in todo}
         cm = sum((m for m in saved.values() if m is not None), np.zeros((n, n + 1), np.int64))
-        if self.predictions_dir is not None:
-            write_json(self.predictions_dir / "classes.json", prediction_classes(self.dataset))
+        if self.folder is not None and self.save_predictions:
+            self.folder.write(f"{PREDICTIONS}/classes.json", json_bytes(prediction_classes(self.dataset)))
         start = time.perf_counter()
         since_save, done = 0, 0
         self.progress(0, len(todo), scores(cm, self.rule).miou)
@@ -125,13 +133,13 @@ class Evaluation:
                 cm += sample_cm
                 state.put(sample_id, keys[sample_id] or self.key(by_id[sample_id]) or "", sample_cm)
                 since_save, done = since_save + 1, done + 1
-                if self.out is not None and since_save >= self.checkpoint_every:
-                    state.save(self.out)
+                if self.folder is not None and since_save >= self.checkpoint_every:
+                    self.folder.write(STATE, state.to_bytes())
                     since_save = 0
                 self.progress(done, len(todo), scores(cm, self.rule).miou)
         finally:
-            if self.out is not None and (since_save or not (self.out / STATE).exists()):
-                state.save(self.out)  # cm and the records are always consistent here
+            if self.folder is not None and (since_save or not (self.folder.out / STATE).exists()):
+                self.folder.write(STATE, state.to_bytes())  # cm and the records are always consistent here
         return self._finish(cm, reused, time.perf_counter() - start)
 
     def confusions(self, todo: list[Sample]) -> Iterator[tuple[str, np.ndarray]]:
@@ -143,8 +151,8 @@ class Evaluation:
         for sample in todo:
             label = self.dataset.load_label(sample)
             pred = self.predictor(sample, label)
-            if self.predictions_dir is not None:
-                save_prediction(self.predictions_dir, self.dataset, sample, pred)
+            if self.folder is not None and self.save_predictions:
+                self.folder.write(prediction_file(sample), prediction_png(self.dataset, pred))
             yield sample.id, confusion_matrix(label, pred, self.dataset.num_classes)
 
     def _finish(self, cm: np.ndarray, reused: int, seconds: float) -> EvalResult:
@@ -164,9 +172,25 @@ class Evaluation:
             reused=reused,
             out=self.out,
         )
-        if self.out is not None:
-            write_reports(self.out, result, s, names, self.settings)
+        if self.folder is not None:
+            write_reports(self.folder, result, s, names, self.settings)
         return result
+
+
+def chosen_samples(dataset: Dataset, limit: int | None) -> list[Sample]:
+    """The samples an evaluation scores: the dataset's, the first ``limit`` of them if given."""
+    samples = dataset.samples()
+    return samples if limit is None else samples[: max(0, limit)]
+
+
+def checked_folder(spec: EvalSpec, out: str | Path | None, options: Mapping[str, Any]) -> EvalFolder | None:
+    """``out``'s files for ``spec`` with :class:`Evaluation`'s ``options``, checked before
+    any model loads (either engine): None without ``out``."""
+    if out is None:
+        return None
+    samples = chosen_samples(spec.data, options.get("limit"))
+    folder = EvalFolder(Path(out), samples, bool(options.get("save_predictions")))
+    return folder.check(scored_inputs(samples, spec.inputs()))
 
 
 def evaluate(

@@ -1,6 +1,7 @@
-"""What an evaluation returns (:class:`EvalResult`) and the files it writes into ``--out``:
-``results.json``, ``results.md``, ``per_class_iou.csv``, ``confusion.png`` and, on request,
-label PNGs of the predictions (``predictions/``, re-scorable with ``--predictions``)."""
+"""What an evaluation returns (:class:`EvalResult`) and the files it writes into ``--out``
+(through :class:`~pnpseg.evaluation.folder.EvalFolder`): ``results.json``, ``results.md``,
+``per_class_iou.csv``, ``confusion.png`` and, on request, label PNGs of the predictions
+(``predictions/``, re-scorable with ``--predictions``)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from pnpseg.evaluation.datasets import Dataset, Sample
+from pnpseg.evaluation.datasets import Dataset
+from pnpseg.evaluation.folder import EvalFolder
 from pnpseg.evaluation.metrics import Scores, top_confusions
-from pnpseg.io.outputs import atomic_path, atomic_write_bytes, save_label_png, write_json
+from pnpseg.io.outputs import encode_label_png, json_bytes
 
 
 @dataclass
@@ -73,31 +75,32 @@ def prediction_classes(dataset: Dataset) -> dict[str, str]:
     return {"0": "background", **{str(i + 1): name for i, name in enumerate(names)}}
 
 
-def save_prediction(folder: Path, dataset: Dataset, sample: Sample, pred: np.ndarray) -> None:
-    """``folder/<id>.png`` in ``pnpseg segment``'s convention (0 background, i class i)."""
+def prediction_png(dataset: Dataset, pred: np.ndarray) -> bytes:
+    """A saved prediction's label PNG in ``pnpseg segment``'s convention (0 background, i class i)."""
     n = dataset.num_classes
-    labels = pred if dataset.has_background else np.where(pred == n, 0, pred + 1)
-    save_label_png(Path(folder) / f"{sample.id}.png", labels)
+    return encode_label_png(pred if dataset.has_background else np.where(pred == n, 0, pred + 1))
 
 
 def write_reports(
-    out: Path, result: EvalResult, s: Scores, class_names: Sequence[str], settings: dict[str, Any]
+    folder: EvalFolder, result: EvalResult, s: Scores, class_names: Sequence[str], settings: dict[str, Any]
 ) -> None:
     """results.json, results.md, per_class_iou.csv and confusion.png, each written atomically."""
-    write_json(
-        out / "results.json",
-        {
-            "dataset": result.dataset,
-            "protocol": result.protocol,
-            "averaging": result.rule,
-            "images": result.images,
-            "mIoU": percent(result.miou),
-            "aAcc": percent(result.aacc),
-            "settings": settings,
-            "per_class_iou": {k: percent(v) for k, v in result.per_class.items()},
-        },
+    folder.write(
+        "results.json",
+        json_bytes(
+            {
+                "dataset": result.dataset,
+                "protocol": result.protocol,
+                "averaging": result.rule,
+                "images": result.images,
+                "mIoU": percent(result.miou),
+                "aAcc": percent(result.aacc),
+                "settings": settings,
+                "per_class_iou": {k: percent(v) for k, v in result.per_class.items()},
+            }
+        ),
     )
-    atomic_write_bytes(out / "results.md", markdown(result).encode("utf-8"))
+    folder.write("results.md", markdown(result).encode("utf-8"))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["class", "iou", "evaluated", "intersection", "union", "gt_pixels", "pred_pixels"])
@@ -106,9 +109,10 @@ def write_reports(
         writer.writerow(
             [name, iou, int(s.evaluated[i]), s.intersection[i], s.union[i], s.gt_pixels[i], s.pred_pixels[i]]
         )
-    atomic_write_bytes(out / "per_class_iou.csv", buffer.getvalue().encode("utf-8"))
-    with atomic_path(out / "confusion.png") as tmp:
-        render_confusion(result.confusion, class_names).save(tmp, format="PNG")
+    folder.write("per_class_iou.csv", buffer.getvalue().encode("utf-8"))
+    png = io.BytesIO()
+    render_confusion(result.confusion, class_names).save(png, format="PNG")
+    folder.write("confusion.png", png.getvalue())
 
 
 def markdown(result: EvalResult) -> str:

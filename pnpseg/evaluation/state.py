@@ -10,6 +10,7 @@ The whole state also carries the run's settings, which must match to resume at a
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,7 +20,6 @@ import numpy as np
 
 from pnpseg.errors import PnpsegError
 from pnpseg.io.jsontext import parse_json
-from pnpseg.io.outputs import atomic_path
 
 STATE = "eval_state.npz"
 FORMAT = 2  # 1: one summed matrix and the ids done, without keys (not resumable now)
@@ -36,7 +36,7 @@ def content_key(paths: Iterable[Path]) -> str:
 
 
 class EvalState:
-    """Records by sample id: ``(key, confusion matrix)``; saved atomically to ``folder/STATE``."""
+    """Records by sample id: ``(key, confusion matrix)``; saved as ``STATE`` in the output folder."""
 
     def __init__(self, shape: tuple[int, int], settings: dict[str, Any]) -> None:
         self.shape, self.settings = shape, settings
@@ -75,7 +75,8 @@ class EvalState:
             flat[index[offsets[i] : offsets[i + 1]]] = counts[offsets[i] : offsets[i + 1]]
             self.records[sample_id] = (key, flat.reshape(self.shape))
 
-    def save(self, folder: Path) -> None:
+    def to_bytes(self) -> bytes:
+        """The ``.npz`` of the records, for the output folder to write."""
         ids = list(self.records)
         sparse = [np.flatnonzero(self.records[i][1]) for i in ids]
         offsets = np.cumsum([0, *(len(s) for s in sparse)]).astype(np.int64)
@@ -85,15 +86,16 @@ class EvalState:
             if sparse
             else np.zeros(0, np.int64)
         )
-        with atomic_path(Path(folder) / STATE) as tmp:
-            np.savez(
-                tmp,
-                format=FORMAT,
-                settings=json.dumps(self.settings),
-                shape=np.array(self.shape, np.int64),
-                ids=np.array(ids, dtype=str),
-                keys=np.array([self.records[i][0] for i in ids], dtype=str),
-                offsets=offsets,
-                index=index.astype(np.int64),
-                counts=counts.astype(np.int64),
-            )
+        buffer = io.BytesIO()
+        np.savez(
+            buffer,
+            format=FORMAT,
+            settings=json.dumps(self.settings),
+            shape=np.array(self.shape, np.int64),
+            ids=np.array(ids, dtype=str),
+            keys=np.array([self.records[i][0] for i in ids], dtype=str),
+            offsets=offsets,
+            index=index.astype(np.int64),
+            counts=counts.astype(np.int64),
+        )
+        return buffer.getvalue()

@@ -5,8 +5,8 @@ before, and deletes only files it wrote. What it wrote is remembered in a ledger
 folder (:data:`LEDGER`, ``{path: group}``): a file's path is *claimed* in the ledger before
 the file is first written, so a run killed at any moment leaves no file of its own that the
 next run would mistake for a user's. Everything that writes into an output folder (segment's
-labels, overlays and ``--format`` documents, ``explain``'s figures, ``tune``'s preset) goes
-through :class:`Ownership`; a new kind of output names its files and inherits the rules:
+labels, overlays and ``--format`` documents, ``explain``'s figures, ``tune``'s preset,
+``eval``'s reports, state and saved predictions) goes through :class:`Ownership`; a new kind of output names its files and inherits the rules:
 
 * a path is a clean relative path inside the folder (:func:`contained`): never absolute,
   never ``..``, never through a symlinked folder that leads out. Paths read from files

@@ -10,7 +10,7 @@ import numpy as np
 
 from pnpseg.engines.ray.cluster import import_ray, init_ray
 from pnpseg.errors import PnpsegError
-from pnpseg.evaluation.evaluate import Evaluation
+from pnpseg.evaluation.evaluate import Evaluation, checked_folder
 from pnpseg.evaluation.spec import EvalSpec
 
 
@@ -23,16 +23,21 @@ def describe_eval(spec: EvalSpec) -> tuple[str, Any]:
 
 
 class EvalActor:
-    """One predictor (model) per actor; returns each sample's confusion matrix."""
+    """One predictor (model) per actor; returns each sample's confusion matrix, and writes its
+    prediction into ``save_into`` (the driver claimed those files before the run)."""
 
-    def __init__(self, spec: EvalSpec, predictions: str | None):
+    def __init__(self, spec: EvalSpec, save_into: str | None):
+        from pnpseg.io.store import Store
+
         self.data, (self.predictor, _) = spec.data, spec.build()
         self.samples = {s.id: s for s in self.data.samples()}
-        self.predictions = Path(predictions) if predictions is not None else None
+        self.store = Store(save_into) if save_into is not None else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from pnpseg.evaluation.folder import prediction_file
         from pnpseg.evaluation.metrics import confusion_matrix
-        from pnpseg.evaluation.report import save_prediction
+        from pnpseg.evaluation.report import prediction_png
+        from pnpseg.io.ownership import write_owned
 
         ids, matrices = [], []
         data = self.data
@@ -41,20 +46,18 @@ class EvalActor:
             label = data.load_label(sample)
             pred = self.predictor(sample, label)
             matrices.append(confusion_matrix(label, pred, data.num_classes).astype(np.int64).tobytes())
-            if self.predictions is not None:
-                save_prediction(self.predictions, data, sample, pred)
+            if self.store is not None:
+                write_owned(self.store, prediction_file(sample), prediction_png(data, pred))
             ids.append(sample_id)
         return {"id": np.array(ids, dtype=object), "confusion": np.array(matrices, dtype=object)}
 
 
 class RayPredictions:
     """A :class:`~pnpseg.evaluation.evaluate.BulkPredictor`: confusion matrices from Ray actors
-    (which write the label PNGs into ``predictions`` when it is given)."""
+    (which write the label PNGs into the output folder ``save_into`` when it is given)."""
 
-    def __init__(
-        self, spec: EvalSpec, predictions: str | None = None, *, workers: int = 1, gpus_per_worker: float = 0.0
-    ):
-        self.spec, self.predictions = spec, predictions
+    def __init__(self, spec: EvalSpec, save_into: str | None = None, *, workers: int = 1, gpus_per_worker: float = 0.0):
+        self.spec, self.save_into = spec, save_into
         self.workers, self.gpus = max(1, int(workers)), gpus_per_worker
         self.inputs = spec.inputs()  # what each sample's prediction depends on (resume keys)
 
@@ -68,7 +71,7 @@ class RayPredictions:
         ds = ray.data.from_items([{"id": s.id} for s in todo], override_num_blocks=blocks)
         ds = ds.map_batches(
             EvalActor,
-            fn_constructor_kwargs={"spec": self.spec, "predictions": self.predictions},
+            fn_constructor_kwargs={"spec": self.spec, "save_into": self.save_into},
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=self.workers),
             num_cpus=cpus,
@@ -91,19 +94,21 @@ def ray_evaluate(
 ) -> Any:
     """``pnpseg eval --engine ray``: per-image confusion matrices from the actors, summed (and
     checkpointed in the local engine's ``eval_state.npz``, so either engine resumes the other)
-    by the driver. ``options``: :class:`~pnpseg.evaluation.evaluate.Evaluation`'s keywords."""
+    by the driver. ``options``: :class:`~pnpseg.evaluation.evaluate.Evaluation`'s keywords.
+    ``out`` is checked before Ray starts."""
+    folder = checked_folder(spec, out, {**options, "save_predictions": save_predictions})
     ray = init_ray(address)
     task = ray.remote(num_cpus=min(1.0, float(ray.cluster_resources().get("CPU", 1.0))), num_gpus=gpus_per_worker)
     status, settings = ray.get(task(describe_eval).remote(spec))
     if status != "ok":
         raise PnpsegError(settings)
-    predictions = str(Path(out) / "predictions") if save_predictions else None
     return Evaluation(
         spec.data,
-        RayPredictions(spec, predictions, workers=workers, gpus_per_worker=gpus_per_worker),
+        RayPredictions(spec, str(out) if save_predictions else None, workers=workers, gpus_per_worker=gpus_per_worker),
         Path(out),
         protocol=spec.protocol,
         settings=settings,
         save_predictions=save_predictions,
+        folder=folder,
         **options,
     ).run()
