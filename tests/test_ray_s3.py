@@ -125,6 +125,24 @@ def with_uris(written: dict[str, bytes], scenes: Path) -> dict[str, bytes]:
     }
 
 
+def driver_with_parts(s3, ray, prefix: str, *flags: str) -> subprocess.Popen:
+    """A driver in another process on ``ray``'s cluster, segmenting ``PHOTOS`` into
+    ``s3://BUCKET/prefix``, handed back still running once a block's records are in
+    ``.pnpseg-parts/`` (killed, and the test failed, if it ends first)."""
+    command = [sys.executable, "-m", "pnpseg.cli", "segment", PHOTOS, *ARGS, "--out", f"s3://{BUCKET}/{prefix}", *flags]
+    address = ray.get_runtime_context().gcs_address
+    driver = subprocess.Popen(
+        [*command, "--engine", "ray", "--ray-address", address], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 300
+    while driver.poll() is None and time.monotonic() < deadline:
+        if any(k.startswith(".pnpseg-parts/") for k in keys(s3, prefix)):
+            return driver
+        time.sleep(0.1)
+    driver.kill()
+    raise AssertionError(driver.communicate()[1].decode()[-3000:])
+
+
 @pytest.mark.slow  # a Ray run: a few seconds, more on a busy machine
 def test_labels_and_manifest_on_s3_match_the_local_engine(s3, ray_run, scenes, local_run):
     out, result = f"s3://{BUCKET}/same", ray_run
@@ -227,23 +245,9 @@ def test_a_killed_driver_is_resumed_without_redoing_finished_images(s3, ray_on_s
     left behind. The next run takes the dead run's lock over, merges the parts, does only the
     rest, and leaves the local engine's labels and one record per input."""
     out = f"s3://{BUCKET}/killed"
-    address = ray_on_s3.get_runtime_context().gcs_address
-    command = [sys.executable, "-m", "pnpseg.cli", "segment", PHOTOS, *ARGS, "--out", out]
-    driver = subprocess.Popen(
-        [*command, "--engine", "ray", "--ray-address", address],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 300
-        while driver.poll() is None and time.monotonic() < deadline:
-            if any(k.startswith(".pnpseg-parts/") for k in keys(s3, "killed")):
-                break
-            time.sleep(0.1)
-        assert driver.poll() is None, driver.stderr.read().decode()[-3000:]  # still running: kill it
-    finally:
-        driver.kill()
-        stderr = driver.communicate()[1].decode()
+    driver = driver_with_parts(s3, ray_on_s3, "killed")
+    driver.kill()
+    stderr = driver.communicate()[1].decode()
     left = objects(s3, "killed")
     assert "manifest.jsonl" not in left and any(k.startswith(".pnpseg-parts/") for k in left), stderr[-3000:]
     assert json.loads(left[LOCK])["pid"] == driver.pid
@@ -290,18 +294,8 @@ def test_ctrl_c_on_the_driver_is_exit_130_with_one_json_document_and_a_released_
     """SIGINT (Ctrl+C) once a block is done: exit 130, one JSON document on stdout, the lock
     object deleted and the records collected so far written, so the next run resumes them."""
     out = f"s3://{BUCKET}/interrupted"
-    address = ray_on_s3.get_runtime_context().gcs_address
-    command = [sys.executable, "-m", "pnpseg.cli", "segment", PHOTOS, *ARGS, "--out", out, "--json"]
-    driver = subprocess.Popen(
-        [*command, "--engine", "ray", "--ray-address", address], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    driver = driver_with_parts(s3, ray_on_s3, "interrupted", "--json")
     try:
-        deadline = time.monotonic() + 300
-        while driver.poll() is None and time.monotonic() < deadline:
-            if any(k.startswith(".pnpseg-parts/") for k in keys(s3, "interrupted")):
-                break
-            time.sleep(0.1)
-        assert driver.poll() is None, driver.stderr.read().decode()[-3000:]
         driver.send_signal(signal.SIGINT)
         stdout, stderr = driver.communicate(timeout=120)
     finally:

@@ -62,12 +62,13 @@ def labelstudio(
     from pnpseg.method.segmenter import Segmenter
     from pnpseg.serve.labelstudio import Backend, Fetcher, make_server
     from pnpseg.sources.class_sources import build_class_source
+    from pnpseg.specs import parse_spec
 
     method = o.method_choice(ctx)
     set_max_image_pixels(max_image_pixels)
     if port:
         check_port(host, port)  # a taken port: exit 3, before the model loads
-    if class_source.split(":")[0] == "file":
+    if parse_spec(class_source, "--class-source")[0] == "file":
         raise typer.BadParameter("file: names classes per input file; a backend has tasks", param_hint="--class-source")
     build_class_source(class_source, ["object"])  # a bad spec fails before the model loads
     segmenter = Segmenter.from_pretrained(  # once: every request is answered by this warm model

@@ -27,14 +27,15 @@ from PIL import Image
 
 from pnpseg.errors import PnpsegError
 from pnpseg.hookspecs import hookimpl
-from pnpseg.io.class_lists import DATASET_CLASSES, ClassListError, builtin_classes, read_class_file
+from pnpseg.io.class_lists import DATASET_CLASSES, builtin_classes, read_class_file
 from pnpseg.specs import parse_counted, respell
 
 IGNORE = 255
 
 
-class DatasetError(ClassListError):
-    """A dataset folder, split file, label file or class list that cannot be used as given."""
+class DatasetError(PnpsegError):
+    """A dataset folder, split file, or label file that cannot be used as given (a class list
+    that cannot be read is :class:`~pnpseg.io.class_lists.ClassListError`)."""
 
 
 # -- datasets -------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import numpy as np
 
 from pnpseg.errors import PnpsegError
 from pnpseg.evaluation.datasets import Dataset, Sample
-from pnpseg.evaluation.folder import PREDICTIONS, EvalFolder, prediction_file, scored_inputs
+from pnpseg.evaluation.folder import PREDICTIONS, EvalFolder, checked_folder, prediction_file
 from pnpseg.evaluation.metrics import confusion_matrix, scores
 from pnpseg.evaluation.predictors import Predictor, image_inputs
 from pnpseg.evaluation.protocols import averaging
@@ -88,16 +88,13 @@ class Evaluation:
         #: ``out``'s files, checked now (``folder``: already checked, before a model loaded)
         self.folder = folder
         if self.out is not None and self.folder is None:
-            self.folder = EvalFolder(self.out, self.samples, save_predictions).check(self._read())
-
-    def _read(self) -> list[Path]:
-        return scored_inputs(self.samples, self.inputs)
+            self.folder = checked_folder(self.out, self.samples, save_predictions, self.inputs)
 
     @classmethod
     def of(cls, spec: EvalSpec, out: str | Path | None, **options: Any) -> Evaluation:
         """The evaluation of ``spec`` in this process (``options``: this class's keywords);
         ``out`` is checked before the model loads."""
-        folder = checked_folder(spec, out, options)
+        folder = spec_folder(spec, out, options)
         predictor, settings = spec.build()
         out = Path(out) if out is not None else None
         return cls(spec.data, predictor, out, protocol=spec.protocol, settings=settings, folder=folder, **options)
@@ -114,7 +111,7 @@ class Evaluation:
         n = self.dataset.num_classes
         state = EvalState((n, n + 1), self.settings)
         if self.folder is not None:
-            self.folder.claim(self._read(), overwrite=self.overwrite)
+            self.folder.claim(overwrite=self.overwrite)
             if not self.overwrite:
                 state.load(self.folder.out)
         keys = {sample.id: self.key(sample) for sample in self.samples}
@@ -183,14 +180,13 @@ def chosen_samples(dataset: Dataset, limit: int | None) -> list[Sample]:
     return samples if limit is None else samples[: max(0, limit)]
 
 
-def checked_folder(spec: EvalSpec, out: str | Path | None, options: Mapping[str, Any]) -> EvalFolder | None:
+def spec_folder(spec: EvalSpec, out: str | Path | None, options: Mapping[str, Any]) -> EvalFolder | None:
     """``out``'s files for ``spec`` with :class:`Evaluation`'s ``options``, checked before
     any model loads (either engine): None without ``out``."""
     if out is None:
         return None
     samples = chosen_samples(spec.data, options.get("limit"))
-    folder = EvalFolder(Path(out), samples, bool(options.get("save_predictions")))
-    return folder.check(scored_inputs(samples, spec.inputs()))
+    return checked_folder(Path(out), samples, bool(options.get("save_predictions")), spec.inputs())
 
 
 def evaluate(

@@ -55,10 +55,11 @@ class EvalFolder:
         self.owned.load(self._adopt).check(self.planned, inputs)
         return self
 
-    def claim(self, inputs: Iterable[str | Path], overwrite: bool = False) -> None:
-        """Record the plan in the ledger before anything is written."""
+    def claim(self, overwrite: bool = False) -> None:
+        """Record the plan in the ledger before anything is written. The ledger and the files
+        in the way are checked again (time has passed); the inputs were, by :meth:`check`."""
         self.out.mkdir(parents=True, exist_ok=True)
-        self.owned.load(self._adopt).claim(self.planned, inputs)
+        self.owned.load(self._adopt).claim(self.planned)
         if overwrite:
             self.owned.prune([SAVED], keep=[e.rel for e in self.planned])
 
@@ -69,6 +70,13 @@ class EvalFolder:
         if not (self.out / STATE).is_file():
             return {}
         return {e.rel: e.group for e in self.planned if (self.out / e.rel).is_file()}
+
+
+def checked_folder(
+    out: Path, samples: Sequence[Sample], save_predictions: bool, inputs: Callable[[Sample], list[Path]]
+) -> EvalFolder:
+    """``out``'s files for ``samples``, checked against everything the evaluation reads."""
+    return EvalFolder(out, samples, save_predictions).check(scored_inputs(samples, inputs))
 
 
 def scored_inputs(samples: Sequence[Sample], inputs: Callable[[Sample], list[Path]]) -> list[Path]:

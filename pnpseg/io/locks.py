@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from pnpseg.errors import EnvironmentProblem, MissingDependencyError, PnpsegError
+from pnpseg.io.jsontext import parse_json
 from pnpseg.io.store import Store
 
 #: S3 error codes of a conditional write that lost (412, or 409 on concurrent conditional writes).
@@ -145,7 +146,7 @@ class S3Lock:
         except BotoCoreError as error:
             raise self._error(error, "read") from None
         try:
-            holder = json.loads(body)
+            holder = parse_json(body)
         except ValueError:
             holder = {}
         return holder if isinstance(holder, dict) else {}, found.get("ETag")

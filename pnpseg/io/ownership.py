@@ -23,7 +23,6 @@ the local and the Ray engine keep one rule.
 
 from __future__ import annotations
 
-import json
 import os
 import posixpath
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from pnpseg.errors import PnpsegError
+from pnpseg.io.jsontext import parse_json
 from pnpseg.io.outputs import atomic_path, json_bytes, temp_target
 from pnpseg.io.store import Store
 
@@ -78,11 +78,13 @@ class Ownership:
         """Read the ledger. A folder without one that ``adopt`` vouches for (one written by
         a version before the ledger) owns what ``adopt`` returns."""
         data = self.store.read_bytes(LEDGER)
-        ledger: object = {"files": dict(adopt() if adopt is not None else {})}
-        if data is not None:
+        ledger: object
+        if data is None:  # adopt only then: it may read a whole manifest
+            ledger = {"files": dict(adopt() if adopt is not None else {})}
+        else:
             try:
-                ledger = json.loads(data)
-            except (ValueError, RecursionError):
+                ledger = parse_json(data)
+            except ValueError:  # not UTF-8, not JSON, or nested too deep
                 ledger = {}  # unreadable: it owns nothing, so nothing of the user's can be lost
         if not isinstance(ledger, dict):
             ledger = {}
@@ -161,10 +163,14 @@ class Ownership:
         return {folder: (self.store.local / folder).resolve() for folder in folders}
 
     def _existing(self, plan: list[Planned]) -> set[str]:
+        """The planned files the ledger does not hold that exist (a link counts, dangling or
+        not): only those can be a user's. A resumed run's plan is all owned: nothing is listed."""
+        unowned = {e.rel for e in plan if e.rel not in self.files}
+        if not unowned:
+            return set()
         if self.store.local is not None:
-            local = self.store.local
-            return {e.rel for e in plan if (local / e.rel).exists() or (local / e.rel).is_symlink()}
-        return set(self.store.files()) & {e.rel for e in plan}
+            return {rel for rel in unowned if os.path.lexists(self.store.local / rel)}
+        return set(self.store.files()) & unowned
 
     # -- writing and deleting ------------------------------------------------------------------
     def write(self, rel: str, data: bytes) -> None:

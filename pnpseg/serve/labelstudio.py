@@ -153,7 +153,7 @@ class Backend:
             fetch,
         )
         self._lock = threading.Lock()
-        self._sources: dict[tuple[str, ...], Any] = {}
+        self._source_of: tuple[tuple[str, ...], Any] | None = None  # the last labels' class source
 
     def health(self) -> dict[str, Any]:
         return {"status": "UP", "model_class": "pnpseg", "model_version": self.model_version}
@@ -172,6 +172,7 @@ class Backend:
         return {"results": [self._predict(task, target) for task in tasks]}
 
     def _predict(self, task: dict[str, Any], target: Target) -> dict[str, Any]:
+        from pnpseg.engines.common.layout import to_vocabulary
         from pnpseg.sources.class_sources import ClassSourceImageError, propose
 
         name = f"task {task.get('id', '?')}"
@@ -185,13 +186,9 @@ class Backend:
             except ClassSourceImageError as error:
                 raise RequestError(f"{name}: class source: {error}", 422) from None
             result = self.segmenter(image, proposal.classes)
-        index = {c: i for i, c in enumerate(target.classes)}
-        lut = np.zeros(len(proposal.classes) + 1, dtype=np.int64)
-        for i, cls in enumerate(proposal.classes):
-            lut[i + 1] = target.label_of[index[cls]] + 1
-        labels = lut[result.labels]
-        scores = result.class_scores()
-        present = [scores[c] for c in scores if c in proposal.classes]
+        classes = to_vocabulary(result.labels, proposal.classes, target.classes)  # 0, or 1 + a class
+        labels = np.asarray([0, *(label + 1 for label in target.label_of)])[classes]  # 0, or 1 + a label
+        present = list(result.class_scores().values())
         return {
             "result": brush_regions(labels, target.labels, target.from_name, target.to_name),
             "score": float(np.mean(present)) if present else 0.0,
@@ -199,9 +196,11 @@ class Backend:
         }
 
     def _source(self, classes: tuple[str, ...]) -> Any:
-        if classes not in self._sources:
-            self._sources[classes] = self.class_source(classes)
-        return self._sources[classes]
+        """The class source for a project's labels. Only the last is kept: a ``clip`` source
+        holds a CLIP model, and one per label set ever seen would pile up in memory."""
+        if self._source_of is None or self._source_of[0] != classes:
+            self._source_of = (classes, self.class_source(classes))
+        return self._source_of[1]
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from pnpseg.io.image_classes import ImageClasses
-from pnpseg.io.images import InputItem, load_image
+from pnpseg.io.images import INPUT_DIGEST, InputItem, load_image
 from pnpseg.io.outputs import atomic_path
 from pnpseg.method.gradcam import capture, gradcam
 from pnpseg.method.prompts import token_weights
@@ -47,14 +47,6 @@ def read_labels(path: Path, items: Sequence[InputItem]) -> tuple[list[LabelledIm
     matched = {path: names for path, names in matched.items() if names}  # listed with [] = unlabelled
     labelled = [LabelledImage(item, matched[item.path]) for item in items if item.path in matched]
     return labelled, [item for item in items if item.path not in matched]
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -106,12 +98,14 @@ class Capturer:
         self.vlm_passes = 0
         self.cache_hits = 0
 
-    def cache_key(self, labelled: LabelledImage) -> dict[str, Any]:
+    def cache_key(self, labelled: LabelledImage, image_sha256: str) -> dict[str, Any]:
+        """What a cached capture depends on; ``image_sha256``: the image file's SHA-256
+        (``load_image`` computed it from the bytes it decoded)."""
         return {
             "version": CACHE_VERSION,
             "adapter": self.adapter_name,
             "model": self.model,
-            "image": _file_digest(labelled.item.path),
+            "image": image_sha256,
             "classes": list(labelled.classes),
             "size": list(self.segmenter.input_size),
         }
@@ -130,7 +124,7 @@ class Capturer:
         captured = Captured(labelled, torch.empty(0), scoring_image(image))
         if before_pass is not None:
             before_pass(captured)
-        key = self.cache_key(labelled)
+        key = self.cache_key(labelled, image.info[INPUT_DIGEST])
         path = self.cache_path(labelled, key)
         maps = None
         if path is not None and path.exists():

@@ -10,7 +10,7 @@ import numpy as np
 
 from pnpseg.engines.ray.cluster import import_ray, init_ray
 from pnpseg.errors import PnpsegError
-from pnpseg.evaluation.evaluate import Evaluation, checked_folder
+from pnpseg.evaluation.evaluate import Evaluation, spec_folder
 from pnpseg.evaluation.spec import EvalSpec
 
 
@@ -96,7 +96,7 @@ def ray_evaluate(
     checkpointed in the local engine's ``eval_state.npz``, so either engine resumes the other)
     by the driver. ``options``: :class:`~pnpseg.evaluation.evaluate.Evaluation`'s keywords.
     ``out`` is checked before Ray starts."""
-    folder = checked_folder(spec, out, {**options, "save_predictions": save_predictions})
+    folder = spec_folder(spec, out, {**options, "save_predictions": save_predictions})
     ray = init_ray(address)
     task = ray.remote(num_cpus=min(1.0, float(ray.cluster_resources().get("CPU", 1.0))), num_gpus=gpus_per_worker)
     status, settings = ray.get(task(describe_eval).remote(spec))
