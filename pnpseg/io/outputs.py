@@ -141,6 +141,18 @@ def palette(num_classes: int = 256) -> list[int]:
 
 _PALETTE = np.array(palette(256), dtype=np.uint8).reshape(256, 3)
 
+
+def label_colour(value: int) -> tuple[int, int, int]:
+    """The colour of label value ``value`` in a label PNG: what the annotation tools show."""
+    red, green, blue = (int(c) for c in _PALETTE[value])
+    return red, green, blue
+
+
+def label_colour_hex(value: int) -> str:
+    """:func:`label_colour` as ``#rrggbb``."""
+    return "#" + bytes(label_colour(value)).hex()
+
+
 #: Classes a label PNG holds: its values are 8-bit and 0 is background.
 MAX_CLASSES = 255
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pnpseg.errors import PnpsegError
-from pnpseg.io.outputs import encode_label_png, palette
+from pnpseg.io.outputs import encode_label_png, label_colour, label_colour_hex
 
 FOLDER = "cvat"
 BACKGROUND = "background"
@@ -57,15 +57,10 @@ def check(classes: Sequence[str], names: Iterable[str]) -> None:
             )
 
 
-def _colours(classes: Sequence[str]) -> list[tuple[str, tuple[int, ...]]]:
-    flat = palette(len(classes) + 1)
-    return [(name, tuple(flat[3 * v : 3 * v + 3])) for v, name in enumerate([BACKGROUND, *classes])]
-
-
 def labelmap(classes: Sequence[str]) -> str:
     """``# label:color_rgb:parts:actions`` then one ``name:r,g,b::`` line per label value."""
     lines = ["# label:color_rgb:parts:actions"]
-    lines += [f"{name}:{r},{g},{b}::" for name, (r, g, b) in _colours(classes)]
+    lines += ["{}:{},{},{}::".format(name, *label_colour(value)) for value, name in enumerate([BACKGROUND, *classes])]
     return "\n".join(lines) + "\n"
 
 
@@ -73,8 +68,8 @@ def task_labels(classes: Sequence[str]) -> list[dict[str, Any]]:
     """The task's labels as CVAT's Raw label editor takes them: ``background`` and each class,
     with its palette colour, of type ``any`` (a mask, or the polygons CVAT may convert it to)."""
     return [
-        {"name": name, "color": "#" + bytes(rgb).hex(), "type": "any", "attributes": []}
-        for name, rgb in _colours(classes)
+        {"name": name, "color": label_colour_hex(value), "type": "any", "attributes": []}
+        for value, name in enumerate([BACKGROUND, *classes])
     ]
 
 

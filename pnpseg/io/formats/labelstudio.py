@@ -22,7 +22,7 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 
 from pnpseg.errors import MissingDependencyError
-from pnpseg.io.outputs import palette
+from pnpseg.io.outputs import label_colour_hex
 from pnpseg.io.store import has_scheme
 
 TASKS = "labelstudio.json"
@@ -53,9 +53,8 @@ def image_url(location: str) -> str:
 def labelling_config(classes: Sequence[str]) -> str:
     """The labelling interface: one ``Label`` per class, in its palette colour (``background``
     attribute, as Label Studio spells a label's colour)."""
-    colours = palette(len(classes) + 1)
     labels = "".join(
-        f'\n    <Label value={quoteattr(name)} background="#{bytes(colours[3 * i + 3 : 3 * i + 6]).hex()}"/>'
+        f'\n    <Label value={quoteattr(name)} background="{label_colour_hex(i + 1)}"/>'
         for i, name in enumerate(classes)
     )
     return (
