@@ -39,16 +39,16 @@ def demo(
 
     method = o.method_choice(ctx)
     set_max_image_pixels(max_image_pixels)  # uploads are decoded under the same limit as segment's inputs
-    port = port or free_port(host)
-    check_port(host, port)  # before the model loads
+    port = check_port(host, port)  # before the model loads
     session = DemoSession(method.adapter, method.model, device, method.params)
     page = build_demo(session, image, classes or "")
     console.print(f"pnpseg demo on http://{host}:{port} (Ctrl+C stops it)", highlight=False)
     page.launch(server_name=host, server_port=port, show_error=True, quiet=True)
 
 
-def check_port(host: str, port: int) -> None:
-    """Refuse a port something else listens on, in one line (exit 3), before any work."""
+def check_port(host: str, port: int) -> int:
+    """The port to serve on: ``port``, refused in one line (exit 3) before any work if
+    something else listens there, or with 0 one the OS picks free now."""
     import socket
 
     with socket.socket() as probe:
@@ -59,12 +59,4 @@ def check_port(host: str, port: int) -> None:
             raise EnvironmentProblem(
                 f"cannot serve on {host}:{port}: {error.strerror or error}; choose another --port (0: any free port)"
             ) from None
-
-
-def free_port(host: str) -> int:
-    """A port nothing listens on now (the OS picks it)."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind((host, 0))
         return probe.getsockname()[1]
