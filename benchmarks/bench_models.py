@@ -7,35 +7,18 @@ their vocabularies from :mod:`pnpseg_hf.testing`, the tiny BLIP from
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from pnpseg.io.class_lists import prompted_classes
 from pnpseg.testing import make_scene
 
-VOC = [
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "dining table",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "potted plant",
-    "sheep",
-    "sofa",
-    "train",
-    "tv monitor",
-]
+#: Pascal VOC's 20 classes, as pnpseg ships them (the first name of each).
+VOC = [names[0] for names in prompted_classes("voc20")]
 #: Every word of the prompts, one vocabulary entry each.
 PROMPT_WORDS = list(dict.fromkeys(piece for text in ["a picture of", *VOC] for piece in text.split()))
 #: bert-base-uncased's special tokens at their ids ([PAD] 0, [unused0–98], [UNK] 100 … [MASK] 103),
@@ -58,6 +41,32 @@ BLIP_L_TEXT = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12
 
 #: Content types of ``make_images``.
 CONTENTS = ("scenes", "photos", "noise")
+
+
+def choices(allowed: tuple[str, ...]) -> Callable[[str], list[str]]:
+    """An argparse ``type``: a comma-separated list of ``allowed`` values."""
+
+    def parse(text: str) -> list[str]:
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        unknown = [v for v in values if v not in allowed]
+        if unknown or not values:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(allowed)}")
+        return values
+
+    return parse
+
+
+def counts(text: str) -> list[int]:
+    """An argparse ``type``: a count or a comma-separated list of counts ≥ 0."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError("expected a count or a comma-separated list of counts ≥ 0, e.g. 0,1")
+    return values
+
+
 #: scikit-image's bundled colour photographs (no download).
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from bench_measure import loadavg
-from bench_models import CONTENTS, make_images
+from bench_models import CONTENTS, choices, counts, make_images
 from PIL import Image
 
 from pnpseg.method.labels import labels_from_scores, scores_from_saliency
@@ -36,11 +36,15 @@ CLASSES = 20
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=2, help="images per content type (default 2)")
-    parser.add_argument("--content", default="scenes,photos,noise", help="comma-separated: " + ", ".join(CONTENTS))
-    parser.add_argument("--iterations", default="5", help="alternative iteration counts, comma-separated (default 5)")
+    parser.add_argument(
+        "--content", type=choices(CONTENTS), default=list(CONTENTS), help="comma-separated: " + ", ".join(CONTENTS)
+    )
+    parser.add_argument(
+        "--iterations", type=counts, default=[5], help="alternative iteration counts, comma-separated (default 5)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # the CRF is single-threaded; so is the blur here, for comparable numbers
-    alternatives = [int(v) for v in args.iterations.split(",") if v.strip()]
+    alternatives = args.iterations
     print(f"load average at start: {loadavg()}")
     print(
         "\n| content | winners / channels | crf s/image (10 it) | "
@@ -49,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("|---|---|---|" + "---|" * len(alternatives))
     with tempfile.TemporaryDirectory(prefix="pnpseg-crf-") as tmp:
-        for content in [c.strip() for c in args.content.split(",") if c.strip()]:
+        for content in args.content:
             paths = make_images(Path(tmp) / content, args.images, content)
             rows = [_measure(np.asarray(Image.open(p).convert("RGB")), i, alternatives) for i, p in enumerate(paths)]
             winners = np.mean([r["winners"] for r in rows])

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from bench_baseline import run_baseline
 from bench_measure import MODEL_STAGES, agreement, cpu_name, loadavg, run_floor, run_ours, stage_table
-from bench_models import CONTENTS, VOC, build_blip, build_bridgetower, make_images
+from bench_models import CONTENTS, VOC, build_blip, build_bridgetower, choices, counts, make_images
 
 from pnpseg.method.params import SegmentParams
 from pnpseg.plugins import lookup
@@ -49,8 +49,17 @@ from pnpseg.plugins import lookup
 LOWER_PRECISIONS = ("bf16", "bf16-vision")
 
 
+def loaded(adapter_name: str, model_dir: Path) -> Any:
+    """The adapter with its weights loaded: loading is not part of the per-image cost, and
+    one load serves every content type and size."""
+    adapter = lookup("adapters", adapter_name)(model=str(model_dir), device="cpu")
+    _ = adapter.model
+    return adapter
+
+
 def bench_size(
     name: str,
+    adapter: Any,
     model_dir: Path,
     adapter_name: str,
     images: list[Path],
@@ -70,8 +79,6 @@ def bench_size(
         f"\n## {tag}, {content}: {n} image(s), K = {len(VOC)}, R = {args.rounds}, {args.postprocess}, workers {serial}",
         flush=True,
     )
-    adapter = lookup("adapters", adapter_name)(model=str(model_dir), device="cpu")
-    _ = adapter.model  # load the weights now: loading is not part of the per-image cost
     seg_params = SegmentParams.build(adapter.default_params, params)
     methods: dict[str, Callable[[list[Path], Path], dict[str, Any]]] = {
         "ours": lambda imgs, out: run_ours(adapter, adapter_name, model_dir, imgs, out, params, serial),
@@ -86,11 +93,13 @@ def bench_size(
                 adapter, adapter_name, model_dir, imgs, out, params, serial, precision
             )
     rows = _interleave(methods, images, work / f"{adapter_name}-{size}-{content}")
+    together = _own_folder(images, work / f"{adapter_name}-{size}-{content}" / "all") if overlapped else []
+    extra = {}
     for workers in overlapped:  # one job over all images: the CRF of one overlaps the next one's model passes
-        together = _own_folder(images, work / f"{adapter_name}-{size}-{content}" / "all")
         result = run_ours(adapter, adapter_name, model_dir, together, work / f"out-workers-{workers}", params, workers)
         result["per_image"] = [result["seconds"] / n]
-        rows = {**{k: v for k, v in rows.items() if k == "ours"}, f"ours workers {workers}": result, **rows}
+        extra[f"ours workers {workers}"] = result
+    rows = {"ours": rows["ours"], **extra, **rows}
     ours, floor, floor_eager = rows["ours"], rows["floor"], rows["floor eager"]
     report: dict[str, Any] = {"model": name, "size": size, "content": content, "images": n}
     for key, row in rows.items():
@@ -214,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             f"built {'tiny' if args.tiny else 'BLIP ITM large'} (random weights) in {time.perf_counter() - t0:.0f} s",
             flush=True,
         )
+        blip = loaded("blip", model_dir)
         for content in args.content:
             images = make_images(work / f"images-{content}", max(args.images, args.large_images), content)
             for i, size in enumerate(sizes):
@@ -221,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                 with _args_override(args, bf16=args.bf16 and i == 0):
                     name = "BLIP-L" if not args.tiny else "tiny-BLIP"
                     baseline = not (i and args.no_baseline_large)
-                    reports.append(bench_size(name, model_dir, "blip", few, work, size, args, baseline, content))
+                    reports.append(bench_size(name, blip, model_dir, "blip", few, work, size, args, baseline, content))
             print(f"load average after {content}: {loadavg()}", flush=True)
         reports.extend(_bench_bridgetower(work, args, sizes[0]))
     print(f"\nload average at end: {loadavg()} (other processes on this machine slow every column alike)")
@@ -241,14 +251,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--postprocess", default="blur,crf")
     parser.add_argument(
         "--content",
-        type=_choices(CONTENTS),
+        type=choices(CONTENTS),
         default=["scenes"],
         help=f"comma-separated image content types, each its own tables: {', '.join(CONTENTS)} (default scenes; "
         "photos need scikit-image)",
     )
     parser.add_argument(
         "--workers",
-        type=_counts,
+        type=counts,
         default=[0],
         help="CRF worker processes for ours (default 0: on 2 cores the model already uses both); "
         "a list such as 0,1 adds a column per further count, to measure the CRF overlapped",
@@ -272,27 +282,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _choices(allowed: tuple[str, ...]) -> Callable[[str], list[str]]:
-    def parse(text: str) -> list[str]:
-        values = [v.strip() for v in text.split(",") if v.strip()]
-        unknown = [v for v in values if v not in allowed]
-        if unknown or not values:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(allowed)}")
-        return values
-
-    return parse
-
-
-def _counts(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        values = []
-    if not values or min(values) < 0:
-        raise argparse.ArgumentTypeError("expected a count or a comma-separated list of counts ≥ 0, e.g. 0,1")
-    return values
-
-
 def _bench_bridgetower(work: Path, args: argparse.Namespace, size: int) -> list[dict[str, Any]]:
     """Ours and the floor for BridgeTower large on scenes (no baseline: its reference code is
     BLIP-only); skipped when not asked for or its adapter is not installed."""
@@ -312,7 +301,10 @@ def _bench_bridgetower(work: Path, args: argparse.Namespace, size: int) -> list[
     images = make_images(work / "images-bridgetower", args.images)
     name = "BridgeTower-L" if not args.tiny else "tiny-BridgeTower"
     with _args_override(args, bf16=False):
-        return [bench_size(name, model_dir, "bridgetower", images, work, 64 if args.tiny else size, args, False)]
+        adapter = loaded("bridgetower", model_dir)
+        return [
+            bench_size(name, adapter, model_dir, "bridgetower", images, work, 64 if args.tiny else size, args, False)
+        ]
 
 
 def _own_folder(paths: list[Path], folder: Path) -> list[Path]:
