@@ -67,7 +67,7 @@ class CocoInstancesDataset(Dataset):
 
     ann_file: str = "annotations/instances_val2017.json"
 
-    def samples(self) -> list[Sample]:
+    def _find_samples(self) -> list[Sample]:  # samples() caches what this finds
         annotations = self.resolve(self.ann_file)
         if not annotations.is_file():
             raise DatasetError(f"{self.name}: annotation file {annotations} not found")

@@ -340,7 +340,8 @@ class OutputFolder:
             return {}
         written: dict[str, list[str]] = {}
         for name, files in render(extra, self.classes, self.finished(fingerprint)).items():
-            self.owned.claim([Planned(rel, name, f"--format {name} file") for rel in files], self._inputs)
+            unclaimed = [rel for rel in files if not self.owned.owns(rel)]  # the run's plan claimed the rest
+            self.owned.claim([Planned(rel, name, f"--format {name} file") for rel in unclaimed], self._inputs)
             for rel, data in files.items():
                 self.owned.write(rel, data)
             self.owned.prune([name], keep=files)
