@@ -160,12 +160,9 @@ def _colour_map(values: np.ndarray) -> Image.Image:
 
 def _parse_classes(text: str) -> list[str]:
     """The page's class list, checked as the CLI checks its own, before the model runs."""
-    from pnpseg.io.outputs import check_class_count
-    from pnpseg.method.prompts import validate_names
+    from pnpseg.io.class_names import checked_names
 
-    names = validate_names([name for name in text.replace("\n", ",").split(",") if name.strip()])
-    check_class_count(names)
-    return names
+    return checked_names([name for name in text.replace("\n", ",").split(",") if name.strip()])
 
 
 def build_demo(session: DemoSession, image: Path | None = None, classes: str = "") -> Any:

@@ -24,6 +24,12 @@ def read_class_names(classes: str | None, classes_file: Path | None) -> list[str
         names += [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     if classes is None and classes_file is None:
         raise ClassNameError("no class names given: pass --classes 'a,b,c' or --classes-file FILE")
+    return checked_names(names)
+
+
+def checked_names(names: list[str]) -> list[str]:
+    """Names as every surface checks them (the CLI, the demo's page): cleaned and validated,
+    at most as many as a label PNG holds."""
     names = validate_names(names)
     check_class_count(names)
     return names

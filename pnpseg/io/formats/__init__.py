@@ -93,11 +93,11 @@ def check_available(formats: Iterable[str], classes: Sequence[str] = (), names: 
     suffix, ``sub/img``; exit 2)."""
     for name in formats:
         if name != "png":
-            writer(name)([], classes)  # rendering no image imports the library and writes nothing
+            writer(name)([], classes)  # rendering no image imports the library, checks the classes, writes nothing
         if name == "cvat":
             from pnpseg.io.formats.cvat import check
 
-            check(classes, names)
+            check((), names)
 
 
 def labelled(input: str, file: str, png: bytes, location: str = "") -> Labelled:
