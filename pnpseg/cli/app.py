@@ -53,15 +53,20 @@ def warning_line(message: str) -> None:
     console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
-def _show_deprecation(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
-    """A :class:`PnpsegDeprecationWarning` is one ``warning:`` line, like every other note."""
-    if issubclass(category, PnpsegDeprecationWarning):
-        warning_line(str(message))
-    else:
-        _show_other(message, category, *args, **kwargs)
+def _deprecation_lines() -> Any:
+    """A ``warnings.showwarning`` for one command: each :class:`PnpsegDeprecationWarning` is
+    one ``warning:`` line, like every other note, once however often the old spelling is read."""
+    shown: set[str] = set()
+    other = warnings.showwarning
 
+    def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if not issubclass(category, PnpsegDeprecationWarning):
+            other(message, category, *args, **kwargs)
+        elif str(message) not in shown:
+            shown.add(str(message))
+            warning_line(str(message))
 
-_show_other = warnings.showwarning
+    return show
 
 
 def save_traceback(error: BaseException) -> Path:
@@ -144,7 +149,7 @@ class FriendlyGroup(typer.core.TyperGroup):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("always", PnpsegDeprecationWarning)
-                warnings.showwarning = _show_deprecation
+                warnings.showwarning = _deprecation_lines()
                 result = super().invoke(ctx)
         except BrokenPipeError:  # stdout went away: nothing more can be said there
             raise
