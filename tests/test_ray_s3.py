@@ -15,6 +15,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -125,22 +127,52 @@ def with_uris(written: dict[str, bytes], scenes: Path) -> dict[str, bytes]:
     }
 
 
-def driver_with_parts(s3, ray, prefix: str, *flags: str) -> subprocess.Popen:
+@contextmanager
+def driver_mid_run(s3, ray, prefix: str, *flags: str) -> Iterator[subprocess.Popen]:
     """A driver in another process on ``ray``'s cluster, segmenting ``PHOTOS`` into
-    ``s3://BUCKET/prefix``, handed back still running once a block's records are in
-    ``.pnpseg-parts/`` (killed, and the test failed, if it ends first)."""
+    ``s3://BUCKET/prefix``, handed to the test mid-run: one block's records are in
+    ``.pnpseg-parts/`` and the next block's part file is held in the store (moto's PUT waits),
+    so the driver cannot have finished, however fast the machine. On leaving, the driver is
+    killed and the held write completes, before the test looks at the prefix."""
+    from moto.s3.models import S3Backend
+
+    put, parts = S3Backend.put_object, []
+    held, release, landed = threading.Event(), threading.Event(), threading.Event()
+
+    def second_part_waits(self, bucket_name, key_name, *args, **kwargs):
+        if not key_name.startswith(f"{prefix}/.pnpseg-parts/"):
+            return put(self, bucket_name, key_name, *args, **kwargs)
+        parts.append(key_name)
+        if len(parts) != 2:
+            return put(self, bucket_name, key_name, *args, **kwargs)
+        held.set()
+        release.wait(300)
+        try:
+            return put(self, bucket_name, key_name, *args, **kwargs)
+        finally:
+            landed.set()
+
     command = [sys.executable, "-m", "pnpseg.cli", "segment", PHOTOS, *ARGS, "--out", f"s3://{BUCKET}/{prefix}", *flags]
     address = ray.get_runtime_context().gcs_address
-    driver = subprocess.Popen(
-        [*command, "--engine", "ray", "--ray-address", address], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    deadline = time.monotonic() + 300
-    while driver.poll() is None and time.monotonic() < deadline:
-        if any(k.startswith(".pnpseg-parts/") for k in keys(s3, prefix)):
-            return driver
-        time.sleep(0.1)
-    driver.kill()
-    raise AssertionError(driver.communicate()[1].decode()[-3000:])
+    S3Backend.put_object = second_part_waits
+    try:
+        driver = subprocess.Popen(
+            [*command, "--engine", "ray", "--ray-address", address], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        try:
+            deadline = time.monotonic() + 300
+            while not held.wait(0.1):
+                if driver.poll() is not None or time.monotonic() > deadline:
+                    driver.kill()
+                    raise AssertionError(driver.communicate()[1].decode()[-3000:])
+            yield driver
+        finally:
+            driver.kill()
+            release.set()
+            if held.is_set():
+                landed.wait(60)
+    finally:
+        S3Backend.put_object = put
 
 
 @pytest.mark.slow  # a Ray run: a few seconds, more on a busy machine
@@ -245,9 +277,9 @@ def test_a_killed_driver_is_resumed_without_redoing_finished_images(s3, ray_on_s
     left behind. The next run takes the dead run's lock over, merges the parts, does only the
     rest, and leaves the local engine's labels and one record per input."""
     out = f"s3://{BUCKET}/killed"
-    driver = driver_with_parts(s3, ray_on_s3, "killed")
-    driver.kill()
-    stderr = driver.communicate()[1].decode()
+    with driver_mid_run(s3, ray_on_s3, "killed") as driver:
+        driver.kill()
+        stderr = driver.communicate()[1].decode()
     left = objects(s3, "killed")
     assert "manifest.jsonl" not in left and any(k.startswith(".pnpseg-parts/") for k in left), stderr[-3000:]
     assert json.loads(left[LOCK])["pid"] == driver.pid
@@ -294,22 +326,22 @@ def test_ctrl_c_on_the_driver_is_exit_130_with_one_json_document_and_a_released_
     """SIGINT (Ctrl+C) once a block is done: exit 130, one JSON document on stdout, the lock
     object deleted and the records collected so far written, so the next run resumes them."""
     out = f"s3://{BUCKET}/interrupted"
-    driver = driver_with_parts(s3, ray_on_s3, "interrupted", "--json")
-    try:
+    with driver_mid_run(s3, ray_on_s3, "interrupted", "--json") as driver:
         driver.send_signal(signal.SIGINT)
         stdout, stderr = driver.communicate(timeout=120)
-    finally:
-        driver.kill()
     assert driver.returncode == 130, stderr.decode()[-3000:]
     documents = [json.loads(line) for line in stdout.decode().splitlines()]
     assert len(documents) == 1 and documents[0]["exit_code"] == 130, stdout
     left = objects(s3, "interrupted")
     assert LOCK not in left and not any(is_temp_name(PurePosixPath(k).name) for k in left)
-    written = manifest(left.get("manifest.jsonl", b""))
+    # what the next run counts done: the manifest's records, and those of the parts it merges
+    written = [
+        r for k, v in left.items() if k == "manifest.jsonl" or k.startswith(".pnpseg-parts/") for r in manifest(v)
+    ]
     resumed = segment(PHOTOS, *ARGS, "--out", out, "--engine", "ray")
     assert resumed.exit_code == 1, resumed.output
     done = len({r["input"] for r in written if r["status"] == "ok"})
-    assert f"{done} already done" in resumed.output or done == 0, resumed.output
+    assert done and f"{done} already done" in resumed.output, resumed.output
 
 
 def one_json(output: str) -> dict:
