@@ -131,13 +131,13 @@ def with_uris(written: dict[str, bytes], scenes: Path) -> dict[str, bytes]:
 def driver_mid_run(s3, ray, prefix: str, *flags: str) -> Iterator[subprocess.Popen]:
     """A driver in another process on ``ray``'s cluster, segmenting ``PHOTOS`` into
     ``s3://BUCKET/prefix``, handed to the test mid-run: one block's records are in
-    ``.pnpseg-parts/`` and the next block's part file is held in the store (moto's PUT waits),
-    so the driver cannot have finished, however fast the machine. On leaving, the driver is
-    killed and the held write completes, before the test looks at the prefix."""
+    ``.pnpseg-parts/`` and the store delays the next block's part file (moto's PUT waits
+    1.5 s, less than a client's request timeout), so a signal sent now reaches a run that
+    has not finished, however fast the machine. On leaving, the driver is killed and the
+    delayed write has landed, before the test looks at the prefix."""
     from moto.s3.models import S3Backend
 
-    put, parts = S3Backend.put_object, []
-    held, release, landed = threading.Event(), threading.Event(), threading.Event()
+    put, parts, held, landed = S3Backend.put_object, [], threading.Event(), threading.Event()
 
     def second_part_waits(self, bucket_name, key_name, *args, **kwargs):
         if not key_name.startswith(f"{prefix}/.pnpseg-parts/"):
@@ -146,7 +146,7 @@ def driver_mid_run(s3, ray, prefix: str, *flags: str) -> Iterator[subprocess.Pop
         if len(parts) != 2:
             return put(self, bucket_name, key_name, *args, **kwargs)
         held.set()
-        release.wait(300)
+        time.sleep(1.5)
         try:
             return put(self, bucket_name, key_name, *args, **kwargs)
         finally:
@@ -161,16 +161,14 @@ def driver_mid_run(s3, ray, prefix: str, *flags: str) -> Iterator[subprocess.Pop
         )
         try:
             deadline = time.monotonic() + 300
-            while not held.wait(0.1):
+            while not held.wait(0.05):
                 if driver.poll() is not None or time.monotonic() > deadline:
                     driver.kill()
                     raise AssertionError(driver.communicate()[1].decode()[-3000:])
             yield driver
         finally:
             driver.kill()
-            release.set()
-            if held.is_set():
-                landed.wait(60)
+            landed.wait(30)
     finally:
         S3Backend.put_object = put
 
@@ -622,6 +620,11 @@ def test_a_worker_whose_store_refuses_a_label_records_that_image_and_goes_on(s3,
     records = [json.loads(r) for r in actors.finish_and_write(handed_on, layout, params)["record"]]
     assert [r["status"] for r in records] == ["error", "error"]
     assert records[0]["error"].startswith(f"cannot write output: cannot write s3://{BUCKET}/refused/s0.png: ")
+    # the block's part file refused as well: the records still reach the driver (no task error, exit 4)
+    monkeypatch.setattr(Store, "write_bytes", lambda store, rel, data: refused_but_parts(store, "x/" + rel, data))
+    again = [json.loads(r) for r in actors.finish_and_write(handed_on, layout, params)["record"]]
+    assert [r["status"] for r in again] == ["error", "error"] and again[0]["input"] == records[0]["input"]
+    monkeypatch.setattr(Store, "write_bytes", write)
     with pytest.raises(StoreWriteError, match=f"cannot write s3://{BUCKET}/refused/manifest.jsonl: "):
         Store(f"s3://{BUCKET}/refused?endpoint_override=127.0.0.1:{free_port()}&scheme=http").write_bytes(
             "manifest.jsonl", b""

@@ -95,5 +95,8 @@ def finish_and_write(batch: dict[str, np.ndarray], layout: OutputLayout, params:
         except DiskFull as stop:  # under Ray a full disk is recorded per image; the run goes on
             records.append(stop.record)
     name = hashlib.sha1("\n".join(r["key"] for r in records).encode()).hexdigest()[:16]
-    write_owned(layout.store, f"{PARTS}/{name}.jsonl", b"".join(manifest_line(r) for r in records))
+    try:
+        write_owned(layout.store, f"{PARTS}/{name}.jsonl", b"".join(manifest_line(r) for r in records))
+    except OSError:  # a store refusing writes, a full disk: the records still reach the driver, whose
+        pass  # manifest write decides (exit 3 if it fails too); only a dead driver's copy of them is lost
     return {"idx": batch["idx"], "record": np.array([json.dumps(r, ensure_ascii=False) for r in records], dtype=object)}
