@@ -157,7 +157,12 @@ def driver_mid_run(s3, ray, prefix: str, *flags: str) -> Iterator[subprocess.Pop
     S3Backend.put_object = second_part_waits
     try:
         driver = subprocess.Popen(
-            [*command, "--engine", "ray", "--ray-address", address], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            [*command, "--engine", "ray", "--ray-address", address],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            # Ctrl+C as a terminal delivers it, even where the test runs in the background (a
+            # shell's `cmd &` without job control ignores SIGINT, and children inherit that)
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         try:
             deadline = time.monotonic() + 300
