@@ -3,8 +3,9 @@
 It keeps the released (LAVIS-based) code's costs: every parameter requires grad and the
 vision encoder runs with autograd; one ``loss.backward()`` per round with parameter
 gradients; ``retain_grad`` on the cross-attention maps of all layers, GradCAM of all
-layers × heads kept for every round; patches zeroed one by one in a Python loop; the median
-rule patch by patch; thresholding, blur and the CRF serially. Its label maps equal ours.
+layers × heads kept for every round; patches zeroed one by one in a Python loop;
+thresholding, blur and the CRF serially. The arithmetic is the ``compat`` mode's (the
+paper's, or with ``compat="authors"`` the released code's), so its label maps equal ours.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from bench_models import VOC
 
 from pnpseg.io.outputs import save_label_png
 from pnpseg.method import profiling
+from pnpseg.method.compat import arithmetic
+from pnpseg.method.dropout import drop_patches
 from pnpseg.method.labels import labels_from_scores, scores_from_saliency
 from pnpseg.method.params import SegmentParams
 from pnpseg.method.postprocess.blur import GaussianBlur
@@ -26,7 +29,9 @@ from pnpseg.method.postprocess.crf import DenseCRF
 from pnpseg.method.prompts import plan_prompts, token_weights
 
 
-def run_baseline(adapter: Any, images: list[Path], out: Path, params: SegmentParams) -> dict[str, Any]:
+def run_baseline(
+    adapter: Any, images: list[Path], out: Path, params: SegmentParams, classes: list[str] = VOC
+) -> dict[str, Any]:
     """The authors' way of computing (LAVIS-based PnP-OVSS), on our BLIP model object.
 
     Per round: Python-loop patch zeroing; a forward with autograd through the vision
@@ -39,26 +44,34 @@ def run_baseline(adapter: Any, images: list[Path], out: Path, params: SegmentPar
 
     model = adapter.model
     with eager(list(model.modules())):  # the reference's attention is eager throughout
-        return _baseline(adapter, model, images, out, params, capture_cross_attentions)
+        return _baseline(adapter, model, images, out, params, classes, capture_cross_attentions)
 
 
 def _baseline(
-    adapter: Any, model: Any, images: list[Path], out: Path, params: SegmentParams, capture_cross_attentions: Any
+    adapter: Any,
+    model: Any,
+    images: list[Path],
+    out: Path,
+    params: SegmentParams,
+    classes: list[str],
+    capture_cross_attentions: Any,
 ) -> dict[str, Any]:
     from pnpseg.io.images import load_image
 
     model.requires_grad_(True)
     ps = adapter.patch_size
     size = tuple(s // ps * ps for s in params.image_size)
-    chunks = plan_prompts(VOC, adapter.tokenize, adapter.max_text_length)
+    chunks = plan_prompts(classes, adapter.tokenize, adapter.max_text_length)
     assert len(chunks) == 1, "the baseline handles one prompt chunk"
     text = adapter.tokenize([chunks[0].prompt])
-    weights = token_weights(chunks, text.input_ids.shape[1], len(VOC))[0]  # (K, T)
+    rules = arithmetic(params.compat)
+    weights = token_weights(chunks, text.input_ids.shape[1], len(classes), params.compat)[0]  # (K, T)
+    pieces = (weights > 0).float()[None]  # the authors' drop score counts every class token
     blur, crf = GaussianBlur(), DenseCRF()
     blur.threads = 1  # the reference blurs channel by channel, serially
     all_layers = list(range(adapter.num_layers))
     out.mkdir(parents=True, exist_ok=True)
-    labels_out = {}
+    labels_out, saliency_out = {}, {}
     try:
         with measured() as result:
             for path in images:
@@ -68,7 +81,6 @@ def _baseline(
                 gh, gw = size[0] // ps, size[1] // ps
                 dropped: list[int] = []
                 kept_maps = []  # every round: (layers, heads, T, P), as the reference keeps them
-                total = torch.zeros(len(VOC), gh * gw)
                 for round_ in range(params.drop_rounds):
                     with profiling.stage("dropout bookkeeping"):
                         masked = pixels.clone()
@@ -100,16 +112,16 @@ def _baseline(
                         kept_maps.append(cams)
                         cam = cams[params.layer - 1, params.head - 1]  # (T, P)
                         maps = weights @ cam
+                        if round_ == 0:
+                            total = rules.first_total(maps)
                         maps[:, dropped] = 0
                         total += maps
-                        u = maps.sum(0)
-                        remaining = torch.ones(gh * gw, dtype=torch.bool)
-                        remaining[dropped] = False
-                        if round_ + 1 < params.drop_rounds and remaining.any():
-                            median = u[remaining].median()
-                            for p in range(gh * gw):
-                                if remaining[p] and u[p] >= median and u[p] > 0:
-                                    dropped.append(p)
+                        if round_ + 1 < params.drop_rounds:
+                            mask = torch.zeros(1, gh * gw, dtype=torch.bool)
+                            mask[0, dropped] = True
+                            score = rules.drop_score(maps[None], cam[None], pieces, torch.tensor([0]), 1)
+                            new = drop_patches(params.drop_rule or "median", score, mask, params.compat)
+                            dropped.extend(new[0].nonzero().flatten().tolist())
                 width, height = image.size
                 rgb = np.asarray(image, dtype=np.uint8)
                 with profiling.stage("resize"):
@@ -124,9 +136,10 @@ def _baseline(
                 with profiling.stage("I/O"):
                     save_label_png(out / f"{path.stem}.png", labels)
                 labels_out[path.name] = labels
+                saliency_out[path.name] = total.view(-1, gh, gw)
                 del kept_maps
     finally:
         model.zero_grad(set_to_none=True)
         model.requires_grad_(False)
-    result["labels"] = labels_out
+    result["labels"], result["saliency"] = labels_out, saliency_out
     return result
