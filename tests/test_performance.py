@@ -224,3 +224,22 @@ def test_benchmark_harness_runs_on_a_tiny_model():
     assert "| floor eager |" in out
     assert "CHECK tiny-BLIP 64px bf16 vs fp32 label agreement" in out
     assert "label maps ours vs baseline agree on 100.00%" in out
+
+
+def test_crf_benchmark_compares_each_knob_with_the_default_labels():
+    # A variant equal to the default (10 iterations, the default 1024 px side) must keep every label.
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "crf.py"), "--images", "1", "--content", "scenes"]
+        + ["--iterations", "10,2", "--sides", "1024"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (row,) = [line for line in result.stdout.splitlines() if line.startswith("| scenes |")]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1] == "20.0 / 21"  # every class channel wins somewhere on random saliency
+    assert cells[3].endswith(", 100.00%") and cells[5].endswith(", 100.00%")  # 10 it, side 1024
+    assert not cells[4].endswith(", 100.00%")  # 2 iterations change labels
