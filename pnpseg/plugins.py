@@ -226,6 +226,12 @@ def load_plugins_dir(directory: Path) -> None:
             _files[name] = path
 
 
+def loaded_plugin_dirs() -> list[Path]:
+    """The plugins directories this process loaded files from: a spawned worker process
+    loads them too, so that the adapters and postprocessors they register exist there."""
+    return sorted({path.parent for path in _files.values()})
+
+
 def _hook_order(impl: Any) -> tuple[int, int]:
     """Built-ins first, so a plugin can never take a built-in name; then registration order."""
     names = [name for name, _ in pm.list_name_plugin()]

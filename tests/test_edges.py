@@ -56,11 +56,12 @@ def alive(pid: int) -> bool:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.slow
-def test_workers_exit_when_the_run_is_killed(tmp_path):
+@pytest.mark.parametrize("workers", ["--workers", "--model-workers"])
+def test_workers_exit_when_the_run_is_killed(tmp_path, workers):
     folder = scenes(tmp_path / "in", 150)  # more than the run can finish while we watch
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "pnpseg.cli", "segment", str(folder), "--classes", "red,blue"]
-    cmd += ["--adapter", "synthetic", "--out", str(out), "--image-size", "96", "--workers", "2"]
+    cmd += ["--adapter", "synthetic", "--out", str(out), "--image-size", "96", workers, "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     workers: set[int] = set()

@@ -30,20 +30,38 @@ def test_workers_match_serial_bit_for_bit_with_near_ties(tmp_path, tiny_blip):
     torch.set_num_threads(4)
     labels = {}
     try:
-        for workers in (0, 1):
-            out = tmp_path / f"out{workers}"
+        for flag in ("--workers=0", "--workers=1", "--model-workers=2"):
+            out = tmp_path / flag.strip("-").replace("=", "")
             result = CliRunner().invoke(
                 app,
                 ["segment", str(tmp_path / "a.png"), "--classes", "cat,dog,grass", "--adapter", "blip"]
                 + ["--model", str(tiny_blip), "--layer", "2", "--head", "1", "--image-size", "64"]
-                + ["--postprocess", "none", "--device", "cpu", "--out", str(out), "--workers", str(workers)],
+                + ["--postprocess", "none", "--device", "cpu", "--out", str(out), flag],
             )
             assert result.exit_code == 0, result.output
-            labels[workers] = np.asarray(Image.open(out / "a.png"))
+            labels[flag] = np.asarray(Image.open(out / "a.png"))
     finally:
         torch.set_num_threads(threads)
-    assert len(np.unique(labels[0])) > 1
-    assert (labels[0] != labels[1]).sum() == 0
+    assert len(np.unique(labels["--workers=0"])) > 1
+    # Model workers run the model passes at one thread and step 4 at the parent's four.
+    for flag in ("--workers=1", "--model-workers=2"):
+        assert (labels["--workers=0"] != labels[flag]).sum() == 0, flag
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--workers", "1", "--model-workers", "2"], "--workers and --model-workers: choose one"),
+        (["--engine", "ray", "--model-workers", "2"], "--model-workers is for the local engine"),
+        (["--model-workers", "-1"], "--model-workers"),
+    ],
+)
+def test_model_workers_refuse_what_they_cannot_do_in_one_line(tmp_path, flags, message):
+    make_scene(32, 32, ["red"], seed=0)[0].save(tmp_path / "a.png")
+    result = CliRunner().invoke(app, ["segment", str(tmp_path / "a.png"), *ARGS, "--out", str(tmp_path / "o"), *flags])
+    assert result.exit_code == 2, result.output
+    assert message in result.output.strip().splitlines()[-1] or message in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "o").exists()
 
 
 # -- postprocessors (issue 13 item 4) ---------------------------------------------------
@@ -187,6 +205,8 @@ if os.environ.get("BREAK_IN_WORKERS") and multiprocessing.parent_process() is no
 
 class Cube:
     def __call__(self, scores, image, params):
+        if os.environ.get("DIE_IN_WORKERS") and multiprocessing.parent_process() is not None:
+            os._exit(1)  # killed, or out of memory
         return scores**3
 
 
@@ -204,18 +224,27 @@ def test_a_plugins_dir_postprocessor_works_under_workers(tmp_path):
     folder = scene_folder(tmp_path / "in")
     pngs = {}
     env = {**os.environ, "PNPSEG_LOAD_PLUGINS": ""}
-    for workers in ("0", "1"):
-        out = tmp_path / f"out{workers}"
+    for flag in ("--workers=0", "--workers=1", "--model-workers=1"):
+        out = tmp_path / flag.strip("-").replace("=", "")
         cmd = [sys.executable, "-m", "pnpseg.cli", "--plugins-dir", str(plugins), "segment", str(folder), *ARGS]
-        cmd += ["--postprocess", "blur,cube", "--workers", workers, "--out", str(out)]
+        cmd += ["--postprocess", "blur,cube", flag, "--out", str(out)]
         result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
         assert result.returncode == 0, result.stderr
-        pngs[workers] = {p.name: p.read_bytes() for p in sorted(out.glob("*.png"))}
-    assert len(pngs["0"]) == 2 and pngs["0"] == pngs["1"]
-    broken = subprocess.run(cmd, capture_output=True, text=True, env={**env, "BREAK_IN_WORKERS": "1"}, timeout=300)
-    assert broken.returncode == 2, broken.stderr
-    assert "BrokenProcessPool" not in broken.stderr and "Traceback" not in broken.stderr
-    assert "refuses to load in a worker" in broken.stderr.strip().splitlines()[-1]
+        pngs[flag] = {p.name: p.read_bytes() for p in sorted(out.glob("*.png"))}
+    assert len(pngs["--workers=0"]) == 2
+    assert pngs["--workers=0"] == pngs["--workers=1"] == pngs["--model-workers=1"]
+    for flag in ("--workers=1", "--model-workers=1"):
+        cmd[-3], cmd[-1] = flag, str(tmp_path / f"broken{flag}")
+        broken = subprocess.run(cmd, capture_output=True, text=True, env={**env, "BREAK_IN_WORKERS": "1"}, timeout=300)
+        assert broken.returncode == 2, broken.stderr
+        assert "BrokenProcessPool" not in broken.stderr and "Traceback" not in broken.stderr
+        assert "refuses to load in a worker" in broken.stderr.strip().splitlines()[-1]
+    cmd[-3], cmd[-1] = "--model-workers=1", str(tmp_path / "dies")
+    died = subprocess.run(cmd, capture_output=True, text=True, env={**env, "DIE_IN_WORKERS": "1"}, timeout=300)
+    assert died.returncode == 3, died.stderr
+    assert "BrokenProcessPool" not in died.stderr and "Traceback" not in died.stderr
+    last = died.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: a --model-workers process died") and "resume" in last, died.stderr
 
 
 # -- the CRF overlapped with the next image's model passes (issue 24) ----------------------
@@ -259,3 +288,22 @@ def test_the_crf_in_workers_gives_the_serial_labels_on_photos_scenes_and_noise(t
     assert labels[0] == labels[1]
     for name in ("photo.png", "scene.png"):  # not vacuous (noise is all background under the authors' rules)
         assert len(np.unique(np.asarray(Image.open(tmp_path / "out0" / name)))) > 2
+
+
+def test_model_workers_refuse_a_gpu_device_before_any_output(tmp_path, monkeypatch):
+    from pnpseg.testing.synthetic import SyntheticAdapter
+
+    init = SyntheticAdapter.__init__
+
+    def on_a_gpu(self, *args, **kwargs):  # no GPU here: the adapter only says where it runs
+        init(self, *args, **kwargs)
+        self.device = torch.device("cuda", 0)
+
+    monkeypatch.setattr(SyntheticAdapter, "__init__", on_a_gpu)
+    make_scene(32, 32, ["red"], seed=0)[0].save(tmp_path / "a.png")
+    result = CliRunner().invoke(
+        app, ["segment", str(tmp_path / "a.png"), *ARGS, "--out", str(tmp_path / "o"), "--model-workers", "1"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "--model-workers runs the model in CPU processes, but the device is cuda:0" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "o").exists()

@@ -68,6 +68,13 @@ def segment(
         help="Processes for blur/CRF, overlapped with the model (0 = serial, in-process); with --engine ray: model workers (actors), default 1.",
         rich_help_panel=o.ENGINE,
     ),
+    model_workers: int = typer.Option(
+        0,
+        "--model-workers",
+        min=0,
+        help="Processes that each run the model at one thread (CPU, local engine; 0 = in-process): on a CPU with few cores, one image's CRF then overlaps the next ones' model passes. Labels unchanged; memory: one model each.",
+        rich_help_panel=o.ENGINE,
+    ),
     precision: o.Precision = typer.Option(
         o.Precision.fp32,
         "--precision",
@@ -113,6 +120,10 @@ def segment(
     spec = JobSpec(names, method.adapter, method.model, device, method.params, precision.value, class_source)
     job: Any
     if engine == o.EngineName.ray:
+        if model_workers:
+            raise PnpsegError(
+                "--model-workers is for the local engine; with --engine ray, --workers sets the model workers"
+            )
         from pnpseg.engines.ray import RaySegmentJob as Job
 
         own: dict[str, Any] = dict(
@@ -125,7 +136,7 @@ def segment(
     else:
         from pnpseg.engines.local import SegmentJob as Job  # type: ignore[assignment]
 
-        own = dict(workers=workers)
+        own = dict(workers=workers, model_workers=model_workers)
     job = Job(
         spec,
         inputs,

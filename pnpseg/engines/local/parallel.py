@@ -67,7 +67,7 @@ def prefetch(batches: Iterable[T], load: Callable[[T], R], ahead: int = 1) -> It
 _worker_state: dict[str, Any] = {}
 
 
-def _exit_with_parent(parent: int) -> None:
+def exit_with_parent(parent: int) -> None:
     """End this worker when the run that started it dies, even by SIGKILL.
 
     Linux delivers SIGKILL to the worker at once (``PR_SET_PDEATHSIG``); everywhere, a
@@ -91,24 +91,30 @@ def _exit_with_parent(parent: int) -> None:
 def _init_worker(
     params: SegmentParams, chain: bytes, plugin_dirs: list[str], profile: bool, parent: int, threads: int
 ) -> None:
-    _exit_with_parent(parent)
+    exit_with_parent(parent)
     # The parent's thread count, not 1: torch splits work by thread count, and bilinear
     # upsampling is not bitwise the same across splits (near-ties flip labels). The heavy
     # parts of step 4 (scipy's blur, the CRF) are single-threaded whatever this says.
     torch.set_num_threads(threads)
     profiling.enable(profile)
     try:  # a failure is reported by _worker_problem, not as a BrokenProcessPool per image
-        from pnpseg.plugins import broken_plugins, load_plugins_dir
-
-        before = {problem.name for problem in broken_plugins()}
-        for folder in plugin_dirs:
-            load_plugins_dir(Path(folder))
-        for problem in broken_plugins():  # a plugin file the parent loaded fails here: say why
-            if problem.name not in before:
-                raise PnpsegError(f"plugin {problem.name}: {problem.reason}")
+        load_worker_plugins(plugin_dirs)
         _worker_state.update(params=params, chain=pickle.loads(chain))
     except Exception as error:  # noqa: BLE001 - shown to the user in one line
         _worker_state["problem"] = f"{type(error).__name__}: {error}"
+
+
+def load_worker_plugins(folders: Sequence[str | Path]) -> None:
+    """In a worker process, load the plugins directories the parent loaded; a plugin file
+    that loaded there but fails here raises, saying why."""
+    from pnpseg.plugins import broken_plugins, load_plugins_dir
+
+    before = {problem.name for problem in broken_plugins()}
+    for folder in folders:
+        load_plugins_dir(Path(folder))
+    for problem in broken_plugins():
+        if problem.name not in before:
+            raise PnpsegError(f"plugin {problem.name}: {problem.reason}")
 
 
 def _worker_problem() -> str | None:
@@ -143,7 +149,7 @@ def _unsendable(specs: Sequence[str], chain: Sequence[Any]) -> list[str]:
     return found
 
 
-def _finish_labels(
+def finish_labels(
     image: Image.Image, saliency: torch.Tensor, names: list[str], params: SegmentParams, chain: Sequence[Any]
 ) -> tuple[np.ndarray, float, dict[str, float]]:
     from pnpseg.method.segmenter import finish_image
@@ -159,7 +165,7 @@ def _finish_labels(
 def _finish_in_worker(image: Image.Image, saliency: torch.Tensor, names: list[str]):
     if "problem" in _worker_state:
         raise RuntimeError(_worker_state["problem"])
-    return _finish_labels(image, saliency, names, _worker_state["params"], _worker_state["chain"])
+    return finish_labels(image, saliency, names, _worker_state["params"], _worker_state["chain"])
 
 
 class Finisher:
@@ -229,7 +235,7 @@ class Finisher:
     def submit(self, image: Image.Image, saliency: torch.Tensor, names: list[str], tag: Any) -> None:
         if self._pool is None:
             try:
-                labels, seconds, _ = _finish_labels(image, saliency, names, self.params, self.chain)
+                labels, seconds, _ = finish_labels(image, saliency, names, self.params, self.chain)
                 self._done.append((tag, labels, seconds, None))
             except Exception as error:  # noqa: BLE001 - reported per image by the caller
                 self._done.append((tag, None, 0.0, error))

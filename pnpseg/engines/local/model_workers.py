@@ -1,0 +1,148 @@
+"""Whole images in worker processes of one torch thread each (``segment --model-workers N``).
+
+On a CPU with few cores the model's threads take every core, then step 4's dense CRF runs
+on one of them while the others wait: on 2 cores with busy images that idles a core for up
+to a third of the time. The CRF cannot run beside torch's threads either (pydensecrf holds
+the GIL; another process at any priority stalls them, docs/performance.md). N processes
+that each run an image's model passes at one thread and then its step 4 keep every core
+busy instead: one's CRF runs while another's model passes do. This process decodes the
+images and writes every output, so it stays the output folder's only writer.
+
+The labels are the serial run's: the workers run the shared
+:class:`~pnpseg.engines.common.BatchStep`, whose model passes gave the same saliency at any
+thread count on the CPUs measured, and step 4 (:func:`~pnpseg.method.segmenter.finish_image`)
+at this process's thread count, since its bilinear upsampling is not bitwise the same
+across thread counts; the tests compare bytes.
+"""
+
+from __future__ import annotations
+
+import collections
+import multiprocessing
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pnpseg.engines.common import BatchStep, JobSpec, OutputLayout, Unfinished
+from pnpseg.engines.common.step import Loaded
+from pnpseg.engines.local.parallel import exit_with_parent, finish_labels, load_worker_plugins
+from pnpseg.errors import EnvironmentProblem, PnpsegError
+from pnpseg.method import profiling
+from pnpseg.plugins import loaded_plugin_dirs
+
+_state: dict[str, Any] = {}
+
+
+def _init(spec: JobSpec, layout: OutputLayout, parent: int, profile: bool, threads: int, dirs: list[Path]) -> None:
+    exit_with_parent(parent)
+    torch.set_num_threads(1)
+    profiling.enable(profile)
+    try:  # a failure is reported once by _problem, not as a BrokenProcessPool per batch
+        load_worker_plugins(dirs)
+        built = spec.build()
+        _state.update(
+            step=BatchStep(built.segmenter, built.class_source, layout),
+            params=built.segmenter.params,
+            chain=built.segmenter.chain,
+            threads=threads,
+        )
+    except Exception as error:  # noqa: BLE001 - shown to the user in one line
+        _state["problem"] = f"{type(error).__name__}: {error}"
+
+
+def _problem() -> str | None:
+    return _state.get("problem")
+
+
+def _segment(loaded: list[Loaded]) -> tuple[list[Any], dict[str, float]]:
+    """The batch step on ``loaded``, then step 4 of each image it leaves unfinished: records,
+    and ``(unfinished, labels, seconds, error)`` for :func:`~pnpseg.engines.common.complete`;
+    with this batch's stage times, which the parent adds to its own."""
+    if "problem" in _state:
+        raise RuntimeError(_state["problem"])
+    before = profiling.totals()
+    results: list[Any] = []
+    for outcome in _state["step"](loaded):
+        if not isinstance(outcome, Unfinished):
+            results.append(outcome)
+            continue
+        torch.set_num_threads(_state["threads"])  # step 4 at the parent's count (see the module docstring)
+        try:
+            labels, seconds, _ = finish_labels(
+                outcome.image, outcome.saliency, outcome.names, _state["params"], _state["chain"]
+            )
+            results.append((outcome, labels, seconds, None))
+        except Exception as error:  # noqa: BLE001 - recorded per image by the parent
+            results.append((outcome, None, 0.0, error))
+        finally:
+            torch.set_num_threads(1)
+    return results, {k: v - before.get(k, 0.0) for k, v in profiling.totals().items()}
+
+
+class ModelWorkers:
+    """A pool of ``workers`` processes, each with its own model, segmenting batches in order."""
+
+    def __init__(self, spec: JobSpec, layout: OutputLayout, workers: int):
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),  # fork + torch threads can deadlock
+            initializer=_init,
+            initargs=(spec, layout, os.getpid(), profiling.enabled(), torch.get_num_threads(), loaded_plugin_dirs()),
+        )
+        try:  # one check per worker: each submit starts a process, so all load their models at once
+            checks = [self._pool.submit(_problem) for _ in range(workers)]
+            problem = next((p for p in (check.result() for check in checks) if p), None)
+        except BrokenProcessPool as error:
+            problem = f"the worker process died while starting ({error})"
+        if problem:
+            self.close()
+            raise PnpsegError(f"--model-workers: a worker process cannot run the model: {problem}")
+
+    def __enter__(self) -> ModelWorkers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def run(self, batches: Iterable[Sequence[Loaded]]) -> Iterator[list[Any]]:
+        """Each batch's records and finished images (as :func:`_segment` returns them), in
+        order; ``workers + 1`` batches in flight."""
+        assert self._pool is not None, "the pool is closed"
+        pending: collections.deque[Future] = collections.deque()
+        for loaded in batches:
+            try:
+                pending.append(self._pool.submit(_segment, list(loaded)))
+            except BrokenProcessPool:
+                raise self._died() from None
+            if len(pending) > self.workers:
+                yield self._result(pending.popleft())
+        while pending:
+            yield self._result(pending.popleft())
+
+    def _result(self, future: Future) -> list[Any]:
+        try:
+            outcomes, stages = future.result()
+        except BrokenProcessPool:
+            raise self._died() from None
+        for name, value in stages.items():
+            profiling.add(name, value)
+        return outcomes
+
+    def _died(self) -> EnvironmentProblem:
+        """One line for the whole run, never a BrokenProcessPool per batch."""
+        self.close()
+        return EnvironmentProblem(
+            "a --model-workers process died (killed, or out of memory?); the images saved so far are "
+            "kept: run the same command again to resume, or use fewer --model-workers"
+        )
