@@ -108,13 +108,17 @@ def run_ours(
     workers: int,
     precision: str = "fp32",
     classes: list[str] = VOC,
+    model_workers: int = 0,
 ) -> dict[str, Any]:
-    """The ``pnpseg segment`` loop (SegmentJob) on ``images``' folder, on the shared ``adapter``."""
+    """The ``pnpseg segment`` loop (SegmentJob) on ``images``' folder, on the shared ``adapter``
+    (``model_workers`` processes load their own copy of ``model_dir``)."""
     from rich.console import Console
 
     spec = JobSpec(classes, adapter_name, str(model_dir), "cpu", params, precision)
     quiet = Console(stderr=True, quiet=True)
-    job = SegmentJob(spec, [images[0].parent], out, workers=workers, overwrite=True, console=quiet)
+    job = SegmentJob(
+        spec, [images[0].parent], out, workers=workers, model_workers=model_workers, overwrite=True, console=quiet
+    )
     job.segmenter.adapter = adapter  # the very model object the baseline and floor use (weights loaded)
     with measured() as result:
         summary = job.run()
@@ -160,6 +164,13 @@ def run_floor(
 def agreement(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
     equal = sum(int((a[k] == b[k]).sum()) for k in a)
     return equal / sum(a[k].size for k in a)
+
+
+def agreement_text(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> str:
+    """``"99.9992% of pixels (3 of 375000 differ)"``: a rounded 100.00% must not hide a pixel."""
+    total = sum(a[k].size for k in a)
+    differ = total - sum(int((a[k] == b[k]).sum()) for k in a)
+    return f"{100 * (total - differ) / total:.4f}% of pixels ({differ} of {total} differ)"
 
 
 def stage_table(rows: dict[str, dict[str, Any]], n: int) -> str:

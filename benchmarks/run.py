@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 from bench_baseline import run_baseline
-from bench_measure import MODEL_STAGES, agreement, cpu_name, loadavg, run_floor, run_ours, stage_table
+from bench_measure import MODEL_STAGES, agreement, agreement_text, cpu_name, loadavg, run_floor, run_ours, stage_table
 from bench_models import CONTENTS, VOC, build_blip, build_bridgetower, choices, counts, make_images
 
 from pnpseg.method.params import SegmentParams
@@ -193,7 +193,7 @@ def _compare(report: dict[str, Any], tag: str, key: str, other: dict[str, Any], 
     print(f"RATIO {tag} {key}/ours (fastest image of each, less load noise): {fastest:.2f}x")
     if other["peak_mb"]:
         print(f"RATIO {tag} peak memory ours/{key}: {ours['peak_mb'] / other['peak_mb']:.2f}")
-    print(f"CHECK {tag} label maps ours vs {key} agree on {100 * report[f'labels_agree_{key}']:.2f}% of pixels")
+    print(f"CHECK {tag} label maps ours vs {key} agree on {agreement_text(ours['labels'], other['labels'])}")
 
 
 def main(argv: list[str] | None = None) -> int:
