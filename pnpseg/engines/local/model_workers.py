@@ -18,11 +18,9 @@ across thread counts; the tests compare bytes.
 from __future__ import annotations
 
 import collections
-import multiprocessing
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +28,7 @@ import torch
 
 from pnpseg.engines.common import BatchStep, JobSpec, OutputLayout, Unfinished
 from pnpseg.engines.common.step import Loaded
-from pnpseg.engines.local.parallel import exit_with_parent, finish_labels, load_worker_plugins
-from pnpseg.errors import EnvironmentProblem, PnpsegError
+from pnpseg.engines.local.parallel import WorkerPool, exit_with_parent, finish_labels, load_worker_plugins
 from pnpseg.method import profiling
 from pnpseg.plugins import loaded_plugin_dirs
 
@@ -84,65 +81,29 @@ def _segment(loaded: list[Loaded]) -> tuple[list[Any], dict[str, float]]:
     return results, {k: v - before.get(k, 0.0) for k, v in profiling.totals().items()}
 
 
-class ModelWorkers:
+class ModelWorkers(WorkerPool):
     """A pool of ``workers`` processes, each with its own model, segmenting batches in order."""
 
     def __init__(self, spec: JobSpec, layout: OutputLayout, workers: int):
         self.workers = workers
-        self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=multiprocessing.get_context("spawn"),  # fork + torch threads can deadlock
-            initializer=_init,
-            initargs=(spec, layout, os.getpid(), profiling.enabled(), torch.get_num_threads(), loaded_plugin_dirs()),
+        initargs = (spec, layout, os.getpid(), profiling.enabled(), torch.get_num_threads(), loaded_plugin_dirs())
+        super().__init__(
+            workers, _init, initargs, _problem, "--model-workers", "run the model", "use --model-workers 0"
         )
-        try:  # one check per worker: each submit starts a process, so all load their models at once
-            checks = [self._pool.submit(_problem) for _ in range(workers)]
-            problem = next((p for p in (check.result() for check in checks) if p), None)
-        except BrokenProcessPool as error:
-            problem = f"the worker process died while starting ({error})"
-        if problem:
-            self.close()
-            raise PnpsegError(f"--model-workers: a worker process cannot run the model: {problem}")
-
-    def __enter__(self) -> ModelWorkers:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
 
     def run(self, batches: Iterable[Sequence[Loaded]]) -> Iterator[list[Any]]:
         """Each batch's records and finished images (as :func:`_segment` returns them), in
         order; ``workers + 1`` batches in flight."""
-        assert self._pool is not None, "the pool is closed"
         pending: collections.deque[Future] = collections.deque()
         for loaded in batches:
-            try:
-                pending.append(self._pool.submit(_segment, list(loaded)))
-            except BrokenProcessPool:
-                raise self._died() from None
+            pending.append(self.submit(_segment, list(loaded)))
             if len(pending) > self.workers:
-                yield self._result(pending.popleft())
+                yield self._outcomes(pending.popleft())
         while pending:
-            yield self._result(pending.popleft())
+            yield self._outcomes(pending.popleft())
 
-    def _result(self, future: Future) -> list[Any]:
-        try:
-            outcomes, stages = future.result()
-        except BrokenProcessPool:
-            raise self._died() from None
+    def _outcomes(self, future: Future) -> list[Any]:
+        outcomes, stages = self.result(future)
         for name, value in stages.items():
             profiling.add(name, value)
         return outcomes
-
-    def _died(self) -> EnvironmentProblem:
-        """One line for the whole run, never a BrokenProcessPool per batch."""
-        self.close()
-        return EnvironmentProblem(
-            "a --model-workers process died (killed, or out of memory?); the images saved so far are "
-            "kept: run the same command again to resume, or use fewer --model-workers"
-        )

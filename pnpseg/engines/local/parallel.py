@@ -41,6 +41,7 @@ from pnpseg.method.params import SegmentParams
 
 T = TypeVar("T")
 R = TypeVar("R")
+P = TypeVar("P", bound="WorkerPool")
 
 
 def prefetch(batches: Iterable[T], load: Callable[[T], R], ahead: int = 1) -> Iterator[tuple[T, R]]:
@@ -168,6 +169,73 @@ def _finish_in_worker(image: Image.Image, saliency: torch.Tensor, names: list[st
     return finish_labels(image, saliency, names, _worker_state["params"], _worker_state["chain"])
 
 
+class WorkerPool:
+    """Spawned worker processes that set themselves up in ``initializer`` and say what went
+    wrong there through ``problem`` (a module-level function returning a message or None):
+    a broken set-up stops the run before its first image, and a dead worker stops it, each in
+    one line for the whole run, never a ``BrokenProcessPool`` per image. ``flag`` names the
+    option that asked for the workers, ``task`` what they do, ``fallback`` what to use instead."""
+
+    def __init__(
+        self,
+        workers: int,
+        initializer: Callable[..., None],
+        initargs: tuple[Any, ...],
+        problem: Callable[[], str | None],
+        flag: str,
+        task: str,
+        fallback: str,
+    ):
+        self.flag, self.fallback = flag, fallback
+        self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),  # fork + torch threads can deadlock
+            initializer=initializer,
+            initargs=initargs,
+        )
+        try:  # one check per worker: each submit starts a process, so all set up at once
+            checks = [self._pool.submit(problem) for _ in range(workers)]
+            found = next((p for p in (check.result() for check in checks) if p), None)
+        except BrokenProcessPool as error:
+            found = f"the worker process died while starting ({error})"
+        if found:
+            self.close()
+            raise PnpsegError(f"{flag}: a worker process cannot {task}: {found}; {fallback}")
+
+    def __enter__(self: P) -> P:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def submit(self, function: Callable[..., T], *args: Any) -> Future:
+        assert self._pool is not None, "the pool is closed"
+        try:
+            return self._pool.submit(function, *args)
+        except BrokenProcessPool:
+            raise self.died() from None
+
+    def result(self, future: Future) -> Any:
+        """``future.result()``; a dead worker is the run's one-line error."""
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            raise self.died() from None
+
+    def died(self) -> EnvironmentProblem:
+        """The run's one-line error for a worker that died; the pool is closed."""
+        self.close()
+        return EnvironmentProblem(
+            f"a {self.flag} process died (killed, or out of memory?); the images saved so far are "
+            f"kept: run the same command again to resume, or {self.fallback}"
+        )
+
+
 class Finisher:
     """Step 4 for a stream of images; ``workers=0`` is serial and in-process.
 
@@ -184,7 +252,7 @@ class Finisher:
         self.params, self.chain, self.workers = params, list(chain), workers
         self._pending: collections.deque[tuple[Any, Future]] = collections.deque()
         self._done: collections.deque[tuple[Any, Any, float, BaseException | None]] = collections.deque()
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: WorkerPool | None = None
         #: Why step 4 runs in the main process although workers were asked for, or None.
         self.in_process_reason: str | None = None
         unsendable = _unsendable(params.postprocess, self.chain) if workers else []
@@ -195,31 +263,23 @@ class Finisher:
             )
             self.workers = 0
         elif workers:
-            self._pool = ProcessPoolExecutor(
-                max_workers=workers,
-                mp_context=multiprocessing.get_context("spawn"),  # fork + torch threads can deadlock
-                initializer=_init_worker,
-                initargs=(
-                    params,
-                    pickle.dumps(self.chain),
-                    _plugin_dirs(self.chain),
-                    profiling.enabled(),
-                    os.getpid(),
-                    torch.get_num_threads(),
-                ),
+            initargs = (
+                params,
+                pickle.dumps(self.chain),
+                _plugin_dirs(self.chain),
+                profiling.enabled(),
+                os.getpid(),
+                torch.get_num_threads(),
             )
-            self._check_workers()
-
-    def _check_workers(self) -> None:
-        """Fail before the first image, in one line, if a worker cannot set itself up."""
-        assert self._pool is not None  # called right after the pool is made
-        try:
-            problem = self._pool.submit(_worker_problem).result()
-        except BrokenProcessPool as error:
-            problem = f"the worker process died while starting ({error})"
-        if problem:
-            self.close()
-            raise PnpsegError(f"--workers: a worker process cannot run the postprocessors: {problem}; use --workers 0")
+            self._pool = WorkerPool(
+                workers,
+                _init_worker,
+                initargs,
+                _worker_problem,
+                "--workers",
+                "run the postprocessors",
+                "use --workers 0",
+            )
 
     def __enter__(self) -> Finisher:
         return self
@@ -229,8 +289,7 @@ class Finisher:
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+            self._pool.close()
 
     def submit(self, image: Image.Image, saliency: torch.Tensor, names: list[str], tag: Any) -> None:
         if self._pool is None:
@@ -242,28 +301,17 @@ class Finisher:
             return
         while len(self._pending) >= 2 * self.workers + 2:
             self._collect(self._pending.popleft(), wait=True)
-        try:
-            future = self._pool.submit(_finish_in_worker, image, saliency, list(names))
-        except BrokenProcessPool:
-            raise self._worker_died() from None
-        self._pending.append((tag, future))
-
-    def _worker_died(self) -> EnvironmentProblem:
-        """One line for the whole run, never a BrokenProcessPool per image."""
-        self.close()
-        return EnvironmentProblem(
-            "a --workers process died (killed, or out of memory?); the images saved so far are "
-            "kept: run the same command again to resume, or use --workers 0"
-        )
+        self._pending.append((tag, self._pool.submit(_finish_in_worker, image, saliency, list(names))))
 
     def _collect(self, entry: tuple[Any, Future], wait: bool) -> bool:
         tag, future = entry
         if not wait and not future.done():
             return False
+        assert self._pool is not None  # only pool futures are pending
         try:
             labels, seconds, stages = future.result()
         except BrokenProcessPool:
-            raise self._worker_died() from None
+            raise self._pool.died() from None
         except Exception as error:  # noqa: BLE001 - reported per image by the caller
             self._done.append((tag, None, 0.0, error))
             return True
