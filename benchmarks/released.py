@@ -42,7 +42,7 @@ from bench_baseline import run_baseline
 from bench_measure import agreement, agreement_text, cpu_name, loadavg, run_floor, run_ours, stage_table
 from bench_models import BERT_BASE_SPECIALS, BERT_BASE_VOCAB_SIZE, CONTENTS, choices, make_images
 from released_lavis import SCRIPT, VOC_AUTHORS
-from run import _compare, _interleave, loaded
+from run import compare, interleave, loaded
 
 from pnpseg.method.params import SegmentParams
 
@@ -163,7 +163,7 @@ def _bench(
         "baseline": lambda imgs, out: run_baseline(adapter, imgs, out, seg_params, VOC_AUTHORS),
         "floor": lambda imgs, out: run_floor(adapter, imgs, seg_params, classes=VOC_AUTHORS),
     }
-    rows = _interleave(methods, images, work / f"runs-{content}")
+    rows = interleave(methods, images, work / f"runs-{content}")
     copies = _copies(images, work / f"mw-in-{content}")  # the workers' start is paid once per job
     overlapped = run_ours(
         adapter,
@@ -202,7 +202,7 @@ def _bench(
     print(stage_table({k: v for k, v in rows.items() if k != OVERLAPPED}, n))
     print()
     for key in ("released", "baseline"):
-        _compare(report, tag, key, rows[key], rows["ours"])
+        compare(report, tag, key, rows[key], rows["ours"])
     report["ours_over_floor"] = rows["ours"]["seconds"] / rows["floor"]["seconds"]
     print(f"RATIO {tag} ours/floor (whole pipeline; the floor includes the CRF): {report['ours_over_floor']:.2f}")
     classes = sorted({int(c) for labels in rows["released"]["labels"].values() for c in np.unique(labels)})

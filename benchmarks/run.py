@@ -92,7 +92,7 @@ def bench_size(
             methods[f"ours {precision}"] = lambda imgs, out, precision=precision: run_ours(
                 adapter, adapter_name, model_dir, imgs, out, params, serial, precision
             )
-    rows = _interleave(methods, images, work / f"{adapter_name}-{size}-{content}")
+    rows = interleave(methods, images, work / f"{adapter_name}-{size}-{content}")
     together = _own_folder(images, work / f"{adapter_name}-{size}-{content}" / "all") if overlapped else []
     extra = {}
     for workers in overlapped:  # one job over all images: the CRF of one overlaps the next one's model passes
@@ -120,7 +120,7 @@ def bench_size(
     print(stage_table(rows, n))
     print()
     if "baseline" in rows:
-        _compare(report, tag, "baseline", rows["baseline"], ours)
+        compare(report, tag, "baseline", rows["baseline"], ours)
     ours_model = sum(ours["stages"].get(s, 0.0) for s in MODEL_STAGES)
     floor_model = floor["seconds"] - floor["stages"].get("crf", 0.0)
     report["ours_over_floor"] = ours["seconds"] / floor["seconds"]
@@ -160,7 +160,7 @@ def bench_size(
     return report
 
 
-def _interleave(
+def interleave(
     methods: dict[str, Callable[[list[Path], Path], dict[str, Any]]], images: list[Path], work: Path
 ) -> dict[str, dict[str, Any]]:
     """Run every method on every image, image by image, rotating the order; sum the results."""
@@ -183,7 +183,7 @@ def _interleave(
     return rows
 
 
-def _compare(report: dict[str, Any], tag: str, key: str, other: dict[str, Any], ours: dict[str, Any]) -> None:
+def compare(report: dict[str, Any], tag: str, key: str, other: dict[str, Any], ours: dict[str, Any]) -> None:
     """Print (and record) ``key``/ours: per image, fastest image, peak memory, label agreement."""
     ratio = other["seconds"] / ours["seconds"]
     fastest = min(other["per_image"]) / min(ours["per_image"])

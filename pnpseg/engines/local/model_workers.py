@@ -28,7 +28,7 @@ import torch
 
 from pnpseg.engines.common import BatchStep, JobSpec, OutputLayout, Unfinished
 from pnpseg.engines.common.step import Loaded
-from pnpseg.engines.local.parallel import WorkerPool, exit_with_parent, finish_labels, load_worker_plugins
+from pnpseg.engines.local.parallel import WorkerPool, exit_with_parent, finish_or_error, load_worker_plugins
 from pnpseg.method import profiling
 from pnpseg.plugins import loaded_plugin_dirs
 
@@ -70,14 +70,12 @@ def _segment(loaded: list[Loaded]) -> tuple[list[Any], dict[str, float]]:
             continue
         torch.set_num_threads(_state["threads"])  # step 4 at the parent's count (see the module docstring)
         try:
-            labels, seconds, _ = finish_labels(
+            finished = finish_or_error(
                 outcome.image, outcome.saliency, outcome.names, _state["params"], _state["chain"]
             )
-            results.append((outcome, labels, seconds, None))
-        except Exception as error:  # noqa: BLE001 - recorded per image by the parent
-            results.append((outcome, None, 0.0, error))
         finally:
             torch.set_num_threads(1)
+        results.append((outcome, *finished))
     return results, {k: v - before.get(k, 0.0) for k, v in profiling.totals().items()}
 
 

@@ -163,6 +163,17 @@ def finish_labels(
     return labels, seconds, stages  # stage times of this image (added to the parent's in pools)
 
 
+def finish_or_error(
+    image: Image.Image, saliency: torch.Tensor, names: list[str], params: SegmentParams, chain: Sequence[Any]
+) -> tuple[np.ndarray | None, float, BaseException | None]:
+    """``(labels, seconds, None)``, or ``(None, 0.0, error)`` for the caller to record per image."""
+    try:
+        labels, seconds, _ = finish_labels(image, saliency, names, params, chain)
+        return labels, seconds, None
+    except Exception as error:  # noqa: BLE001 - reported per image by the caller
+        return None, 0.0, error
+
+
 def _finish_in_worker(image: Image.Image, saliency: torch.Tensor, names: list[str]):
     if "problem" in _worker_state:
         raise RuntimeError(_worker_state["problem"])
@@ -293,11 +304,7 @@ class Finisher:
 
     def submit(self, image: Image.Image, saliency: torch.Tensor, names: list[str], tag: Any) -> None:
         if self._pool is None:
-            try:
-                labels, seconds, _ = finish_labels(image, saliency, names, self.params, self.chain)
-                self._done.append((tag, labels, seconds, None))
-            except Exception as error:  # noqa: BLE001 - reported per image by the caller
-                self._done.append((tag, None, 0.0, error))
+            self._done.append((tag, *finish_or_error(image, saliency, names, self.params, self.chain)))
             return
         while len(self._pending) >= 2 * self.workers + 2:
             self._collect(self._pending.popleft(), wait=True)
